@@ -1,0 +1,136 @@
+"""Every Prometheus metric Herald exports, and the HTTP listener serving them.
+
+Labels are bounded by design: service names, stanza kinds and results, never JIDs
+or node names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+import component
+
+log = logging.getLogger(__name__)
+
+BUILD_INFO = Info("herald_build", "Herald build information")
+BUILD_INFO.info({"version": component.__version__})
+
+COMPONENT_CONNECTED = Gauge(
+    "herald_component_connected",
+    "1 while the service's component stream to the XMPP server is up",
+    ["service"],
+)
+COMPONENT_RECONNECTS = Counter(
+    "herald_component_reconnects",
+    "Times a service lost its component stream and started reconnecting",
+    ["service"],
+)
+
+PUBSUB_REQUESTS = Counter(
+    "herald_pubsub_requests",
+    "Pubsub requests handled by the proxy",
+    ["kind", "result"],
+)
+PUBSUB_UPSTREAM_SECONDS = Histogram(
+    "herald_pubsub_upstream_request_seconds",
+    "Latency of requests Herald sent upstream",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PUBSUB_CACHED_NODES = Gauge(
+    "herald_pubsub_cached_nodes", "Nodes in the cache, by sync state", ["sync_state"]
+)
+PUBSUB_CACHED_ITEMS = Gauge("herald_pubsub_cached_items", "Items held in the cache")
+
+MULTICAST_STANZAS = Counter(
+    "herald_multicast_stanzas",
+    "Stanzas received by the multicast service",
+    ["stanza", "result"],
+)
+MULTICAST_RECIPIENTS = Counter(
+    "herald_multicast_recipients",
+    "Copies sent by the multicast service, by route",
+    ["route"],
+)
+
+for _service in ("multicast", "pubsub"):
+    COMPONENT_CONNECTED.labels(service=_service)
+    COMPONENT_RECONNECTS.labels(service=_service)
+for _stanza in ("message", "presence"):
+    for _result in ("delivered", "rejected"):
+        MULTICAST_STANZAS.labels(stanza=_stanza, result=_result)
+for _route in ("local", "remote_service", "remote_direct"):
+    MULTICAST_RECIPIENTS.labels(route=_route)
+
+HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+class MetricsServer:
+    """A tiny asyncio HTTP/1.1 listener for /metrics and /healthz.
+
+    It runs in Herald's own event loop, so /healthz can ask the database and the
+    component connections directly, without threads.
+    """
+
+    def __init__(self, host: str, port: int, health: HealthCheck) -> None:
+        self.host = host
+        self.port = port
+        self._health = health
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Bind the listener; raises OSError if the address is taken."""
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info("metrics: serving http://%s:%s/metrics and /healthz", self.host, self.port)
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method, _, rest = request.decode("latin-1").partition(" ")
+            path = rest.partition(" ")[0].partition("?")[0]
+            status, ctype, body = await self._respond(method, path)
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + (body if method != "HEAD" else b""))
+            await writer.drain()
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
+            pass
+        finally:
+            writer.close()
+
+    async def _respond(self, method: str, path: str) -> tuple[str, str, bytes]:
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", "text/plain", b"only GET\n"
+        if path == "/metrics":
+            return "200 OK", CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
+        if path == "/healthz":
+            ok, reason = await self._health()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            return status, "text/plain; charset=utf-8", (reason + "\n").encode()
+        return "404 Not Found", "text/plain", b"try /metrics or /healthz\n"

@@ -1,0 +1,252 @@
+"""The pure XEP-0033 §6 delivery planner: from one addressed stanza to the copies to send.
+
+The edge calls `remote_domains()` to learn which domains to discover, then `plan()` with
+what discovery found. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from component.multicast.addresses import (
+    Address,
+    AddressList,
+    AddressType,
+    jid_domain,
+    normalize_jid,
+)
+
+Route = Literal["local", "remote_service", "remote_direct"]
+PlanCondition = Literal["bad-request", "forbidden", "not-acceptable", "jid-malformed"]
+
+
+class RemoteSupport(BaseModel):
+    """What discovery found for a remote domain; `service_jid` None means no service."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service_jid: str | None = None
+    max_per_stanza: int | None = Field(default=None, ge=1)
+
+    @field_validator("service_jid")
+    @classmethod
+    def _normalize_service(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_jid(value)
+
+
+class PlanRequest(BaseModel):
+    """One stanza to plan: the outer `from`, its kind and header, and the service's policy.
+
+    `kind` does not change the plan (§6 treats message and presence alike); it is carried
+    so the edge and metrics see one value. A remote domain missing from `remote_support`
+    is served directly, as if it had no multicast service.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    sender: str
+    kind: Literal["message", "presence"]
+    addresses: AddressList
+    local_domains: frozenset[str]
+    remote_support: Mapping[str, RemoteSupport] = Field(default_factory=dict)
+    max_recipients: int = Field(ge=1)
+
+    @field_validator("sender")
+    @classmethod
+    def _normalize_sender(cls, value: str) -> str:
+        return normalize_jid(value)
+
+    @field_validator("local_domains")
+    @classmethod
+    def _normalize_domains(cls, value: frozenset[str]) -> frozenset[str]:
+        return frozenset(jid_domain(d) for d in value)
+
+    @field_validator("remote_support")
+    @classmethod
+    def _normalize_remote(cls, value: Mapping[str, RemoteSupport]) -> dict[str, RemoteSupport]:
+        return {jid_domain(domain): support for domain, support in value.items()}
+
+
+class PlanError(BaseModel):
+    """Why the stanza is rejected: a stanza-error condition and a readable text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    condition: PlanCondition
+    text: str
+
+
+class Copy(BaseModel):
+    """One stanza to send: its outer `to`, its route, and the exact header it carries.
+
+    `recipients` lists the JIDs this copy delivers to (one for local and direct copies,
+    the handed-off ones for a remote service), for metrics and presence tracking.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    to: str
+    route: Route
+    addresses: AddressList
+    recipients: tuple[str, ...]
+
+
+class DeliveryPlan(BaseModel):
+    """Either an error and no copy at all, or the copies to send."""
+
+    model_config = ConfigDict(frozen=True)
+
+    copies: tuple[Copy, ...] = ()
+    error: PlanError | None = None
+
+    @model_validator(mode="after")
+    def _error_means_nothing_sent(self) -> DeliveryPlan:
+        if self.error is not None and self.copies:
+            raise ValueError("a rejected stanza must not be delivered to anyone")
+        return self
+
+
+def _reject(request: PlanRequest) -> PlanError | None:
+    header = request.addresses
+    if not header.addresses:
+        return PlanError(condition="bad-request", text="The <addresses/> element is empty.")
+    if not header.recipients():
+        return PlanError(
+            condition="bad-request", text="There is no to, cc or bcc address to deliver to."
+        )
+    pending = header.undelivered()
+    if not pending:
+        return PlanError(
+            condition="bad-request",
+            text="Every to, cc and bcc address is already marked delivered.",
+        )
+    sender_domain = jid_domain(request.sender)
+    if sender_domain not in request.local_domains:
+        for address in pending:
+            domain = address.domain
+            if domain is not None and domain not in request.local_domains:
+                return PlanError(
+                    condition="forbidden",
+                    text=f"Relaying denied: senders from {sender_domain} may only "
+                    f"address this server's users, not {domain}.",
+                )
+    if len(pending) > request.max_recipients:
+        return PlanError(
+            condition="not-acceptable",
+            text=f"Too many recipients: {len(pending)} to, cc and bcc addresses; "
+            f"the limit is {request.max_recipients}.",
+        )
+    for address in pending:
+        if address.uri is not None:
+            return PlanError(
+                condition="jid-malformed",
+                text=f"Cannot deliver to the URI {address.uri!r}: this service only "
+                "delivers to JIDs.",
+            )
+        if address.jid is None:
+            label = address.desc if address.desc is not None else address.node
+            return PlanError(
+                condition="jid-malformed",
+                text=f"The {address.type} address {label!r} has no jid to deliver to.",
+            )
+    return None
+
+
+def _recipients(header: AddressList) -> dict[str, int]:
+    """Map each JID to deliver to onto its primary entry's index, in order of appearance.
+
+    A JID already marked delivered in any entry is not delivered again. The primary entry
+    is the one a remote service receives undelivered: the first to/cc, else the first bcc.
+    """
+    entries = header.addresses
+    done = {a.normalized_jid for a in entries if a.is_recipient and a.delivered}
+    primary: dict[str, int] = {}
+    for index, address in enumerate(entries):
+        jid = address.normalized_jid
+        if not address.is_recipient or address.delivered or jid is None or jid in done:
+            continue
+        current = primary.get(jid)
+        if current is None or (
+            entries[current].type is AddressType.BCC and address.type is not AddressType.BCC
+        ):
+            primary[jid] = index
+    return primary
+
+
+def _header(header: AddressList, own: str | None, handoff: frozenset[int]) -> AddressList:
+    """Build a copy's header.
+
+    Entries in `handoff` stay undelivered for a remote service; every other to/cc is
+    marked delivered; a bcc survives only in its own recipient's copy or when handed off.
+    """
+    kept: list[Address] = []
+    for index, address in enumerate(header.addresses):
+        if not address.is_recipient or index in handoff:
+            kept.append(address)
+        elif address.type is AddressType.BCC:
+            if own is not None and not address.delivered and address.normalized_jid == own:
+                kept.append(address)
+        else:
+            kept.append(address.marked_delivered())
+    return AddressList(addresses=tuple(kept))
+
+
+def _chunks(items: list[str], size: int | None) -> Iterator[list[str]]:
+    step = size or len(items)
+    for start in range(0, len(items), step):
+        yield items[start : start + step]
+
+
+def remote_domains(request: PlanRequest) -> frozenset[str]:
+    """The remote domains to discover before planning; none if the stanza will be rejected.
+
+    Rejected stanzas need no discovery, so a refused sender cannot make us probe domains.
+    """
+    if _reject(request) is not None:
+        return frozenset()
+    return frozenset(
+        domain
+        for domain in map(jid_domain, _recipients(request.addresses))
+        if domain not in request.local_domains
+    )
+
+
+def plan(request: PlanRequest) -> DeliveryPlan:
+    """Plan the delivery of one stanza following XEP-0033 §6."""
+    error = _reject(request)
+    if error is not None:
+        return DeliveryPlan(error=error)
+    header = request.addresses
+    primary = _recipients(header)
+    copies: list[Copy] = []
+    served_domains: set[str] = set()
+    for jid in primary:
+        domain = jid_domain(jid)
+        support = request.remote_support.get(domain)
+        if domain in request.local_domains or support is None or support.service_jid is None:
+            route: Route = "local" if domain in request.local_domains else "remote_direct"
+            copies.append(
+                Copy(
+                    to=jid,
+                    route=route,
+                    addresses=_header(header, jid, frozenset()),
+                    recipients=(jid,),
+                )
+            )
+        elif domain not in served_domains:
+            served_domains.add(domain)
+            same_domain = [j for j in primary if jid_domain(j) == domain]
+            for chunk in _chunks(same_domain, support.max_per_stanza):
+                handoff = frozenset(primary[j] for j in chunk)
+                copies.append(
+                    Copy(
+                        to=support.service_jid,
+                        route="remote_service",
+                        addresses=_header(header, None, handoff),
+                        recipients=tuple(chunk),
+                    )
+                )
+    return DeliveryPlan(copies=tuple(copies))

@@ -1,0 +1,158 @@
+"""One component connection (XEP-0114) per service, kept up across server restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from typing import Any
+
+from slixmpp import ComponentXMPP
+from slixmpp.stanza import StreamError
+
+from component import metrics
+from component.xmpp.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+
+class ServiceComponent(ComponentXMPP):
+    """A ComponentXMPP that reconnects by itself and reports its state.
+
+    Subclasses add their disco identity and handlers in ``setup()``.
+    """
+
+    #: label value for metrics and log lines: "multicast" or "pubsub"
+    service_name = "service"
+
+    def __init__(self, jid: str, secret: str, host: str, port: int) -> None:
+        # fix_error_ns: without it every error from Prosody parses as
+        # feature-not-implemented, because slixmpp looks in jabber:client.
+        super().__init__(jid, secret, host, port, fix_error_ns=True)  # type: ignore[no-untyped-call]
+        self.backoff = Backoff()
+        self.connected_event = asyncio.Event()
+        self._closing = False
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self.register_plugin("xep_0030")
+        self.add_event_handler("session_start", self._on_session_start)
+        self.add_event_handler("disconnected", self._on_disconnected)
+        self.add_event_handler("stream_error", self._on_stream_error)
+        self.add_event_handler("connection_failed", self._on_connection_failed)
+        metrics.COMPONENT_CONNECTED.labels(service=self.service_name).set(0)
+        self.setup()
+
+    def setup(self) -> None:
+        """Register the service's identity, features and handlers."""
+
+    # -- connection state --------------------------------------------------
+
+    def connection_made(self, transport: Any, send_event: bool = True) -> None:
+        super().connection_made(transport, send_event)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Stanzas are small and latency-sensitive; never let Nagle batch them.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def reschedule_connection_attempt(self) -> asyncio.Future[Any] | None:
+        # Replace slixmpp's unjittered 1, 3, 7 ... 300 s schedule with ours.
+        if self._current_connection_attempt is None or self._closing:
+            return None
+        self._connect_loop_wait = self.backoff.next_delay()
+        log.info(
+            "%s: next connection attempt to %s:%s in %.1f s",
+            self.service_name,
+            self.server_host,
+            self.server_port,
+            self._connect_loop_wait,
+        )
+        self._current_connection_attempt = asyncio.ensure_future(self._connect_loop())
+        return self._current_connection_attempt
+
+    def _on_session_start(self, _event: Any) -> None:
+        self.backoff.reset()
+        self.connected_event.set()
+        metrics.COMPONENT_CONNECTED.labels(service=self.service_name).set(1)
+        log.info(
+            "%s: connected to %s:%s as %s",
+            self.service_name,
+            self.server_host,
+            self.server_port,
+            self.boundjid.bare,
+        )
+
+    def _on_stream_error(self, error: StreamError) -> None:
+        log.warning(
+            "%s: the server closed the stream: %s%s",
+            self.service_name,
+            error["condition"],
+            f" ({error['text']})" if error["text"] else "",
+        )
+
+    def _on_connection_failed(self, reason: Any) -> None:
+        log.warning(
+            "%s: cannot connect to %s:%s: %s",
+            self.service_name,
+            self.server_host,
+            self.server_port,
+            reason,
+        )
+
+    def _on_disconnected(self, reason: Any) -> None:
+        was_connected = self.connected_event.is_set()
+        self.connected_event.clear()
+        metrics.COMPONENT_CONNECTED.labels(service=self.service_name).set(0)
+        if self._closing:
+            return
+        delay = self.backoff.next_delay()
+        if was_connected:
+            metrics.COMPONENT_RECONNECTS.labels(service=self.service_name).inc()
+        log.warning(
+            "%s: disconnected (%s); reconnecting in %.1f s",
+            self.service_name,
+            reason or "connection lost",
+            delay,
+        )
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.ensure_future(self._reconnect_after(delay))
+
+    async def _reconnect_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not self._closing:
+            self.connect()
+
+    def start(self) -> None:
+        """Begin connecting; returns at once, the connection is kept up in the background."""
+        self._closing = False
+        self.connect()
+
+    async def close(self, wait: float = 2.0) -> None:
+        """Close the stream politely, then stop reconnecting."""
+        self._closing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+        self.cancel_connection_attempt()
+        if self.transport is not None:
+            await self.disconnect(wait=wait, reason="shutting down")
+        metrics.COMPONENT_CONNECTED.labels(service=self.service_name).set(0)
+
+
+class _HandshakeRedactor(logging.Filter):
+    """slixmpp logs every sent byte at debug level; the handshake is derived from the secret."""
+
+    _pattern = re.compile(r"(<handshake[^>]*>)[^<]*(</handshake>)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and isinstance(record.args, tuple):
+            record.args = tuple(
+                self._pattern.sub(r"\1[redacted]\2", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        if isinstance(record.msg, str) and "handshake" in record.msg:
+            record.msg = self._pattern.sub(r"\1[redacted]\2", record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Keep the handshake digest out of slixmpp's debug log."""
+    logging.getLogger("slixmpp.xmlstream.xmlstream").addFilter(_HandshakeRedactor())

@@ -1,0 +1,111 @@
+"""Shared fixtures: real servers on loopback, databases on SQLite and PostgreSQL.
+
+Under CI=true a missing Prosody or PostgreSQL fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.harness.prosody import ComponentSpec, Prosody
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_URL = os.environ.get(
+    "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+MULTICAST_JID, MULTICAST_SECRET = "multicast.localhost", "multicast-secret"
+PROXY_JID, PROXY_SECRET = "pubsub.localhost", "pubsub-secret"
+UPSTREAM_JID = "pubsub-origin.localhost"
+USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+
+
+def missing(what: str) -> None:
+    """Skip locally, fail in CI: CI must never pass by skipping integration tests."""
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI (CI=true)")
+    pytest.skip(f"{what} is not available")
+
+
+def standard_prosody(root: Path) -> Prosody:
+    """The Prosody most integration tests share: both Herald components and an upstream."""
+    return Prosody(
+        root=root,
+        components=[
+            ComponentSpec(MULTICAST_JID, MULTICAST_SECRET),
+            ComponentSpec(PROXY_JID, PROXY_SECRET),
+        ],
+        users=USERS,
+        pubsub_component=UPSTREAM_JID,
+        pubsub_admins=[PROXY_JID],
+    )
+
+
+@pytest.fixture(scope="session")
+def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    """A Prosody shared by the session; tests that stop it use `own_prosody` instead."""
+    if not Prosody.available():
+        missing("Prosody")
+    server = standard_prosody(tmp_path_factory.mktemp("prosody"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_prosody(tmp_path: Path) -> Iterator[Prosody]:
+    """A Prosody this test alone uses, free to stop and restart."""
+    if not Prosody.available():
+        missing("Prosody")
+    server = standard_prosody(tmp_path / "prosody")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The admin URL of the test PostgreSQL, checked once per session."""
+    import psycopg
+
+    url = make_url(POSTGRES_URL)
+    try:
+        with psycopg.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+            connect_timeout=3,
+        ):
+            pass
+    except psycopg.Error as exc:
+        missing(f"PostgreSQL at {url.render_as_string(hide_password=True)} ({exc})")
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database: an SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'herald.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_url")
+    name = f"herald_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()

@@ -1,0 +1,46 @@
+"""An ordinary slixmpp client for the integration tests, set up for a plaintext loopback Prosody."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from slixmpp import ClientXMPP
+
+
+class TestClient(ClientXMPP):  # type: ignore[misc]
+    """A user's client. Filters mod_privilege's empty <privilege/> greeting."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, jid: str, password: str, plugins: tuple[str, ...] = ("xep_0030",)) -> None:
+        super().__init__(
+            jid, password, plugin_config={"feature_mechanisms": {"unencrypted_scram": True}}
+        )
+        self.enable_direct_tls = False
+        self.enable_starttls = False
+        self.enable_plaintext = True
+        for plugin in plugins:
+            self.register_plugin(plugin)
+        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.online = asyncio.Event()
+        self.add_event_handler("session_start", self._started)
+        self.add_event_handler("message", self._message)
+
+    async def _started(self, _event: Any) -> None:
+        self.send_presence()
+        self.online.set()
+
+    def _message(self, msg: Any) -> None:
+        if msg.xml.find("{urn:xmpp:privilege:2}privilege") is not None:
+            return
+        self.messages.put_nowait(msg)
+
+    async def start(self, port: int, timeout: float = 10.0) -> None:
+        """Connect to 127.0.0.1:port and wait for the session."""
+        self.connect(host="127.0.0.1", port=port)
+        await asyncio.wait_for(self.online.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Disconnect and wait for it."""
+        await self.disconnect(wait=1)

@@ -1,0 +1,181 @@
+"""Tests for the XEP-0033 address models, parser and renderer."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from component.multicast.addresses import (
+    ADDRESS_TAG,
+    ADDRESSES_TAG,
+    Address,
+    AddressError,
+    AddressList,
+    AddressType,
+    parse_addresses,
+    render_addresses,
+)
+
+NS = "http://jabber.org/protocol/address"
+
+
+def header(body: str) -> ET.Element:
+    return ET.fromstring(f"<addresses xmlns='{NS}'>{body}</addresses>")
+
+
+def attributes(elem: ET.Element) -> list[dict[str, str]]:
+    return [dict(child.attrib) for child in elem if child.tag == ADDRESS_TAG]
+
+
+# XEP-0033 §4 examples 1, 2 and 3 (the extension's child element must be ignored).
+XEP_EXAMPLES = [
+    (
+        "<address type='to' jid='hildjj@jabber.org/Work' desc='Joe Hildebrand'/>"
+        "<address type='cc' jid='jer@jabber.org/Home' desc='Jeremie Miller'/>",
+        [
+            Address(type=AddressType.TO, jid="hildjj@jabber.org/Work", desc="Joe Hildebrand"),
+            Address(type=AddressType.CC, jid="jer@jabber.org/Home", desc="Jeremie Miller"),
+        ],
+    ),
+    (
+        "<address type='bcc' jid='temas@jabber.org'/><address type='bcc' jid='jer@jabber.org'/>",
+        [
+            Address(type=AddressType.BCC, jid="temas@jabber.org"),
+            Address(type=AddressType.BCC, jid="jer@jabber.org"),
+        ],
+    ),
+    (
+        "<address type='to' desc='Foo Group'><group xmlns='some:funny:group:ns'>foo</group>"
+        "</address><address type='replyroom' jid='jdev@conference.jabber.org'/>",
+        [
+            Address(type=AddressType.TO, desc="Foo Group"),
+            Address(type=AddressType.REPLYROOM, jid="jdev@conference.jabber.org"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), XEP_EXAMPLES)
+def test_parses_xep_examples(body: str, expected: list[Address]) -> None:
+    assert parse_addresses(header(body)).addresses == tuple(expected)
+
+
+ROUND_TRIPS = [
+    "<address type='to' jid='to@header1.org' delivered='true'/>",
+    "<address type='cc' jid='Romeo@Montague.NET/Orchard' node='n' desc='Romeo'/>",
+    "<address type='bcc' jid='bcc@header1.org'/>",
+    "<address type='replyto' uri='sip:romeo@montague.net' desc='SIP'/>",
+    "<address type='replyroom' jid='room@conference.example.org'/>",
+    "<address type='noreply' desc='do not reply'/>",
+    "<address type='ofrom' jid='juliet@capulet.lit/balcony'/>",
+    "<address type='to' node='only-a-node'/>",
+    "<address type='to' jid='a@x.org'/><address type='cc' jid='a@x.org'/>"
+    "<address type='replyto' jid='b@y.org'/>",
+]
+
+
+@pytest.mark.parametrize("body", ROUND_TRIPS)
+def test_render_parse_round_trip_is_faithful(body: str) -> None:
+    original = header(body)
+    parsed = parse_addresses(original)
+    rendered = render_addresses(parsed)
+    assert rendered.tag == ADDRESSES_TAG
+    assert attributes(rendered) == attributes(original)
+    assert parse_addresses(rendered) == parsed
+
+
+def test_original_jid_text_is_kept_but_normalised_for_comparison() -> None:
+    elem = header("<address type='to' jid='Romeo@Montague.NET/Orchard'/>")
+    (address,) = parse_addresses(elem).addresses
+    assert address.jid == "Romeo@Montague.NET/Orchard"
+    assert address.normalized_jid == "romeo@montague.net/Orchard"
+    assert address.domain == "montague.net"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("1", True), ("false", False), ("0", False), (None, False)],
+)
+def test_delivered_values(value: str | None, expected: bool) -> None:
+    attr = "" if value is None else f" delivered='{value}'"
+    (address,) = parse_addresses(header(f"<address type='to' jid='a@x.org'{attr}/>")).addresses
+    assert address.delivered is expected
+    rendered = attributes(render_addresses(AddressList(addresses=(address,))))
+    assert rendered[0].get("delivered") == ("true" if expected else None)
+
+
+def test_unknown_attributes_and_children_are_ignored() -> None:
+    elem = header(
+        "<address type='to' jid='a@x.org' priority='9' xml:lang='en'><x xmlns='urn:x'/></address>"
+        "<foo xmlns='urn:other'/><address xmlns='urn:not-address' type='to' jid='b@x.org'/>"
+    )
+    assert parse_addresses(elem).addresses == (Address(type=AddressType.TO, jid="a@x.org"),)
+
+
+def test_empty_header_parses_to_empty_list() -> None:
+    assert parse_addresses(header("")).addresses == ()
+
+
+PARSE_ERRORS = [
+    ("<address jid='a@x.org'/>", "bad-request", "no type"),
+    ("<address type='foo' jid='a@x.org'/>", "bad-request", "Unknown address type 'foo'"),
+    ("<address type='to' jid='a@x.org' uri='sip:a@x.org'/>", "bad-request", "jid and a uri"),
+    ("<address type='to' uri='sip:a@x.org' node='n'/>", "bad-request", "uri and a node"),
+    ("<address type='to'/>", "bad-request", "needs a jid, uri, node or desc"),
+    ("<address type='to' jid='a@x.org' delivered='yes'/>", "bad-request", "delivered"),
+    ("<address type='to' jid='a@@x.org'/>", "jid-malformed", "not a valid JID"),
+    ("<address type='cc' jid='a b@x.org'/>", "jid-malformed", "not a valid JID"),
+    ("<address type='to' jid=''/>", "jid-malformed", "no domain"),
+    ("<address type='replyto' jid='@x'/>", "jid-malformed", "not a valid JID"),
+]
+
+
+@pytest.mark.parametrize(("body", "condition", "text"), PARSE_ERRORS)
+def test_parse_errors(body: str, condition: str, text: str) -> None:
+    with pytest.raises(AddressError) as info:
+        parse_addresses(header(body))
+    assert info.value.condition == condition
+    assert text in info.value.text
+    assert str(info.value) == info.value.text
+
+
+def test_wrong_root_element_is_bad_request() -> None:
+    with pytest.raises(AddressError) as info:
+        parse_addresses(ET.fromstring("<addresses xmlns='urn:wrong'/>"))
+    assert info.value.condition == "bad-request"
+
+
+def test_direct_construction_raises_address_error() -> None:
+    with pytest.raises(AddressError) as info:
+        Address(type=AddressType.TO, jid="not a jid@x.org")
+    assert info.value.condition == "jid-malformed"
+    with pytest.raises(AddressError) as info:
+        Address.model_validate({"type": "nope", "jid": "a@x.org"})
+    assert info.value.condition == "bad-request"
+
+
+def test_address_is_frozen() -> None:
+    address = Address(type=AddressType.TO, jid="a@x.org")
+    with pytest.raises(ValueError, match="frozen"):
+        address.delivered = True  # type: ignore[misc]
+    assert address.marked_delivered().delivered is True
+    assert address.delivered is False
+
+
+def test_list_helpers() -> None:
+    header_list = parse_addresses(
+        header(
+            "<address type='to' jid='a@x.org'/>"
+            "<address type='cc' jid='b@x.org' delivered='true'/>"
+            "<address type='bcc' jid='c@x.org'/>"
+            "<address type='replyto' jid='d@x.org'/>"
+            "<address type='noreply' desc='no'/>"
+        )
+    )
+    assert [a.jid for a in header_list.recipients()] == ["a@x.org", "b@x.org", "c@x.org"]
+    assert [a.jid for a in header_list.undelivered()] == ["a@x.org", "c@x.org"]
+    assert [a.jid for a in header_list.of_type(AddressType.REPLYTO, AddressType.BCC)] == [
+        "c@x.org",
+        "d@x.org",
+    ]
