@@ -17,12 +17,16 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    disable_created_metrics,
     generate_latest,
 )
 
 import component
 
 log = logging.getLogger(__name__)
+
+# The *_created series double the exposition for no operational value.
+disable_created_metrics()
 
 BUILD_INFO = Info("herald_build", "Herald build information")
 BUILD_INFO.info({"version": component.__version__})
@@ -48,6 +52,16 @@ PUBSUB_UPSTREAM_SECONDS = Histogram(
     "Latency of requests Herald sent upstream",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+PUBSUB_UPSTREAM_REQUESTS = Counter(
+    "herald_pubsub_upstream_requests",
+    "Requests Herald sent upstream, by outcome",
+    ["outcome"],  # ok | error (an XMPP error reply) | timeout
+)
+PUBSUB_SYNC_RUNS = Counter(
+    "herald_pubsub_sync_runs",
+    "Node synchronisations finished, by result",
+    ["result"],  # completed | failed
+)
 PUBSUB_CACHED_NODES = Gauge(
     "herald_pubsub_cached_nodes", "Nodes in the cache, by sync state", ["sync_state"]
 )
@@ -64,6 +78,24 @@ MULTICAST_RECIPIENTS = Counter(
     ["route"],
 )
 
+MULTICAST_REMOTE_DISCO = Counter(
+    "herald_multicast_remote_disco_lookups",
+    "Remote multicast-support look-ups, answered from the cache (hit) or by disco (miss)",
+    ["result"],  # hit | miss
+)
+MULTICAST_REMOTE_DISCO_SECONDS = Histogram(
+    "herald_multicast_remote_disco_seconds",
+    "Time spent discovering a remote domain's multicast service",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+DB_QUERY_SECONDS = Histogram(
+    "herald_db_query_seconds",
+    "Latency of database operations",
+    ["operation"],  # a fixed name per repository function
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
 for _service in ("multicast", "pubsub"):
     COMPONENT_CONNECTED.labels(service=_service)
     COMPONENT_RECONNECTS.labels(service=_service)
@@ -72,6 +104,14 @@ for _stanza in ("message", "presence"):
         MULTICAST_STANZAS.labels(stanza=_stanza, result=_result)
 for _route in ("local", "remote_service", "remote_direct"):
     MULTICAST_RECIPIENTS.labels(route=_route)
+for _result in ("hit", "miss"):
+    MULTICAST_REMOTE_DISCO.labels(result=_result)
+for _outcome in ("ok", "error", "timeout"):
+    PUBSUB_UPSTREAM_REQUESTS.labels(outcome=_outcome)
+for _result in ("completed", "failed"):
+    PUBSUB_SYNC_RUNS.labels(result=_result)
+for _state in ("no-sync", "in-progress", "completed", "error"):
+    PUBSUB_CACHED_NODES.labels(sync_state=_state)
 
 HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
 

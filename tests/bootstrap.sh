@@ -27,7 +27,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 # --- Prosody -------------------------------------------------------------
-if ! command -v prosody >/dev/null || [ ! -f /usr/lib/prosody/modules/mod_privilege.lua ]; then
+if ! command -v prosody >/dev/null || [ ! -f /usr/lib/prosody/modules/mod_privilege/mod_privilege.lua ]; then
   echo "bootstrap: installing prosody and prosody-modules with apt-get"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prosody prosody-modules >/dev/null
