@@ -26,7 +26,7 @@ import component
 log = logging.getLogger(__name__)
 
 # The *_created series double the exposition for no operational value.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 BUILD_INFO = Info("herald_build", "Herald build information")
 BUILD_INFO.info({"version": component.__version__})
