@@ -15,7 +15,7 @@ from component.config import Settings
 from component.multicast.service import MulticastComponent
 from component.pubsub.service import PubsubComponent
 from component.storage import migrate
-from component.storage.engine import create_engine
+from component.storage.engine import create_engine, session_factory
 from component.xmpp.connection import ServiceComponent
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Herald:
         except OSError as exc:
             raise StartupError(f"database {s.database.masked()}: {exc}") from None
         log.info("database %s is at schema %s", s.database.masked(), migrate.head_revision())
+        self.sessions = session_factory(self.engine)
 
         address = s.metrics.address()
         if address is not None:
@@ -59,12 +60,7 @@ class Herald:
 
         if s.multicast.enabled:
             self.services.append(
-                MulticastComponent(
-                    s.multicast.jid,
-                    s.multicast.secret.get_secret_value(),
-                    s.server.host,
-                    s.server.port,
-                )
+                MulticastComponent(s.multicast, s.server.host, s.server.port, self.sessions)
             )
         if s.pubsub.enabled:
             self.services.append(

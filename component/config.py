@@ -138,6 +138,8 @@ class MulticastSettings(_ServiceSettings):
     max_recipients: int = Field(default=50, ge=1)
     sender_mode: Literal["auto", "trusted", "privileged"] = "auto"
     remote_disco_ttl: int = Field(default=86400, ge=0, le=86400)
+    rate_limit: float = Field(default=60.0, ge=0)
+    rate_burst: int = Field(default=20, ge=1)
 
     @field_validator("local_domains")
     @classmethod

@@ -23,9 +23,21 @@ POSTGRES_URL = os.environ.get(
 )
 
 MULTICAST_JID, MULTICAST_SECRET = "multicast.localhost", "multicast-secret"
+# A second multicast component that may only send through XEP-0356 privileges.
+PRIVILEGED_JID, PRIVILEGED_SECRET = "mc-priv.localhost", "mc-priv-secret"
+# Other "domains": VirtualHosts on the same Prosody. remote.localhost runs a multicast
+# service of its own (a second Herald); plain.localhost has none.
+REMOTE_DOMAIN, PLAIN_DOMAIN = "remote.localhost", "plain.localhost"
+REMOTE_MULTICAST_JID, REMOTE_MULTICAST_SECRET = "multicast.remote.localhost", "remote-secret"
 PROXY_JID, PROXY_SECRET = "pubsub.localhost", "pubsub-secret"
 UPSTREAM_JID = "pubsub-origin.localhost"
-USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+USERS = {
+    "alice": "alice-pw",
+    "bob": "bob-pw",
+    "carol": "carol-pw",
+    "dave@remote.localhost": "dave-pw",
+    "erin@plain.localhost": "erin-pw",
+}
 
 
 def missing(what: str) -> None:
@@ -40,8 +52,20 @@ def standard_prosody(root: Path) -> Prosody:
     return Prosody(
         root=root,
         components=[
-            ComponentSpec(MULTICAST_JID, MULTICAST_SECRET),
-            ComponentSpec(PROXY_JID, PROXY_SECRET),
+            # trusted mode: Prosody lets the component send as users
+            ComponentSpec(MULTICAST_JID, MULTICAST_SECRET, ["validate_from_addresses = false"]),
+            ComponentSpec(PRIVILEGED_JID, PRIVILEGED_SECRET, ['modules_enabled = { "privilege" }']),
+            ComponentSpec(
+                REMOTE_MULTICAST_JID, REMOTE_MULTICAST_SECRET, ["validate_from_addresses = false"]
+            ),
+            ComponentSpec(PROXY_JID, PROXY_SECRET, ['modules_enabled = { "privilege" }']),
+        ],
+        extra_hosts=[REMOTE_DOMAIN, PLAIN_DOMAIN],
+        host_options=[
+            "privileged_entities = {",
+            f'  ["{PRIVILEGED_JID}"] = {{ message = "outgoing" }};',
+            f'  ["{PROXY_JID}"] = {{ iq = {{ ["http://jabber.org/protocol/pubsub"] = "both" }} }};',
+            "}",
         ],
         users=USERS,
         pubsub_component=UPSTREAM_JID,

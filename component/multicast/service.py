@@ -1,18 +1,363 @@
-"""The multicast component: the domain's XEP-0033 service."""
+"""The multicast component: the domain's XEP-0033 service, at the XMPP edge.
+
+Stanzas come in, become a PlanRequest for the pure planner, and the plan's copies go
+out through the sender route the server granted. Errors go back to the sender with the
+condition XEP-0033 names and a readable text; a rejected stanza reaches nobody.
+"""
 
 from __future__ import annotations
 
-from component.xmpp.connection import ServiceComponent
+import asyncio
+import copy
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+from xml.etree import ElementTree as ET
 
-ADDRESS_NS = "http://jabber.org/protocol/address"
+from slixmpp import JID
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.matcher import MatchXPath
+from slixmpp.xmlstream.tostring import tostring
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from component import metrics
+from component.config import MulticastSettings
+from component.multicast.addresses import (
+    ADDRESS_NS,
+    ADDRESSES_TAG,
+    AddressError,
+    parse_addresses,
+    render_addresses,
+)
+from component.multicast.discovery import DiscoError, DiscoInfo, RemoteDiscovery
+from component.multicast.planner import Copy, PlanRequest, plan, remote_domains
+from component.multicast.ratelimit import RateLimiter
+from component.multicast.routes import Route, choose_route
+from component.storage import multicast_repo
+from component.xmpp.connection import ServiceComponent
+from component.xmpp.privilege import HostPrivileges, parse_advertisement, wrap_message
+
+log = logging.getLogger(__name__)
+
+COMPONENT_NS = "jabber:component:accept"
+STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+DATA_FORMS_NS = "jabber:x:data"
+DISCO_TIMEOUT = 5.0
+# How long after connecting we hold stanzas while the server's XEP-0356 advertisement
+# may still be on its way (Prosody sends it right after the handshake).
+PRIVILEGE_SETTLE = 1.0
+
+Kind = Literal["message", "presence"]
+
+
+class SlixmppDisco:
+    """DiscoClient over slixmpp's xep_0030, turning stanzas into plain values."""
+
+    def __init__(self, component: ServiceComponent) -> None:
+        self._component = component
+
+    async def info(self, jid: str) -> DiscoInfo:
+        """disco#info of jid: its features and any XEP-0033 limits form."""
+        try:
+            reply = await self._component.plugin["xep_0030"].get_info(
+                jid=JID(jid), local=False, cached=False, timeout=DISCO_TIMEOUT
+            )
+        except IqError as exc:
+            raise DiscoError(exc.iq["error"]["condition"]) from None
+        except IqTimeout:
+            raise DiscoError("no answer", timeout=True) from None
+        query = reply["disco_info"]
+        return DiscoInfo(frozenset(query["features"]), _limits(query.xml))
+
+    async def items(self, jid: str) -> list[str]:
+        """disco#items of jid: the items' JIDs."""
+        try:
+            reply = await self._component.plugin["xep_0030"].get_items(
+                jid=JID(jid), local=False, timeout=DISCO_TIMEOUT
+            )
+        except IqError as exc:
+            raise DiscoError(exc.iq["error"]["condition"]) from None
+        except IqTimeout:
+            raise DiscoError("no answer", timeout=True) from None
+        return [str(item[0]) for item in reply["disco_items"]["items"]]
+
+
+def _limits(query: ET.Element) -> dict[str, int]:
+    """The message/presence limits of a XEP-0128 form with FORM_TYPE = address."""
+    for form in query.findall(f"{{{DATA_FORMS_NS}}}x"):
+        fields = {
+            f.get("var"): [v.text or "" for v in f.findall(f"{{{DATA_FORMS_NS}}}value")]
+            for f in form.findall(f"{{{DATA_FORMS_NS}}}field")
+        }
+        if fields.get("FORM_TYPE") != [ADDRESS_NS]:
+            continue
+        limits: dict[str, int] = {}
+        for kind in ("message", "presence"):
+            values = fields.get(kind)
+            if values and values[0].strip().isdigit() and int(values[0]) > 0:
+                limits[kind] = int(values[0])
+        return limits
+    return {}
+
+
+class StanzaRefused(Exception):
+    """A stanza to answer with an error: condition, type and readable text."""
+
+    def __init__(self, condition: str, text: str, etype: str = "modify") -> None:
+        super().__init__(text)
+        self.condition = condition
+        self.text = text
+        self.etype = etype
+
+
+ERROR_TYPES = {
+    "bad-request": "modify",
+    "jid-malformed": "modify",
+    "not-acceptable": "modify",
+    "forbidden": "auth",
+    "resource-constraint": "wait",
+    "feature-not-implemented": "cancel",
+    "service-unavailable": "cancel",
+    "internal-server-error": "cancel",
+}
 
 
 class MulticastComponent(ServiceComponent):
-    """Announces service/multicast; delivery handlers are added on top of this."""
+    """The XEP-0033 service: plans each addressed stanza and sends the copies."""
 
     service_name = "multicast"
+
+    def __init__(
+        self,
+        settings: MulticastSettings,
+        host: str,
+        port: int,
+        sessions: async_sessionmaker[AsyncSession],
+        discovery_wait: float = 3.0,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.local_domains = frozenset(d.lower() for d in settings.local_domains)
+        self.privileges: dict[str, HostPrivileges] = {}
+        self.privileges_settled = asyncio.Event()
+        self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
+        self.discovery = RemoteDiscovery(
+            SlixmppDisco(self), sessions, ttl=settings.remote_disco_ttl, wait=discovery_wait
+        )
 
     def setup(self) -> None:
         disco = self.plugin["xep_0030"]
         disco.add_identity(category="service", itype="multicast", name="Herald multicast")
         disco.add_feature(ADDRESS_NS)
+        # Our limits, as ejabberd advertises its own (XEP-0128, FORM_TYPE = address).
+        self.register_plugin("xep_0004")
+        self.register_plugin("xep_0128")
+        form = self.plugin["xep_0004"].make_form(ftype="result")  # type: ignore[no-untyped-call]
+        form.add_field(var="FORM_TYPE", ftype="hidden", value=ADDRESS_NS)
+        form.add_field(var="message", value=str(self.settings.max_recipients))
+        form.add_field(var="presence", value=str(self.settings.max_recipients))
+        self.plugin["xep_0128"].add_extended_info(jid=self.boundjid, data=form)
+        self.add_event_handler("session_start", self._settle_privileges)
+        self.register_handler(
+            CoroutineCallback(
+                "multicast message",
+                MatchXPath(f"{{{COMPONENT_NS}}}message"),
+                self._on_message,
+            )
+        )
+        self.register_handler(
+            CoroutineCallback(
+                "multicast presence",
+                MatchXPath(f"{{{COMPONENT_NS}}}presence"),
+                self._on_presence,
+            )
+        )
+
+    async def _settle_privileges(self, _event: Any) -> None:
+        self.privileges_settled.clear()
+        await asyncio.sleep(PRIVILEGE_SETTLE)
+        self.privileges_settled.set()
+
+    # -- incoming -------------------------------------------------------------
+
+    async def _on_message(self, msg: StanzaBase) -> None:
+        if msg["type"] == "error":
+            return  # never answer an error with an error
+        sender = msg["from"]
+        if not sender.user:
+            # From a server or service: mod_privilege's advertisement, or noise.
+            # Never bounce these: Prosody closes the stream if we do.
+            self._maybe_privileges(sender, msg.xml)
+            return
+        await self._multicast(msg, "message")
+
+    async def _on_presence(self, pres: StanzaBase) -> None:
+        if pres["type"] == "error" or not pres["from"].user:
+            return
+        if pres.xml.find(ADDRESSES_TAG) is not None:
+            await self._multicast(pres, "presence")
+            return
+        if pres["type"] == "unavailable":
+            await self._broadcast_unavailable(pres)
+        # Other presence without <addresses/> (probes, subscriptions) needs no answer.
+
+    def _maybe_privileges(self, sender: JID, xml: ET.Element) -> None:
+        granted = parse_advertisement(sender.bare, xml)
+        if granted is None:
+            return
+        self.privileges[granted.host] = granted
+        self.privileges_settled.set()
+        log.info(
+            "multicast: %s grants %s (message=%s, presence=%s)",
+            granted.host,
+            granted.namespace,
+            granted.message,
+            granted.presence,
+        )
+
+    # -- the service ------------------------------------------------------------
+
+    async def _multicast(self, stanza: StanzaBase, kind: Kind) -> None:
+        try:
+            await self._deliver(stanza, kind)
+        except StanzaRefused as refused:
+            metrics.MULTICAST_STANZAS.labels(stanza=kind, result="rejected").inc()
+            log.info(
+                "multicast: refused %s from %s: %s (%s)",
+                kind,
+                stanza["from"],
+                refused.condition,
+                refused.text,
+            )
+            self._send_error(stanza, refused)
+        except Exception:
+            metrics.MULTICAST_STANZAS.labels(stanza=kind, result="rejected").inc()
+            log.exception("multicast: failed to deliver a %s from %s", kind, stanza["from"])
+            self._send_error(
+                stanza,
+                StanzaRefused(
+                    "internal-server-error",
+                    "The multicast service failed; the stanza may not have been delivered.",
+                    "cancel",
+                ),
+            )
+
+    async def _deliver(self, stanza: StanzaBase, kind: Kind) -> None:
+        sender = stanza["from"]
+        if str(stanza["to"]) != self.boundjid.bare:
+            # §3: addressed to the service's bare domain only.
+            raise StanzaRefused("item-not-found", f"No such entity: {stanza['to']}.", "cancel")
+        element = stanza.xml.find(ADDRESSES_TAG)
+        if element is None:
+            raise StanzaRefused("bad-request", "No <addresses/> element: nothing to deliver.")
+        if not self.rate_limiter.allow(sender.bare, time.monotonic()):
+            raise StanzaRefused(
+                "resource-constraint",
+                "Too many multicast stanzas from you; wait a little and try again.",
+                "wait",
+            )
+        try:
+            addresses = parse_addresses(element)
+            request = PlanRequest(
+                sender=str(sender),
+                kind=kind,
+                addresses=addresses,
+                local_domains=self.local_domains,
+                max_recipients=self.settings.max_recipients,
+            )
+        except AddressError as exc:
+            raise StanzaRefused(exc.condition, exc.text) from None
+
+        route = await self._route(kind, sender)
+        domains = remote_domains(request)
+        if domains:
+            support = await self.discovery.lookup(domains, kind)
+            request = request.model_copy(update={"remote_support": support})
+        delivery = plan(request)
+        if delivery.error is not None:
+            raise StanzaRefused(delivery.error.condition, delivery.error.text)
+
+        for item in delivery.copies:
+            self._send_copy(stanza, item, route)
+            metrics.MULTICAST_RECIPIENTS.labels(route=item.route).inc(len(item.recipients))
+        metrics.MULTICAST_STANZAS.labels(stanza=kind, result="delivered").inc()
+        if kind == "presence":
+            await self._track_presence(stanza, delivery.copies)
+
+    async def _route(self, kind: Kind, sender: JID) -> Route:
+        if self.settings.sender_mode != "trusted":
+            await self.privileges_settled.wait()
+        route = choose_route(
+            self.settings.sender_mode, kind, sender.domain.lower(), self.privileges
+        )
+        if route.mode is None:
+            raise StanzaRefused(route.condition, route.text, ERROR_TYPES[route.condition])
+        return route
+
+    # -- outgoing ---------------------------------------------------------------
+
+    def _send_copy(self, original: StanzaBase, item: Copy, route: Route) -> None:
+        xml = copy.deepcopy(original.xml)
+        for old in xml.findall(ADDRESSES_TAG):
+            xml.remove(old)
+        xml.append(render_addresses(item.addresses))
+        xml.set("to", item.to)
+        if route.mode == "privileged":
+            assert route.privileges is not None
+            # XEP-0356 only forwards a bare-JID sender.
+            xml.set("from", original["from"].bare)
+            envelope = wrap_message(route.privileges, self.boundjid.bare, xml)
+            self.send_raw(self._serialize(envelope))
+        else:
+            self.send_raw(self._serialize(xml))
+
+    def _serialize(self, xml: ET.Element) -> str:
+        return tostring(xml, xmlns=self.default_ns, stream=self, top_level=True)
+
+    def _send_error(self, stanza: StanzaBase, refused: StanzaRefused) -> None:
+        attrs = {"from": self.boundjid.bare, "to": str(stanza["from"]), "type": "error"}
+        if stanza["id"]:
+            attrs["id"] = stanza["id"]
+        reply = ET.Element(f"{{{COMPONENT_NS}}}{stanza.name}", attrs)
+        error = ET.SubElement(reply, f"{{{COMPONENT_NS}}}error", {"type": refused.etype})
+        ET.SubElement(error, f"{{{STANZAS_NS}}}{refused.condition}")
+        text = ET.SubElement(error, f"{{{STANZAS_NS}}}text")
+        text.text = refused.text
+        text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+        self.send_raw(self._serialize(reply))
+
+    # -- presence (§5) ----------------------------------------------------------
+
+    async def _track_presence(self, pres: StanzaBase, copies: tuple[Copy, ...]) -> None:
+        sender = str(pres["from"])
+        delivered = [r for c in copies for r in c.recipients]
+        now = datetime.now(UTC)
+        async with self.sessions() as session:
+            if pres["type"] == "unavailable":
+                await multicast_repo.remove_presence_recipients(session, sender, delivered)
+            elif pres["type"] in ("", "available"):
+                await multicast_repo.add_presence_recipients(session, sender, delivered, now)
+
+    async def _broadcast_unavailable(self, pres: StanzaBase) -> None:
+        sender = str(pres["from"])
+        async with self.sessions() as session:
+            recipients = await multicast_repo.take_presence_recipients(session, sender)
+        if not recipients:
+            return
+        route = choose_route(
+            self.settings.sender_mode, "presence", pres["from"].domain, self.privileges
+        )
+        if route.mode != "trusted":
+            log.warning("multicast: cannot relay %s's unavailable presence: %s", sender, route.text)
+            return
+        for recipient in recipients:
+            out = ET.Element(
+                f"{{{COMPONENT_NS}}}presence",
+                {"from": sender, "to": recipient, "type": "unavailable"},
+            )
+            self.send_raw(self._serialize(out))
+        log.info("multicast: sent unavailable from %s to %d recipients", sender, len(recipients))

@@ -105,3 +105,15 @@ class MulticastRemoteSupport(Base):
     max_presence: Mapped[int | None] = mapped_column(Integer)
     checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MulticastPresence(Base):
+    """XEP-0033 §5: who received a sender's available presence through the service."""
+
+    __tablename__ = "multicast_presence"
+    __table_args__ = (UniqueConstraint("sender", "recipient"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sender: Mapped[str] = mapped_column(String(3071), index=True)
+    recipient: Mapped[str] = mapped_column(String(3071))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))

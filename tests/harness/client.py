@@ -23,9 +23,12 @@ class TestClient(ClientXMPP):  # type: ignore[misc]
         for plugin in plugins:
             self.register_plugin(plugin)
         self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.presences: asyncio.Queue[Any] = asyncio.Queue()
         self.online = asyncio.Event()
         self.add_event_handler("session_start", self._started)
         self.add_event_handler("message", self._message)
+        self.add_event_handler("message_error", self._message)
+        self.add_event_handler("presence", self._presence)
 
     async def _started(self, _event: Any) -> None:
         self.send_presence()
@@ -35,6 +38,10 @@ class TestClient(ClientXMPP):  # type: ignore[misc]
         if msg.xml.find("{urn:xmpp:privilege:2}privilege") is not None:
             return
         self.messages.put_nowait(msg)
+
+    def _presence(self, pres: Any) -> None:
+        if pres["from"].bare != self.boundjid.bare:
+            self.presences.put_nowait(pres)
 
     async def start(self, port: int, timeout: float = 10.0) -> None:
         """Connect to 127.0.0.1:port and wait for the session."""

@@ -1,0 +1,279 @@
+"""The XEP-0033 service on a real Prosody: delivery, remote domains, routes, presence, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from component.app import Herald
+from tests.conftest import (
+    MULTICAST_JID,
+    PLAIN_DOMAIN,
+    PRIVILEGED_JID,
+    PRIVILEGED_SECRET,
+    REMOTE_DOMAIN,
+    REMOTE_MULTICAST_JID,
+    REMOTE_MULTICAST_SECRET,
+    USERS,
+)
+from tests.harness.client import TestClient
+from tests.harness.herald import settings_for
+from tests.harness.prosody import Prosody
+
+pytestmark = pytest.mark.integration
+
+NS = "http://jabber.org/protocol/address"
+BOB, CAROL = "bob@localhost", "carol@localhost"
+DAVE, ERIN = f"dave@{REMOTE_DOMAIN}", f"erin@{PLAIN_DOMAIN}"
+_counter = itertools.count()
+
+
+def addresses(*entries: tuple[str, str]) -> ET.Element:
+    element = ET.Element(f"{{{NS}}}addresses")
+    for kind, value in entries:
+        attrs = {"type": kind}
+        attrs["uri" if ":" in value and "@" not in value else "jid"] = value
+        ET.SubElement(element, f"{{{NS}}}address", attrs)
+    return element
+
+
+def header_of(stanza: Any) -> list[tuple[str, str | None, bool]]:
+    element = stanza.xml.find(f"{{{NS}}}addresses")
+    assert element is not None, "the copy carries no <addresses/>"
+    return [
+        (a.get("type", ""), a.get("jid"), a.get("delivered") == "true")
+        for a in element.findall(f"{{{NS}}}address")
+    ]
+
+
+async def start_herald(prosody: Prosody, tmp_path: Path, name: str, **multicast: Any) -> Herald:
+    settings = settings_for(
+        prosody,
+        f"sqlite+aiosqlite:///{tmp_path / name}.db",
+        multicast={"max_recipients": 5, "sender_mode": "trusted", **multicast},
+        pubsub={"enabled": False},
+        metrics={"listen": ""},
+    )
+    herald = Herald(settings)
+    await herald.start()
+    await asyncio.wait_for(herald.wait_connected(), 10)
+    return herald
+
+
+@pytest.fixture
+async def heralds(prosody: Prosody, tmp_path: Path) -> AsyncIterator[tuple[Herald, Herald]]:
+    """Herald for localhost, and a second one as remote.localhost's multicast service."""
+    local = await start_herald(prosody, tmp_path, "local")
+    remote = await start_herald(
+        prosody,
+        tmp_path,
+        "remote",
+        jid=REMOTE_MULTICAST_JID,
+        secret=REMOTE_MULTICAST_SECRET,
+        local_domains=[REMOTE_DOMAIN],
+    )
+    yield local, remote
+    await local.stop()
+    await remote.stop()
+
+
+@pytest.fixture
+async def users(prosody: Prosody) -> AsyncIterator[dict[str, TestClient]]:
+    clients = {}
+    for account in ("alice@localhost", BOB, CAROL, DAVE, ERIN):
+        password = USERS.get(account.split("@")[0]) or USERS[account]
+        client = TestClient(f"{account}/t{next(_counter)}", password)
+        await client.start(prosody.c2s_port)
+        clients[account.split("@")[0]] = client
+    yield clients
+    for client in clients.values():
+        await client.stop()
+
+
+def send(client: TestClient, to: str, header: ET.Element | None, body: str = "hi") -> None:
+    msg = client.make_message(mto=to, mbody=body)
+    msg["id"] = f"m{next(_counter)}"
+    if header is not None:
+        msg.append(header)
+    msg.send()
+
+
+async def next_message(client: TestClient, timeout: float = 5.0) -> Any:
+    return await asyncio.wait_for(client.messages.get(), timeout)
+
+
+async def assert_nothing_delivered(users: dict[str, TestClient], *names: str) -> None:
+    """Each user's next message is a sentinel sent after the refusal: nothing came before."""
+    alice = users["alice"]
+    for name in names:
+        send(alice, users[name].boundjid.bare, None, body="sentinel")
+    for name in names:
+        msg = await next_message(users[name])
+        assert msg["body"] == "sentinel", f"{name} received {msg}"
+
+
+async def test_delivers_locally_to_a_remote_service_and_directly(
+    heralds: tuple[Herald, Herald], users: dict[str, TestClient]
+) -> None:
+    send(
+        users["alice"],
+        MULTICAST_JID,
+        addresses(("to", BOB), ("cc", CAROL), ("bcc", DAVE), ("to", ERIN)),
+        body="hello all",
+    )
+    got = {name: await next_message(users[name]) for name in ("bob", "carol", "dave", "erin")}
+    for name, msg in got.items():
+        assert msg["body"] == "hello all", name
+        assert msg["from"] == users["alice"].boundjid, f"{name}: the outer from must be kept"
+    # non-bcc recipients see every to/cc marked delivered and no bcc at all
+    expected = [("to", BOB, True), ("cc", CAROL, True), ("to", ERIN, True)]
+    assert header_of(got["bob"]) == expected
+    assert header_of(got["carol"]) == expected
+    assert header_of(got["erin"]) == expected
+    # dave came through remote.localhost's own service and sees only his own bcc
+    assert header_of(got["dave"]) == [*expected[:2], ("bcc", DAVE, False), expected[2]]
+    assert got["dave"]["to"].bare == DAVE
+    assert users["alice"].messages.empty()
+
+
+@pytest.mark.parametrize(
+    ("header", "condition"),
+    [
+        (None, "bad-request"),
+        (addresses(), "bad-request"),
+        (addresses(("to", BOB), ("to", "not a@@jid")), "jid-malformed"),
+        (addresses(("to", BOB), ("cc", "mailto:bob@example.org")), "jid-malformed"),
+        (
+            addresses(*[("to", BOB), ("cc", CAROL), ("bcc", DAVE), ("to", ERIN)] * 2),
+            "not-acceptable",
+        ),
+    ],
+    ids=["no-addresses", "empty", "bad-jid", "uri", "too-many"],
+)
+async def test_refusals_deliver_to_nobody(
+    heralds: tuple[Herald, Herald],
+    users: dict[str, TestClient],
+    header: ET.Element | None,
+    condition: str,
+) -> None:
+    send(users["alice"], MULTICAST_JID, header)
+    reply = await next_message(users["alice"])
+    assert reply["type"] == "error"
+    assert reply["from"] == MULTICAST_JID
+    assert reply["error"]["condition"] == condition
+    assert reply["error"]["text"], "every refusal explains itself"
+    await assert_nothing_delivered(users, "bob", "carol", "dave", "erin")
+
+
+async def test_remote_sender_may_not_relay(
+    heralds: tuple[Herald, Herald], users: dict[str, TestClient]
+) -> None:
+    send(users["dave"], MULTICAST_JID, addresses(("to", BOB), ("to", ERIN)))
+    reply = await next_message(users["dave"])
+    assert reply["error"]["condition"] == "forbidden"
+    assert "Relaying denied" in reply["error"]["text"]
+    await assert_nothing_delivered(users, "bob", "erin")
+
+
+async def test_rate_limit(prosody: Prosody, tmp_path: Path, users: dict[str, TestClient]) -> None:
+    herald = await start_herald(prosody, tmp_path, "rl", rate_limit=1, rate_burst=2)
+    try:
+        for _ in range(3):
+            send(users["alice"], MULTICAST_JID, addresses(("to", BOB)))
+        assert (await next_message(users["bob"]))["body"] == "hi"
+        assert (await next_message(users["bob"]))["body"] == "hi"
+        reply = await next_message(users["alice"])
+        assert reply["error"]["condition"] == "resource-constraint"
+        await assert_nothing_delivered(users, "bob")
+    finally:
+        await herald.stop()
+
+
+async def test_presence_is_tracked_and_unavailable_broadcast(
+    heralds: tuple[Herald, Herald], prosody: Prosody, users: dict[str, TestClient]
+) -> None:
+    frank = TestClient(f"alice@localhost/presence{next(_counter)}", USERS["alice"])
+    await frank.start(prosody.c2s_port)
+    pres = frank.make_presence(pto=MULTICAST_JID, pstatus="here")
+    pres.append(addresses(("to", BOB), ("to", CAROL)))
+    pres.send()
+    for name in ("bob", "carol"):
+        got = await asyncio.wait_for(users[name].presences.get(), 5)
+        assert got["from"] == frank.boundjid
+        assert got["type"] == "available"
+        assert got["status"] == "here"
+    await frank.stop()  # Prosody sends our service the unavailable presence (§5)
+    for name in ("bob", "carol"):
+        got = await asyncio.wait_for(users[name].presences.get(), 5)
+        assert got["from"] == frank.boundjid
+        assert got["type"] == "unavailable"
+
+
+async def test_privileged_mode(
+    prosody: Prosody, tmp_path: Path, users: dict[str, TestClient]
+) -> None:
+    herald = await start_herald(
+        prosody,
+        tmp_path,
+        "priv",
+        jid=PRIVILEGED_JID,
+        secret=PRIVILEGED_SECRET,
+        sender_mode="privileged",
+    )
+    try:
+        send(users["alice"], PRIVILEGED_JID, addresses(("to", BOB), ("cc", CAROL)))
+        for name in ("bob", "carol"):
+            msg = await next_message(users[name])
+            assert msg["from"] == "alice@localhost"  # XEP-0356 forwards the bare JID
+            assert header_of(msg) == [("to", BOB, True), ("cc", CAROL, True)]
+        # no presence permission: refused with a reason, nothing sent, stream still up
+        pres = users["alice"].make_presence(pto=PRIVILEGED_JID)
+        pres.append(addresses(("to", BOB)))
+        pres.send()
+        reply = await asyncio.wait_for(users["alice"].presences.get(), 5)
+        assert reply["type"] == "error"
+        assert reply["error"]["condition"] == "feature-not-implemented"
+        assert herald.services[0].connected_event.is_set()
+    finally:
+        await herald.stop()
+
+
+async def test_auto_mode_picks_privileges(
+    prosody: Prosody, tmp_path: Path, users: dict[str, TestClient]
+) -> None:
+    # This component is not trusted by Prosody: a trusted-mode send would kill the stream.
+    herald = await start_herald(
+        prosody,
+        tmp_path,
+        "auto",
+        jid=PRIVILEGED_JID,
+        secret=PRIVILEGED_SECRET,
+        sender_mode="auto",
+    )
+    try:
+        send(users["alice"], PRIVILEGED_JID, addresses(("to", BOB)))
+        msg = await next_message(users["bob"])
+        assert msg["from"] == "alice@localhost"
+        await asyncio.sleep(0.2)
+        assert herald.services[0].connected_event.is_set()
+    finally:
+        await herald.stop()
+
+
+async def test_disco_advertises_limits(
+    heralds: tuple[Herald, Herald], users: dict[str, TestClient]
+) -> None:
+    info = await users["alice"].plugin["xep_0030"].get_info(jid=MULTICAST_JID, timeout=5)
+    form = info["disco_info"].xml.find("{jabber:x:data}x")
+    assert form is not None
+    fields = {
+        f.get("var"): f.findtext("{jabber:x:data}value")
+        for f in form.findall("{jabber:x:data}field")
+    }
+    assert fields == {"FORM_TYPE": NS, "message": "5", "presence": "5"}
