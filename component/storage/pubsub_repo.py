@@ -1,0 +1,680 @@
+"""All SQL of the pubsub cache: nodes, sync leases, items, RSM pages and counts.
+
+Functions take an ``AsyncSession`` and plain values and return the plain records of
+``component.storage.records``; no ORM object leaves this module. They do not commit:
+the caller's transaction decides what is atomic (``replace_items`` together with the
+state change that follows it, for instance). The sync-lease functions are the
+exception: a lease only means something once other processes can see it, so they take
+a session factory and commit their own short transaction.
+
+Ordering: "chronological" is by ``created``, then by insertion order (the row id).
+An update keeps both, so a republished item keeps its place. ``page_items`` returns
+what ``component.pubsub.paging.paginate`` returns for the items in that order.
+
+Times are timezone-aware UTC going in and coming out. SQLite stores a DateTime as
+text without its zone, so every time is converted to UTC before it is bound (text
+comparison then orders correctly) and tagged UTC when it is read back.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any, Final, ParamSpec, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    RowMapping,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from component import metrics
+from component.pubsub.paging import Page, PagingError, RsmRequest
+from component.storage.models import Base
+from component.storage.records import (
+    ERROR,
+    NO_SYNC,
+    SYNC_STATES,
+    ItemInput,
+    ItemRecord,
+    NodeRecord,
+)
+
+__all__ = [
+    "UNSET",
+    "ItemInput",
+    "ItemRecord",
+    "NodeRecord",
+    "Unset",
+    "count_items",
+    "count_nodes_by_state",
+    "delete_node",
+    "due_for_sync",
+    "ensure_node",
+    "get_items_by_ids",
+    "get_node",
+    "get_node_by_id",
+    "idle_nodes",
+    "item_ids",
+    "nodes_in_state",
+    "page_items",
+    "purge_items",
+    "release_sync",
+    "renew_sync",
+    "replace_items",
+    "retract_items",
+    "set_node_state",
+    "touch_node",
+    "trim_items",
+    "try_acquire_sync",
+    "upsert_items",
+]
+
+# Core tables rather than ORM entities: rows never enter a session's identity map,
+# so a later UPDATE here can never be hidden behind a stale cached object.
+_NODES: Final[Table] = Base.metadata.tables["pubsub_nodes"]
+_ITEMS: Final[Table] = Base.metadata.tables["pubsub_items"]
+_ITEM_COLUMNS: Final = (
+    _ITEMS.c.item_id,
+    _ITEMS.c.data,
+    _ITEMS.c.parsed,
+    _ITEMS.c.publisher,
+    _ITEMS.c.created,
+    _ITEMS.c.updated,
+)
+_CHRONOLOGICAL: Final = (_ITEMS.c.created.asc(), _ITEMS.c.id.asc())
+_NEWEST_FIRST: Final = (_ITEMS.c.created.desc(), _ITEMS.c.id.desc())
+# Bound parameters per IN list: far below SQLite's (32766) and PostgreSQL's (65535) limits.
+_CHUNK: Final = 500
+
+
+class Unset(Enum):
+    """The type of ``UNSET``: "leave this field as it is" where None is a real value."""
+
+    UNSET = "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _observed(
+    fn: Callable[_P, Coroutine[Any, Any, _R]],
+) -> Callable[_P, Coroutine[Any, Any, _R]]:
+    """Time every call in herald_db_query_seconds{operation=<function name>}."""
+    histogram = metrics.DB_QUERY_SECONDS.labels(operation=fn.__name__)
+
+    @functools.wraps(fn)
+    async def timed(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        started = time.perf_counter()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            histogram.observe(time.perf_counter() - started)
+
+    return timed
+
+
+# --- values in and out ---------------------------------------------------------------
+
+
+def _utc(value: datetime) -> datetime:
+    """An aware datetime in UTC; a naive one is refused, since its zone is a guess."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"times must be timezone-aware, got the naive {value!r}")
+    return value.astimezone(UTC)
+
+
+def _from_db(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes (stored as UTC by _utc); PostgreSQL hands back
+    # aware ones in the session's TimeZone, which need not be UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _from_db_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else _from_db(value)
+
+
+def _node(m: RowMapping) -> NodeRecord:
+    return NodeRecord(
+        id=m["id"],
+        service=m["service"],
+        name=m["name"],
+        analyser=m["analyser"],
+        sync_state=m["sync_state"],
+        sync_state_updated=_from_db(m["sync_state_updated"]),
+        sync_attempts=m["sync_attempts"],
+        next_sync_at=_from_db_or_none(m["next_sync_at"]),
+        sync_owner=m["sync_owner"],
+        sync_lease_until=_from_db_or_none(m["sync_lease_until"]),
+        subscribed=m["subscribed"],
+        access_model=m["access_model"],
+        shareable=m["shareable"],
+        last_requested=_from_db_or_none(m["last_requested"]),
+        type=m["type"],
+        subtype=m["subtype"],
+        extra=m["extra"],
+    )
+
+
+def _item(m: RowMapping) -> ItemRecord:
+    return ItemRecord(
+        item_id=m["item_id"],
+        data=m["data"],
+        parsed=m["parsed"],
+        publisher=m["publisher"],
+        created=_from_db(m["created"]),
+        updated=_from_db(m["updated"]),
+    )
+
+
+def _insert(session: AsyncSession, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """The dialect's INSERT, which is the one that knows ON CONFLICT."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    raise NotImplementedError(f"the pubsub cache supports SQLite and PostgreSQL, not {dialect}")
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _rowcount(result: Any) -> int:
+    # DML through AsyncSession.execute yields a CursorResult; its rowcount is the
+    # number of matched rows on both backends.
+    count: int = result.rowcount
+    return count
+
+
+# --- nodes ---------------------------------------------------------------------------
+
+
+@_observed
+async def get_node(session: AsyncSession, service: str, name: str) -> NodeRecord | None:
+    """The cached node ``name`` of ``service``, or None if Herald does not know it."""
+    query = select(_NODES).where(_NODES.c.service == service, _NODES.c.name == name)
+    row = (await session.execute(query)).first()
+    return None if row is None else _node(row._mapping)
+
+
+@_observed
+async def get_node_by_id(session: AsyncSession, node_id: int) -> NodeRecord | None:
+    """The node with this id, or None."""
+    row = (await session.execute(select(_NODES).where(_NODES.c.id == node_id))).first()
+    return None if row is None else _node(row._mapping)
+
+
+@_observed
+async def ensure_node(
+    session: AsyncSession, service: str, name: str, *, analyser: str | None, now: datetime
+) -> NodeRecord:
+    """The node, created in state no-sync if it is new (an existing node is unchanged).
+
+    Race-safe on both backends: INSERT ... ON CONFLICT DO NOTHING, then SELECT, so two
+    processes creating the same node both get the one row.
+    """
+    now = _utc(now)
+    insert = _insert(session, _NODES).values(
+        service=service,
+        name=name,
+        analyser=analyser,
+        sync_state=NO_SYNC,
+        sync_state_updated=now,
+        sync_attempts=0,
+        subscribed=False,
+        shareable=False,
+        # Nodes are created because someone asked for them: that is a request.
+        last_requested=now,
+    )
+    query = select(_NODES).where(_NODES.c.service == service, _NODES.c.name == name)
+    # A concurrent delete_node can remove the row between the two statements; one
+    # more round then recreates it.
+    for _attempt in range(3):
+        await session.execute(insert.on_conflict_do_nothing(index_elements=["service", "name"]))
+        row = (await session.execute(query)).first()
+        if row is not None:
+            return _node(row._mapping)
+    raise RuntimeError(f"node {name!r} on {service!r} keeps disappearing while created")
+
+
+@_observed
+async def delete_node(session: AsyncSession, service: str, name: str) -> bool:
+    """Forget the node and (by ON DELETE CASCADE) its items; False if it was unknown."""
+    result = await session.execute(
+        delete(_NODES).where(_NODES.c.service == service, _NODES.c.name == name)
+    )
+    return _rowcount(result) == 1
+
+
+@_observed
+async def set_node_state(
+    session: AsyncSession,
+    node_id: int,
+    *,
+    now: datetime,
+    sync_state: str | Unset = UNSET,
+    access_model: str | Unset | None = UNSET,
+    shareable: bool | Unset = UNSET,
+    subscribed: bool | Unset = UNSET,
+    sync_attempts: int | Unset = UNSET,
+    next_sync_at: datetime | Unset | None = UNSET,
+) -> NodeRecord | None:
+    """Change only the fields given; return the node as it is now, None if unknown.
+
+    ``sync_state_updated`` becomes ``now`` only when the state actually changes, so it
+    keeps meaning "in this state since".
+    """
+    now = _utc(now)
+    values: dict[str, Any] = {}
+    if not isinstance(sync_state, Unset):
+        if sync_state not in SYNC_STATES:
+            raise ValueError(f"unknown sync state {sync_state!r}; expected one of {SYNC_STATES}")
+        values["sync_state"] = sync_state
+        # SET expressions see the row as it was, so this compares with the old state.
+        values["sync_state_updated"] = case(
+            (_NODES.c.sync_state == sync_state, _NODES.c.sync_state_updated),
+            else_=literal(now, _NODES.c.sync_state_updated.type),
+        )
+    if not isinstance(access_model, Unset):
+        values["access_model"] = access_model
+    if not isinstance(shareable, Unset):
+        values["shareable"] = shareable
+    if not isinstance(subscribed, Unset):
+        values["subscribed"] = subscribed
+    if not isinstance(sync_attempts, Unset):
+        values["sync_attempts"] = sync_attempts
+    if not isinstance(next_sync_at, Unset):
+        values["next_sync_at"] = None if next_sync_at is None else _utc(next_sync_at)
+    if not values:
+        row = (await session.execute(select(_NODES).where(_NODES.c.id == node_id))).first()
+    else:
+        statement = update(_NODES).where(_NODES.c.id == node_id).values(values).returning(*_NODES.c)
+        row = (await session.execute(statement)).first()
+    return None if row is None else _node(row._mapping)
+
+
+@_observed
+async def touch_node(session: AsyncSession, node_id: int, now: datetime) -> bool:
+    """Record that the node was just requested; False if it is unknown."""
+    result = await session.execute(
+        update(_NODES).where(_NODES.c.id == node_id).values(last_requested=_utc(now))
+    )
+    return _rowcount(result) == 1
+
+
+@_observed
+async def idle_nodes(session: AsyncSession, older_than: datetime) -> list[NodeRecord]:
+    """Nodes not requested since ``older_than`` (never requested counts), least recent first."""
+    query = (
+        select(_NODES)
+        .where(or_(_NODES.c.last_requested.is_(None), _NODES.c.last_requested < _utc(older_than)))
+        .order_by(_NODES.c.last_requested.asc().nulls_first(), _NODES.c.id)
+    )
+    return [_node(row._mapping) for row in await session.execute(query)]
+
+
+@_observed
+async def due_for_sync(session: AsyncSession, now: datetime) -> list[NodeRecord]:
+    """Nodes in state error whose retry time has come, the longest-waiting first."""
+    query = (
+        select(_NODES)
+        .where(_NODES.c.sync_state == ERROR, _NODES.c.next_sync_at <= _utc(now))
+        .order_by(_NODES.c.next_sync_at, _NODES.c.id)
+    )
+    return [_node(row._mapping) for row in await session.execute(query)]
+
+
+@_observed
+async def nodes_in_state(session: AsyncSession, sync_state: str) -> list[NodeRecord]:
+    """Every node in this sync state (e.g. completed ones to re-fetch after a restart)."""
+    query = select(_NODES).where(_NODES.c.sync_state == sync_state).order_by(_NODES.c.id)
+    return [_node(row._mapping) for row in await session.execute(query)]
+
+
+@_observed
+async def count_nodes_by_state(session: AsyncSession) -> dict[str, int]:
+    """Nodes per sync state; every known state is present, with 0 when it has none."""
+    counts = dict.fromkeys(SYNC_STATES, 0)
+    query = select(_NODES.c.sync_state, func.count()).group_by(_NODES.c.sync_state)
+    for state, count in await session.execute(query):
+        counts[state] = count
+    return counts
+
+
+# --- the sync lease ------------------------------------------------------------------
+
+
+@_observed
+async def try_acquire_sync(
+    sessions: async_sessionmaker[AsyncSession],
+    node_id: int,
+    owner: str,
+    now: datetime,
+    lease: timedelta,
+) -> bool:
+    """Take the node's sync lease until ``now + lease``; True only for the one winner.
+
+    A single conditional UPDATE, committed at once: the database serialises the
+    contenders (PostgreSQL re-checks the WHERE after a concurrent commit, SQLite has one
+    writer), so exactly one sees rowcount 1. A lease held by anyone, the same owner
+    included, blocks until it is released or has expired. The hosts' clocks must agree
+    to well within the lease.
+    """
+    if lease <= timedelta(0):
+        raise ValueError("a sync lease must be positive")
+    now = _utc(now)
+    statement = (
+        update(_NODES)
+        .where(
+            _NODES.c.id == node_id,
+            or_(
+                _NODES.c.sync_owner.is_(None),
+                _NODES.c.sync_lease_until.is_(None),
+                _NODES.c.sync_lease_until < now,
+            ),
+        )
+        .values(sync_owner=owner, sync_lease_until=now + lease)
+    )
+    async with sessions.begin() as session:
+        result = await session.execute(statement)
+    return _rowcount(result) == 1
+
+
+@_observed
+async def renew_sync(
+    sessions: async_sessionmaker[AsyncSession],
+    node_id: int,
+    owner: str,
+    now: datetime,
+    lease: timedelta,
+) -> bool:
+    """Extend ``owner``'s lease to ``now + lease``; False if someone else holds it now."""
+    if lease <= timedelta(0):
+        raise ValueError("a sync lease must be positive")
+    statement = (
+        update(_NODES)
+        .where(_NODES.c.id == node_id, _NODES.c.sync_owner == owner)
+        .values(sync_lease_until=_utc(now) + lease)
+    )
+    async with sessions.begin() as session:
+        result = await session.execute(statement)
+    return _rowcount(result) == 1
+
+
+@_observed
+async def release_sync(
+    sessions: async_sessionmaker[AsyncSession], node_id: int, owner: str
+) -> bool:
+    """Give the lease back; False (and nothing changed) if ``owner`` no longer holds it."""
+    statement = (
+        update(_NODES)
+        .where(_NODES.c.id == node_id, _NODES.c.sync_owner == owner)
+        .values(sync_owner=None, sync_lease_until=None)
+    )
+    async with sessions.begin() as session:
+        result = await session.execute(statement)
+    return _rowcount(result) == 1
+
+
+# --- items: writing ------------------------------------------------------------------
+
+
+async def _upsert(
+    session: AsyncSession, node_id: int, items: Sequence[ItemInput], now: datetime
+) -> int:
+    # One row per item id, at its first position with its last content: what applying
+    # the items one after another gives. PostgreSQL also refuses a multi-row ON
+    # CONFLICT DO UPDATE that touches one row twice, which executemany batches can be.
+    latest: dict[str, ItemInput] = {}
+    for item in items:
+        latest[item.item_id] = item
+    rows = [
+        {
+            "node_id": node_id,
+            "item_id": item.item_id,
+            "publisher": item.publisher,
+            "data": item.data,
+            "parsed_value": item.parsed,
+            "created": now if item.created is None else _utc(item.created),
+            "updated": now,
+        }
+        for item in latest.values()
+    ]
+    if not rows:
+        return 0
+    # The column's JSON type would store None as the JSON text 'null'; no parsed form
+    # is stored as SQL NULL instead, so that queries can tell "not parsed" with IS NULL.
+    insert = _insert(session, _ITEMS).values(
+        parsed=bindparam("parsed_value", type_=JSON(none_as_null=True))
+    )
+    statement = insert.on_conflict_do_update(
+        index_elements=["node_id", "item_id"],
+        # created is left alone: an update keeps the item's place in the node.
+        set_={
+            "data": insert.excluded.data,
+            "parsed": insert.excluded.parsed,
+            "publisher": insert.excluded.publisher,
+            "updated": insert.excluded.updated,
+        },
+    )
+    # Rows are sent in order, so items that share a `created` get increasing ids in
+    # the order given: the tie-break of the chronological order.
+    await session.execute(statement, rows)
+    return len(rows)
+
+
+async def _delete_ids(session: AsyncSession, node_id: int, item_ids: Iterable[str]) -> int:
+    removed = 0
+    for chunk in _chunks(list(dict.fromkeys(item_ids))):
+        result = await session.execute(
+            delete(_ITEMS).where(_ITEMS.c.node_id == node_id, _ITEMS.c.item_id.in_(chunk))
+        )
+        removed += _rowcount(result)
+    return removed
+
+
+@_observed
+async def upsert_items(
+    session: AsyncSession, node_id: int, items: Sequence[ItemInput], now: datetime
+) -> int:
+    """Store items (oldest first), replacing same-id ones; return how many distinct ids.
+
+    A new item gets ``created`` from its input, or ``now``; an existing one keeps its
+    ``created`` and its place, and takes the new data, parsed form and publisher, with
+    ``updated = now``. The raw XML is stored exactly as given.
+    """
+    return await _upsert(session, node_id, items, _utc(now))
+
+
+@_observed
+async def retract_items(session: AsyncSession, node_id: int, item_ids: Iterable[str]) -> int:
+    """Delete these items of the node; return how many existed."""
+    return await _delete_ids(session, node_id, item_ids)
+
+
+@_observed
+async def purge_items(session: AsyncSession, node_id: int) -> int:
+    """Delete every item of the node; return how many there were."""
+    result = await session.execute(delete(_ITEMS).where(_ITEMS.c.node_id == node_id))
+    return _rowcount(result)
+
+
+@_observed
+async def replace_items(
+    session: AsyncSession, node_id: int, items: Sequence[ItemInput], now: datetime
+) -> int:
+    """Make the node hold exactly ``items`` (oldest first): the end of a full re-fetch.
+
+    Items missing from the new set are deleted; the others are upserted as by
+    ``upsert_items``, so surviving items keep their ``created`` and their place. Runs in
+    the caller's transaction and does not commit: commit it with the state change.
+    Returns how many items were deleted.
+    """
+    now = _utc(now)
+    wanted = {item.item_id for item in items}
+    existing = await session.execute(select(_ITEMS.c.item_id).where(_ITEMS.c.node_id == node_id))
+    stale = [item_id for item_id in existing.scalars() if item_id not in wanted]
+    removed = await _delete_ids(session, node_id, stale)
+    await _upsert(session, node_id, items, now)
+    return removed
+
+
+@_observed
+async def trim_items(session: AsyncSession, node_id: int, keep: int) -> int:
+    """Delete all but the newest ``keep`` items (max_items_per_node); return how many went."""
+    if keep < 0:
+        raise ValueError("keep must not be negative")
+    beyond = (
+        select(_ITEMS.c.id).where(_ITEMS.c.node_id == node_id).order_by(*_NEWEST_FIRST).offset(keep)
+    )
+    result = await session.execute(delete(_ITEMS).where(_ITEMS.c.id.in_(beyond)))
+    return _rowcount(result)
+
+
+# --- items: reading ------------------------------------------------------------------
+
+
+@_observed
+async def count_items(session: AsyncSession) -> int:
+    """Items held in the whole cache."""
+    count: int = (await session.execute(select(func.count()).select_from(_ITEMS))).scalar_one()
+    return count
+
+
+@_observed
+async def item_ids(session: AsyncSession, node_id: int) -> list[str]:
+    """The node's item ids, oldest first (what disco#items on the node lists)."""
+    query = select(_ITEMS.c.item_id).where(_ITEMS.c.node_id == node_id).order_by(*_CHRONOLOGICAL)
+    return list((await session.execute(query)).scalars())
+
+
+@_observed
+async def get_items_by_ids(
+    session: AsyncSession, node_id: int, ids: Iterable[str]
+) -> list[ItemRecord]:
+    """The node's items with these ids, oldest first; unknown ids are left out."""
+    found: list[tuple[datetime, int, ItemRecord]] = []
+    for chunk in _chunks(list(dict.fromkeys(ids))):
+        query = select(_ITEMS.c.id, *_ITEM_COLUMNS).where(
+            _ITEMS.c.node_id == node_id, _ITEMS.c.item_id.in_(chunk)
+        )
+        for row in await session.execute(query):
+            item = _item(row._mapping)
+            found.append((item.created, row.id, item))
+    found.sort(key=lambda entry: (entry[0], entry[1]))
+    return [item for _, _, item in found]
+
+
+def _not_in_result_set(uid: str) -> PagingError:
+    return PagingError("item-not-found", f"no item with id {uid!r} in this result set")
+
+
+async def _count_and_position(
+    session: AsyncSession, node_id: int, anchor: str | None
+) -> tuple[int, int | None]:
+    """The node's item count and the anchor's 0-based chronological position.
+
+    One statement, so both come from one snapshot. The position is None when no anchor
+    is asked for; an anchor the node does not hold raises item-not-found.
+    """
+    counted = _ITEMS.alias("counted")
+    total = (
+        select(func.count())
+        .select_from(counted)
+        .where(counted.c.node_id == node_id)
+        .scalar_subquery()
+    )
+    if anchor is None:
+        return (await session.execute(select(total))).scalar_one(), None
+    earlier = _ITEMS.alias("earlier")
+    # (created, id) < the anchor's; the redundant `created <=` lets the
+    # (node_id, created) index bound the scan on both backends.
+    position = (
+        select(func.count())
+        .select_from(earlier)
+        .where(
+            earlier.c.node_id == _ITEMS.c.node_id,
+            earlier.c.created <= _ITEMS.c.created,
+            or_(earlier.c.created < _ITEMS.c.created, earlier.c.id < _ITEMS.c.id),
+        )
+        .scalar_subquery()
+    )
+    query = select(total, position).where(_ITEMS.c.node_id == node_id, _ITEMS.c.item_id == anchor)
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise _not_in_result_set(anchor)
+    return row[0], row[1]
+
+
+async def _fetch_range(
+    session: AsyncSession, node_id: int, start: int, stop: int, total: int
+) -> list[ItemRecord]:
+    """Items at chronological positions start..stop-1, read from the nearer end."""
+    if stop <= start:
+        return []
+    query = select(*_ITEM_COLUMNS).where(_ITEMS.c.node_id == node_id).limit(stop - start)
+    if start <= total - stop:
+        rows = await session.execute(query.order_by(*_CHRONOLOGICAL).offset(start))
+        return [_item(row._mapping) for row in rows]
+    # The newest pages (max_items, <before/>) are the common requests: counting from
+    # the end keeps their OFFSET small.
+    rows = await session.execute(query.order_by(*_NEWEST_FIRST).offset(total - stop))
+    return [_item(row._mapping) for row in reversed(rows.all())]
+
+
+@_observed
+async def page_items(
+    session: AsyncSession, node_id: int, rsm: RsmRequest | None, max_items: int | None
+) -> Page[ItemRecord]:
+    """The page of the node's items that the request asks for, computed in SQL.
+
+    Returns exactly what ``paginate(items_oldest_first, key=item_id, rsm, max_items)``
+    returns, and raises the same PagingError: bad-request for a non-positive
+    ``max_items``, item-not-found for an after/before id outside the result set.
+    Two statements: one counting (index range scans), one reading the page's rows.
+    """
+    if max_items is not None and max_items < 1:
+        raise PagingError("bad-request", "max_items must be a positive integer")
+    request = rsm or RsmRequest()
+    anchor = request.after if request.after is not None else (request.before or None)
+    total, position = await _count_and_position(session, node_id, anchor)
+    # The result set is the newest `count` items: chronological positions base..total-1.
+    count = total if max_items is None else min(total, max_items)
+    base = total - count
+    anchor_index = 0
+    if anchor is not None and position is not None:
+        if position < base:  # held by the node, but older than the newest max_items
+            raise _not_in_result_set(anchor)
+        anchor_index = position - base
+    size = request.max
+    if request.before is not None:
+        stop = anchor_index if request.before else count
+        start = 0 if size is None else max(0, stop - size)
+    else:
+        start = anchor_index + 1 if request.after is not None else min(request.index or 0, count)
+        stop = count if size is None else min(count, start + size)
+    items = await _fetch_range(session, node_id, base + start, base + stop, total)
+    if not items:
+        return Page((), None, None, None, count, complete=count == 0)
+    return Page(
+        tuple(items), items[0].item_id, start, items[-1].item_id, count, len(items) == count
+    )
