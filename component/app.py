@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from component import metrics, sdnotify
 from component.config import Settings
 from component.multicast.service import MulticastComponent
+from component.pubsub.rules import Registry
 from component.pubsub.service import PubsubComponent
 from component.storage import migrate
 from component.storage.engine import create_engine, session_factory
@@ -65,14 +66,16 @@ class Herald:
         if s.pubsub.enabled:
             self.services.append(
                 PubsubComponent(
-                    s.pubsub.jid,
-                    s.pubsub.secret.get_secret_value(),
+                    s.pubsub,
                     s.server.host,
                     s.server.port,
-                    upstream=s.pubsub.upstream,
+                    self.sessions,
+                    Registry.from_config(s.pubsub.rules),
                 )
             )
         for service in self.services:
+            if isinstance(service, PubsubComponent):
+                await service.prepare()  # gauges reflect the database before any request
             service.start()
         self._ready_task = asyncio.create_task(self._notify_when_ready())
 

@@ -161,6 +161,7 @@ class PubsubSettings(_ServiceSettings):
     secret: SecretStr = SecretStr("change-me")
     upstream: str = "pubsub-origin.example.org"
     max_items_per_node: int = Field(default=5000, ge=1)
+    node_idle_timeout: int = Field(default=7 * 86400, ge=60)
     rules: list[AnalyserRule] = Field(default_factory=list)
 
     @field_validator("upstream")

@@ -31,7 +31,9 @@ REMOTE_DOMAIN, PLAIN_DOMAIN = "remote.localhost", "plain.localhost"
 REMOTE_MULTICAST_JID, REMOTE_MULTICAST_SECRET = "multicast.remote.localhost", "remote-secret"
 PROXY_JID, PROXY_SECRET = "pubsub.localhost", "pubsub-secret"
 UPSTREAM_JID = "pubsub-origin.localhost"
+OWNER = "olivia@localhost"
 USERS = {
+    "olivia": "olivia-pw",  # owns the upstream pubsub nodes (an admin of Prosody's pubsub)
     "alice": "alice-pw",
     "bob": "bob-pw",
     "carol": "carol-pw",
@@ -64,12 +66,17 @@ def standard_prosody(root: Path) -> Prosody:
         host_options=[
             "privileged_entities = {",
             f'  ["{PRIVILEGED_JID}"] = {{ message = "outgoing" }};',
-            f'  ["{PROXY_JID}"] = {{ iq = {{ ["http://jabber.org/protocol/pubsub"] = "both" }} }};',
+            f'  ["{PROXY_JID}"] = {{ iq = {{',
+            '    ["http://jabber.org/protocol/pubsub"] = "both";',
+            '    ["http://jabber.org/protocol/pubsub#owner"] = "both";',
+            '    ["http://jabber.org/protocol/disco#items"] = "get";',
+            "  } };",
             "}",
         ],
         users=USERS,
         pubsub_component=UPSTREAM_JID,
-        pubsub_admins=[PROXY_JID],
+        # The proxy is deliberately no admin upstream: it must read what anyone can.
+        pubsub_admins=[OWNER],
     )
 
 

@@ -1,22 +1,454 @@
-"""The pubsub component: a caching proxy in front of XEP-0060 services."""
+"""The pubsub component: a transparent caching proxy in front of XEP-0060 services.
+
+Items reads of nodes that are in sync and open are answered from the cache. Everything
+else goes upstream: as Herald only when the answer is one anyone could read, else as
+the requesting user through a XEP-0356 privileged IQ, else it is refused. Herald never
+hands a requester what it read as itself from a node that is not open.
+"""
 
 from __future__ import annotations
 
-from component.xmpp.connection import ServiceComponent
+import asyncio
+import logging
+import time
+from typing import Any
+from xml.etree import ElementTree as ET
 
-PUBSUB_NS = "http://jabber.org/protocol/pubsub"
+from slixmpp import JID
+from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.matcher import MatchXPath
+from slixmpp.xmlstream.tostring import tostring
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from component import metrics
+from component.config import PubsubSettings
+from component.pubsub.access import NodeMeta, shareable
+from component.pubsub.cache import Cache, NodeState
+from component.pubsub.paging import PagingError, paginate
+from component.pubsub.requests import (
+    OWNER_NS,
+    PUBSUB_NS,
+    PubsubRequest,
+    RequestError,
+    parse_request,
+)
+from component.pubsub.rules import Registry
+from component.pubsub.stanzas import EVENT_NS, RSM_NS, items_result, parse_event
+from component.pubsub.sync import RSM_FEATURE, Synchroniser
+from component.pubsub.upstream import Upstream, UpstreamError, make_error
+from component.storage.records import NO_SYNC, ItemRecord
+from component.xmpp.connection import ServiceComponent
+from component.xmpp.escaping import proxied_target
+from component.xmpp.privilege import COMPONENT_NS, HostPrivileges, parse_advertisement
+
+log = logging.getLogger(__name__)
+
+DISCO_INFO_NS = "http://jabber.org/protocol/disco#info"
+DISCO_ITEMS_NS = "http://jabber.org/protocol/disco#items"
+KINDS = frozenset(
+    {
+        "items",
+        "publish",
+        "retract",
+        "subscribe",
+        "unsubscribe",
+        "create",
+        "delete",
+        "purge",
+        "configure",
+        "affiliations",
+        "subscriptions",
+        "options",
+        "default",
+    }
+)
+UPKEEP_EVERY = 30.0
+RECHECK_EVERY = 300.0
+# Prosody 0.12 sends no configuration notifications and drops subscriptions silently
+# when a node stops being open, so a node being served is re-verified this often.
+HOT_RECHECK = 5.0
+TRANSIENT = frozenset({"remote-server-timeout", "remote-server-not-found", "internal-server-error"})
+
+
+class Refused(Exception):
+    """Answer the request with this error element."""
+
+    def __init__(self, error: ET.Element, result: str = "error") -> None:
+        super().__init__("refused")
+        self.error = error
+        self.result = result
 
 
 class PubsubComponent(ServiceComponent):
-    """Announces pubsub/service; the proxy handlers are added on top of this."""
+    """The caching proxy: routes each request to the cache, upstream, or a refusal."""
 
     service_name = "pubsub"
 
-    def __init__(self, jid: str, secret: str, host: str, port: int, upstream: str) -> None:
-        self.upstream = upstream
-        super().__init__(jid, secret, host, port)
+    def __init__(
+        self,
+        settings: PubsubSettings,
+        host: str,
+        port: int,
+        sessions: async_sessionmaker[AsyncSession],
+        registry: Registry,
+    ) -> None:
+        self.settings = settings
+        self.upstream_jid = settings.upstream
+        self.registry = registry
+        self.privileges: dict[str, HostPrivileges] = {}
+        self.cache = Cache(sessions, settings.max_items_per_node)
+        self._upkeep_task: asyncio.Task[None] | None = None
+        self._checked: dict[int, float] = {}
+        self._verified: dict[int, float] = {}
+        self._verifying: set[asyncio.Task[None]] = set()
+        super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
+        self.upstream = Upstream(self)
+        self.synchroniser = Synchroniser(
+            self.upstream, self.cache, registry, self.boundjid.bare, self._payload_text
+        )
 
     def setup(self) -> None:
-        disco = self.plugin["xep_0030"]
-        disco.add_identity(category="pubsub", itype="service", name="Herald pubsub cache")
-        disco.add_feature(PUBSUB_NS)
+        # Disco is proxied, so slixmpp's own disco answers must not run.
+        self.remove_handler("Disco Info")
+        self.remove_handler("Disco Items")
+        for path, handler in (
+            (f"{{{PUBSUB_NS}}}pubsub", self._on_pubsub),
+            (f"{{{OWNER_NS}}}pubsub", self._on_pubsub),
+            (f"{{{DISCO_INFO_NS}}}query", self._on_disco),
+            (f"{{{DISCO_ITEMS_NS}}}query", self._on_disco),
+        ):
+            self.register_handler(
+                CoroutineCallback(
+                    f"proxy {path}", MatchXPath(f"{{{COMPONENT_NS}}}iq/{path}"), handler
+                )
+            )
+        self.register_handler(
+            CoroutineCallback(
+                "proxy message", MatchXPath(f"{{{COMPONENT_NS}}}message"), self._on_message
+            )
+        )
+        self.add_event_handler("session_start", self._on_connected)
+
+    async def prepare(self) -> None:
+        """Load the cache index and gauges from the database, before connecting."""
+        await self.cache.load()
+
+    async def close(self, wait: float = 2.0) -> None:
+        if self._upkeep_task is not None:
+            self._upkeep_task.cancel()
+        await self.synchroniser.close()
+        await super().close(wait)
+
+    def _on_connected(self, _event: Any) -> None:
+        if self._upkeep_task is None or self._upkeep_task.done():
+            self._upkeep_task = asyncio.create_task(self._upkeep())
+        # Notifications sent while we were away are lost: re-fetch every synced node.
+        self.synchroniser.resync_all()
+
+    async def _upkeep(self) -> None:
+        from datetime import timedelta
+
+        idle = timedelta(seconds=self.settings.node_idle_timeout)
+        while True:
+            await asyncio.sleep(UPKEEP_EVERY)
+            try:
+                await self.synchroniser.upkeep(idle, self._recheck_due)
+                for node in self.cache.nodes():
+                    analyser = self.registry.match(node.service, node.name, None)
+                    if (
+                        node.sync_state == NO_SYNC
+                        and analyser
+                        and analyser.sync
+                        and (self._recheck_due(node))
+                    ):
+                        self.synchroniser.schedule(node)
+            except Exception:
+                log.exception("pubsub: upkeep failed")
+
+    def _recheck_due(self, node: NodeState) -> bool:
+        now = time.monotonic()
+        if now - self._checked.get(node.id, 0.0) < RECHECK_EVERY:
+            return False
+        self._checked[node.id] = now
+        return True
+
+    def _verify_soon(self, node: NodeState) -> None:
+        """Re-read a served node's access model in the background, at most every few s."""
+        now = time.monotonic()
+        last = self._verified.get(node.id)
+        if last is None:
+            self._verified[node.id] = now  # the sync that completed it just checked
+            return
+        if now - last < HOT_RECHECK:
+            return
+        self._verified[node.id] = now
+        task = asyncio.create_task(self._verify(node))
+        self._verifying.add(task)
+        task.add_done_callback(self._verifying.discard)
+
+    async def _verify(self, node: NodeState) -> None:
+        try:
+            meta = await self.synchroniser.node_meta(node.service, node.name)
+        except UpstreamError as exc:
+            if exc.condition in TRANSIENT:
+                log.info(
+                    "pubsub: cannot re-verify %s/%s now: %s", node.service, node.name, exc.condition
+                )
+                return
+            # Refused metadata (Prosody hides it for non-open nodes): not provably open.
+            meta = NodeMeta(exists=True)
+        if not shareable(meta):
+            await self.synchroniser.stop_caching(node, meta)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _payload_text(self, element: ET.Element) -> str:
+        return tostring(element)
+
+    def _send_xml(self, xml: ET.Element) -> None:
+        self.send_raw(tostring(xml, xmlns=self.default_ns, stream=self, top_level=True))
+
+    def _reply(self, iq: StanzaBase, children: list[ET.Element], itype: str = "result") -> None:
+        out = ET.Element(
+            f"{{{COMPONENT_NS}}}iq",
+            {"type": itype, "id": iq["id"], "from": str(iq["to"]), "to": str(iq["from"])},
+        )
+        out.extend(children)
+        self._send_xml(out)
+
+    def _target(self, iq: StanzaBase) -> str:
+        to: JID = iq["to"]
+        try:
+            return proxied_target(to.user or None, self.upstream_jid, proxy_domain=to.domain)
+        except ValueError as exc:
+            raise Refused(make_error("item-not-found", f"No such proxied service: {exc}")) from None
+
+    def _privileges_for(
+        self, requester: JID, namespace: str, iq_type: str
+    ) -> HostPrivileges | None:
+        granted = self.privileges.get(requester.domain)
+        if granted is not None and granted.can_iq(namespace, iq_type):
+            return granted
+        return None
+
+    async def _as_user(
+        self, iq: StanzaBase, namespace: str, service: str, payload: ET.Element
+    ) -> ET.Element:
+        granted = self._privileges_for(iq["from"], namespace, iq["type"])
+        if granted is None:
+            raise Refused(
+                make_error(
+                    "forbidden",
+                    "Herald cannot make this request on your behalf: the server grants it "
+                    "no XEP-0356 permission for it, and Herald never makes it as itself.",
+                    "auth",
+                )
+            )
+        return await self.upstream.as_user(granted, iq["from"].bare, iq["type"], service, payload)
+
+    # -- pubsub ----------------------------------------------------------------------
+
+    async def _on_pubsub(self, iq: StanzaBase) -> None:
+        if iq["type"] not in ("get", "set"):
+            return
+        started = time.perf_counter()
+        kind, result = "other", "error"
+        try:
+            payload = next(c for c in iq.xml if c.tag.endswith("}pubsub"))
+            service = self._target(iq)
+            try:
+                request = parse_request(iq["type"], payload)
+            except RequestError as exc:
+                raise Refused(make_error(exc.condition, exc.text, "modify")) from None
+            kind = request.action if request.action in KINDS else "other"
+            if request.is_items_read:
+                result = await self._read(iq, service, request, payload)
+            else:
+                reply = await self._as_user(iq, request.namespace, service, payload)
+                self._reply(iq, list(reply))
+                result = "bypass"
+        except Refused as refused:
+            self._reply(iq, [refused.error], "error")
+            result = refused.result
+        except UpstreamError as exc:
+            self._reply(iq, [exc.error], "error")
+            result = "error"
+        except Exception:
+            log.exception("pubsub: failed on a request from %s", iq["from"])
+            self._reply(iq, [make_error("internal-server-error", "The proxy failed.")], "error")
+        finally:
+            metrics.PUBSUB_REQUESTS.labels(kind=kind, result=result).inc()
+            log.debug(
+                "pubsub: %s %s in %.1f ms", kind, result, (time.perf_counter() - started) * 1000
+            )
+
+    async def _read(
+        self, iq: StanzaBase, service: str, request: PubsubRequest, payload: ET.Element
+    ) -> str:
+        assert request.node is not None
+        node = self.cache.node(service, request.node)
+        if node is not None and node.serves_from_cache:
+            self.cache.mark_requested(node)
+            self._verify_soon(node)
+            await self._answer_from_cache(iq, node, request)
+            return "hit"
+        analyser = self.registry.match(service, request.node, None)
+        cacheable = analyser is not None and analyser.sync and "@" not in service
+        if node is None and cacheable:
+            assert analyser is not None
+            node = await self.cache.ensure(service, request.node, analyser.name)
+        if node is not None:
+            self.cache.mark_requested(node)
+            if node.shareable:
+                await self._forward_read(iq, service, request, payload, as_herald=True)
+                return "miss"
+            if cacheable and node.sync_state in (NO_SYNC,):
+                # First sight of a node a rule syncs: is it open? The sync decides.
+                meta = await self.synchroniser.node_meta(service, request.node)
+                if shareable(meta):
+                    self.synchroniser.schedule(node)
+                    await self._forward_read(iq, service, request, payload, as_herald=True)
+                    return "miss"
+        if self._privileges_for(iq["from"], PUBSUB_NS, "get") is not None:
+            await self._forward_read(iq, service, request, payload, as_herald=False)
+            return "miss" if cacheable else "bypass"
+        # No privileges: Herald may still read as itself if anyone could.
+        if "@" not in service:
+            meta = await self.synchroniser.node_meta(service, request.node)
+            if shareable(meta):
+                await self._forward_read(iq, service, request, payload, as_herald=True)
+                return "bypass"
+        await self._as_user(iq, PUBSUB_NS, service, payload)  # raises the refusal
+        return "error"
+
+    async def _forward_read(
+        self,
+        iq: StanzaBase,
+        service: str,
+        request: PubsubRequest,
+        payload: ET.Element,
+        as_herald: bool,
+    ) -> None:
+        if as_herald:
+            reply = await self.upstream.as_herald("get", service, payload)
+        else:
+            reply = await self._as_user(iq, PUBSUB_NS, service, payload)
+        children = list(reply)
+        if request.rsm is not None:
+            children = self._page_upstream(children, request)
+        self._reply(iq, children)
+
+    def _page_upstream(
+        self, children: list[ET.Element], request: PubsubRequest
+    ) -> list[ET.Element]:
+        """Apply RSM ourselves when upstream ignored it (Prosody 0.12 does)."""
+        pubsub = next((c for c in children if c.tag == f"{{{PUBSUB_NS}}}pubsub"), None)
+        if pubsub is None or pubsub.find(f"{{{RSM_NS}}}set") is not None:
+            return children
+        items = pubsub.find(f"{{{PUBSUB_NS}}}items")
+        if items is None:
+            return children
+        elements = [e for e in items if e.tag == f"{{{PUBSUB_NS}}}item"]
+        try:
+            page = paginate(elements, lambda e: e.get("id", ""), request.rsm, request.max_items)
+        except PagingError as exc:
+            raise Refused(make_error(exc.condition, exc.text, "cancel")) from None
+        from component.pubsub.paging import render_rsm
+
+        for element in elements:
+            items.remove(element)
+        items.extend(page.items)
+        pubsub.append(render_rsm(page))
+        return children
+
+    async def _answer_from_cache(
+        self, iq: StanzaBase, node: NodeState, request: PubsubRequest
+    ) -> None:
+        items = await self.cache.items(node)
+        if request.item_ids:
+            wanted = set(request.item_ids)
+            selected: list[ItemRecord] = [r for r in items if r.item_id in wanted]
+            page = None
+        else:
+            try:
+                found = paginate(items, _item_id, request.rsm, request.max_items)
+            except PagingError as exc:
+                raise Refused(make_error(exc.condition, exc.text, "cancel")) from None
+            selected = list(found.items)
+            page = found if request.rsm is not None else None
+        self.send_raw(
+            items_result(iq["id"], str(iq["to"]), str(iq["from"]), node.name, selected, page)
+        )
+
+    # -- disco -----------------------------------------------------------------------
+
+    async def _on_disco(self, iq: StanzaBase) -> None:
+        if iq["type"] != "get":
+            return
+        kind, result = "disco", "bypass"
+        try:
+            query = next(c for c in iq.xml if c.tag.endswith("}query"))
+            service = self._target(iq)
+            node = query.get("node")
+            namespace = query.tag[1:].partition("}")[0]
+            known = None if node is None else self.cache.node(service, node)
+            if (
+                namespace == DISCO_ITEMS_NS
+                and node is not None
+                and not (known is not None and known.shareable)
+            ):
+                # A node's items list is content: only as the user, or if open.
+                reply = await self._as_user(iq, namespace, service, query)
+            else:
+                reply = await self.upstream.as_herald("get", service, query)
+            children = list(reply)
+            if namespace == DISCO_INFO_NS and node is None:
+                for answer in children:
+                    if (
+                        answer.tag == f"{{{DISCO_INFO_NS}}}query"
+                        and answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{RSM_FEATURE}']") is None
+                    ):
+                        ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": RSM_FEATURE})
+            self._reply(iq, children)
+        except Refused as refused:
+            self._reply(iq, [refused.error], "error")
+            result = "error"
+        except UpstreamError as exc:
+            self._reply(iq, [exc.error], "error")
+            result = "error"
+        finally:
+            metrics.PUBSUB_REQUESTS.labels(kind=kind, result=result).inc()
+
+    # -- messages: notifications and privileges --------------------------------------
+
+    async def _on_message(self, msg: StanzaBase) -> None:
+        sender: JID = msg["from"]
+        if msg["type"] == "error" or sender.user:
+            # Never answer; PEP notifications are not cached (not provably open).
+            return
+        granted = parse_advertisement(sender.bare, msg.xml)
+        if granted is not None:
+            self.privileges[granted.host] = granted
+            log.info(
+                "pubsub: %s grants %s (iq: %s)",
+                granted.host,
+                granted.namespace,
+                ", ".join(f"{k}={v}" for k, v in granted.iq.items()) or "none",
+            )
+            return
+        event = msg.xml.find(f"{{{EVENT_NS}}}event")
+        if event is None:
+            return
+        # Only the node's own service may change it: the cache is keyed by sender.
+        for change in parse_event(event, self._payload_text):
+            try:
+                await self.synchroniser.apply(sender.bare, change)
+            except Exception:
+                log.exception(
+                    "pubsub: cannot apply a %s notification from %s", change.kind, sender.bare
+                )
+
+
+def _item_id(record: ItemRecord) -> str:
+    return record.item_id

@@ -48,7 +48,9 @@ def parse_advertisement(host: str, message: ET.Element) -> HostPrivileges | None
         for perm in privilege.findall(f"{{{namespace}}}perm"):
             access = perm.get("access", "")
             if access == "iq":
-                for ns in perm.findall(f"{{{namespace}}}namespace"):
+                # iter(), not findall(): Prosody's mod_privilege (2023-02) forgets to close
+                # each <namespace/>, so they arrive nested inside one another.
+                for ns in perm.iter(f"{{{namespace}}}namespace"):
                     if ns.get("ns"):
                         iq[ns.get("ns", "")] = ns.get("type", "none")
             elif access in ("roster", "message", "presence"):

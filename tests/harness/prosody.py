@@ -78,7 +78,7 @@ class Prosody:
             "s2s_ports = { }; c2s_direct_tls_ports = { }; s2s_direct_tls_ports = { }",
             "http_ports = { }; https_ports = { }",
             'modules_enabled = { "disco"; "roster"; "saslauth"; "ping"; "register"; '
-            '"version"; "privilege"; }',
+            '"version"; "privilege"; "pep"; }',
             'modules_disabled = { "s2s"; "tls"; "limits"; "offline" }',
             "c2s_require_encryption = false",
             "allow_unencrypted_plain_auth = true",

@@ -53,11 +53,12 @@ async def test_services_answer_disco_info(prosody: Prosody, alice: TestClient, d
         assert ("service", "multicast", None, "Herald multicast") in identities
         assert "http://jabber.org/protocol/address" in info["disco_info"]["features"]
 
+        # the proxy answers with its upstream's disco (a pubsub service), plus RSM
         info = await alice.plugin["xep_0030"].get_info(jid=PROXY_JID, timeout=5)
-        assert ("pubsub", "service", None, "Herald pubsub cache") in (
-            info["disco_info"]["identities"]
-        )
+        identities = {(i[0], i[1]) for i in info["disco_info"]["identities"]}
+        assert ("pubsub", "service") in identities
         assert "http://jabber.org/protocol/pubsub" in info["disco_info"]["features"]
+        assert "http://jabber.org/protocol/pubsub#rsm" in info["disco_info"]["features"]
 
         # the server lists both services among its items
         items = await alice.plugin["xep_0030"].get_items(jid="localhost", timeout=5)

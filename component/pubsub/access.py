@@ -1,0 +1,61 @@
+"""Whether a node's cached items may be shared between requesters (pure).
+
+Herald reads upstream as itself. What it caches may be served to anyone only when
+the node says anyone may read it: `pubsub#access_model` = open, and, where upstream
+publishes XEP-0460 caching hints, the hints say every reader sees the same items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+
+DISCO_INFO_NS = "http://jabber.org/protocol/disco#info"
+DATA_NS = "jabber:x:data"
+META_FORM_TYPE = "http://jabber.org/protocol/pubsub#meta-data"
+HINTS = "{urn:xmpp:pubsub-caching:0}"
+
+
+@dataclass(frozen=True)
+class NodeMeta:
+    """What a node's disco#info metadata says about reading and caching it."""
+
+    exists: bool
+    access_model: str | None = None
+    hints: dict[str, str] | None = None  # XEP-0460 fields without their prefix
+    node_type: str | None = None  # pubsub#type: the payload namespace, where given
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("1", "true")
+
+
+def parse_node_meta(query: Element) -> NodeMeta:
+    """Read a disco#info <query/> for a node (identities, features, metadata form)."""
+    fields: dict[str, str] = {}
+    for form in query.findall(f"{{{DATA_NS}}}x"):
+        values = {
+            f.get("var", ""): (f.findtext(f"{{{DATA_NS}}}value") or "")
+            for f in form.findall(f"{{{DATA_NS}}}field")
+        }
+        if values.get("FORM_TYPE") == META_FORM_TYPE:
+            fields = values
+            break
+    hints = {k[len(HINTS) :]: v for k, v in fields.items() if k.startswith(HINTS)}
+    return NodeMeta(
+        exists=True,
+        access_model=fields.get("pubsub#access_model") or None,
+        hints=hints or None,
+        node_type=fields.get("pubsub#type") or None,
+    )
+
+
+def shareable(meta: NodeMeta) -> bool:
+    """Whether items read as Herald may be served to any requester."""
+    if not meta.exists or meta.access_model != "open":
+        return False
+    if meta.hints is None:
+        return True
+    if meta.hints.get("persistence") == "transient":
+        return False
+    return _truthy(meta.hints.get("consistent-items")) and _truthy(meta.hints.get("consistent-set"))

@@ -1,0 +1,227 @@
+"""The cache: node states and items in the database, hot copies in memory.
+
+Answering a hit must cost about what answering from memory costs, so the node index
+and recently used nodes' items are kept in memory; the database is the durable copy
+and is written first. Every change to a node goes through here, which keeps the
+memory copy, the database and the gauges in step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from component import metrics
+from component.storage import pubsub_repo as repo
+from component.storage.records import (
+    COMPLETED,
+    NO_SYNC,
+    SYNC_STATES,
+    ItemInput,
+    ItemRecord,
+    NodeRecord,
+)
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What the request path needs to know about a node, held in memory."""
+
+    id: int
+    service: str
+    name: str
+    analyser: str | None
+    sync_state: str
+    shareable: bool
+    access_model: str | None
+
+    @property
+    def serves_from_cache(self) -> bool:
+        """In sync and readable by anyone: requests may be answered from the cache."""
+        return self.sync_state == COMPLETED and self.shareable
+
+
+def _state(record: NodeRecord) -> NodeState:
+    return NodeState(
+        record.id,
+        record.service,
+        record.name,
+        record.analyser,
+        record.sync_state,
+        record.shareable,
+        record.access_model,
+    )
+
+
+class Cache:
+    """Node states, items, and the bounded in-memory copy of hot nodes' items."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        max_items_per_node: int,
+        memory_items: int = 200_000,
+    ) -> None:
+        self.sessions = sessions
+        self.max_items_per_node = max_items_per_node
+        self._memory_items = memory_items
+        self._nodes: dict[tuple[str, str], NodeState] = {}
+        self._items: OrderedDict[int, list[ItemRecord]] = OrderedDict()
+        self._held = 0
+        self._requested: set[int] = set()
+        # Bumped whenever a node's items change, so a load that raced a change is not kept.
+        self._version: dict[int, int] = {}
+
+    # -- start-up and gauges ------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read every known node into memory, and set the gauges from the database."""
+        async with self.sessions() as session:
+            for state in SYNC_STATES:
+                for record in await repo.nodes_in_state(session, state):
+                    self._nodes[(record.service, record.name)] = _state(record)
+        await self.refresh_gauges()
+
+    async def refresh_gauges(self) -> None:
+        """Set the node and item gauges from the database."""
+        async with self.sessions() as session:
+            by_state = await repo.count_nodes_by_state(session)
+            items = await repo.count_items(session)
+        for state, count in by_state.items():
+            metrics.PUBSUB_CACHED_NODES.labels(sync_state=state).set(count)
+        metrics.PUBSUB_CACHED_ITEMS.set(items)
+
+    # -- nodes ----------------------------------------------------------------------
+
+    def node(self, service: str, name: str) -> NodeState | None:
+        """The node's state, from memory."""
+        return self._nodes.get((service, name))
+
+    def nodes(self) -> list[NodeState]:
+        """Every known node."""
+        return list(self._nodes.values())
+
+    async def ensure(self, service: str, name: str, analyser: str | None) -> NodeState:
+        """The node's state, creating the node (no-sync) if it is new."""
+        known = self.node(service, name)
+        if known is not None:
+            return known
+        async with self.sessions() as session:
+            record = await repo.ensure_node(session, service, name, analyser=analyser, now=utcnow())
+            await session.commit()
+        state = self._nodes[(service, name)] = _state(record)
+        return state
+
+    async def set_state(self, node: NodeState, **changes: object) -> NodeState:
+        """Change the node's stored state (set_node_state keywords); returns the new state."""
+        async with self.sessions() as session:
+            record = await repo.set_node_state(session, node.id, now=utcnow(), **changes)  # type: ignore[arg-type]
+            await session.commit()
+        if record is None:
+            self.forget(node)
+            return replace(node, sync_state=NO_SYNC, shareable=False)
+        state = self._nodes[(node.service, node.name)] = _state(record)
+        if not state.serves_from_cache:
+            self._drop_items(node.id)
+        return state
+
+    async def delete(self, node: NodeState) -> None:
+        """Forget the node and its items, in the database and in memory."""
+        async with self.sessions() as session:
+            await repo.delete_node(session, node.service, node.name)
+            await session.commit()
+        self.forget(node)
+
+    def forget(self, node: NodeState) -> None:
+        """Drop the node from memory only."""
+        self._nodes.pop((node.service, node.name), None)
+        self._drop_items(node.id)
+
+    def mark_requested(self, node: NodeState) -> None:
+        """Note a request for the node; flushed to the database by flush_requested()."""
+        self._requested.add(node.id)
+
+    async def flush_requested(self) -> None:
+        """Write last_requested for nodes asked for since the last flush."""
+        requested, self._requested = self._requested, set()
+        if not requested:
+            return
+        now = utcnow()
+        async with self.sessions() as session:
+            for node_id in requested:
+                await repo.touch_node(session, node_id, now)
+            await session.commit()
+
+    # -- items ----------------------------------------------------------------------
+
+    async def items(self, node: NodeState) -> list[ItemRecord]:
+        """All the node's items, oldest first, from memory when hot."""
+        held = self._items.get(node.id)
+        if held is not None:
+            self._items.move_to_end(node.id)
+            return held
+        version = self._version.get(node.id, 0)
+        async with self.sessions() as session:
+            page = await repo.page_items(session, node.id, None, None)
+        items = list(page.items)
+        if self._version.get(node.id, 0) == version:
+            self._hold(node.id, items)
+        return items
+
+    async def replace_items(self, node: NodeState, items: Sequence[ItemInput]) -> None:
+        """Make the node hold exactly items (a full fetch), newest kept within the limit."""
+        keep = list(items)[-self.max_items_per_node :]
+        async with self.sessions() as session:
+            await repo.replace_items(session, node.id, keep, utcnow())
+            await session.commit()
+        self._drop_items(node.id)
+
+    async def upsert_items(self, node: NodeState, items: Sequence[ItemInput]) -> None:
+        """Store published items, then trim the node to its limit."""
+        async with self.sessions() as session:
+            await repo.upsert_items(session, node.id, items, utcnow())
+            await repo.trim_items(session, node.id, self.max_items_per_node)
+            await session.commit()
+        self._drop_items(node.id)
+
+    async def retract_items(self, node: NodeState, item_ids: Sequence[str]) -> None:
+        """Delete retracted items."""
+        async with self.sessions() as session:
+            await repo.retract_items(session, node.id, item_ids)
+            await session.commit()
+        self._drop_items(node.id)
+
+    async def purge_items(self, node: NodeState) -> None:
+        """Delete all the node's items."""
+        async with self.sessions() as session:
+            await repo.purge_items(session, node.id)
+            await session.commit()
+        self._drop_items(node.id)
+
+    def _hold(self, node_id: int, items: list[ItemRecord]) -> None:
+        if len(items) > self._memory_items:
+            return
+        self._drop_items(node_id)
+        self._items[node_id] = items
+        self._held += len(items)
+        while self._held > self._memory_items and self._items:
+            _, evicted = self._items.popitem(last=False)
+            self._held -= len(evicted)
+
+    def _drop_items(self, node_id: int) -> None:
+        self._version[node_id] = self._version.get(node_id, 0) + 1
+        dropped = self._items.pop(node_id, None)
+        if dropped is not None:
+            self._held -= len(dropped)

@@ -1,0 +1,123 @@
+"""Pubsub XML in and out of the cache (pure): items to store, results, notifications.
+
+Payloads are stored as serialised text and written back verbatim, so a cached item
+reaches the client exactly as Herald stored it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from xml.etree.ElementTree import Element
+from xml.sax.saxutils import quoteattr
+
+from component.pubsub.paging import Page
+from component.storage.records import ItemRecord
+
+PUBSUB_NS = "http://jabber.org/protocol/pubsub"
+EVENT_NS = "http://jabber.org/protocol/pubsub#event"
+RSM_NS = "http://jabber.org/protocol/rsm"
+
+Serializer = Callable[[Element], str]
+
+
+@dataclass(frozen=True)
+class ReceivedItem:
+    """An item as received upstream: id, publisher and the payload's XML text."""
+
+    item_id: str
+    payload: str
+    namespace: str | None  # the payload's namespace, for analysers
+    publisher: str | None
+    element: Element | None  # the payload element, for parsers
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """One <event/> notification, reduced to what the cache applies."""
+
+    kind: str  # items | purge | delete | configuration
+    node: str
+    published: tuple[ReceivedItem, ...] = ()
+    retracted: tuple[str, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def received_items(items: Iterable[Element], serialize: Serializer) -> list[ReceivedItem]:
+    """The <item/> children of an items result or event, with their payloads."""
+    found = []
+    for item in items:
+        if not item.tag.endswith("}item"):
+            continue
+        payload = next(iter(item), None)
+        found.append(
+            ReceivedItem(
+                item_id=item.get("id", ""),
+                payload="" if payload is None else serialize(payload),
+                namespace=None if payload is None else payload.tag[1:].partition("}")[0],
+                publisher=item.get("publisher"),
+                element=payload,
+            )
+        )
+    return [i for i in found if i.item_id]
+
+
+def parse_event(event: Element, serialize: Serializer) -> list[NodeEvent]:
+    """The notifications in an <event xmlns='...#event'/> element."""
+    events: list[NodeEvent] = []
+    for child in event:
+        kind = child.tag.partition("}")[2]
+        node = child.get("node")
+        if node is None:
+            continue
+        if kind == "items":
+            retracted = tuple(
+                r.get("id", "") for r in child.findall(f"{{{EVENT_NS}}}retract") if r.get("id")
+            )
+            published = tuple(received_items(child.findall(f"{{{EVENT_NS}}}item"), serialize))
+            events.append(NodeEvent("items", node, published, retracted))
+        elif kind in ("purge", "delete", "configuration"):
+            events.append(NodeEvent(kind, node))
+    return events
+
+
+def item_xml(record: ItemRecord) -> str:
+    """One cached <item/>, in the pubsub namespace of its parent."""
+    publisher = "" if record.publisher is None else f" publisher={quoteattr(record.publisher)}"
+    return f"<item id={quoteattr(record.item_id)}{publisher}>{record.data}</item>"
+
+
+def rsm_xml(page: Page[ItemRecord]) -> str:
+    """The RSM <set/> of a page (first with its index, last, count)."""
+    parts = [f'<set xmlns="{RSM_NS}">']
+    if page.first is not None:
+        parts.append(f'<first index="{page.first_index}">{_text(page.first)}</first>')
+    if page.last is not None:
+        parts.append(f"<last>{_text(page.last)}</last>")
+    parts.append(f"<count>{page.count}</count></set>")
+    return "".join(parts)
+
+
+def _text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def items_result(
+    iq_id: str,
+    ifrom: str,
+    ito: str,
+    node: str,
+    items: Sequence[ItemRecord],
+    page: Page[ItemRecord] | None,
+) -> str:
+    """A complete <iq type='result'/> answering an items request from the cache.
+
+    The <set/> is included when the request used RSM, as XEP-0059 requires.
+    """
+    body = "".join(item_xml(r) for r in items)
+    rsm = "" if page is None else rsm_xml(page)
+    return (
+        f'<iq type="result" id={quoteattr(iq_id)} from={quoteattr(ifrom)} to={quoteattr(ito)}>'
+        f'<pubsub xmlns="{PUBSUB_NS}"><items node={quoteattr(node)}>{body}</items>{rsm}'
+        "</pubsub></iq>"
+    )

@@ -1,0 +1,129 @@
+"""Sending requests upstream: as Herald itself, or as the requesting user (XEP-0356).
+
+Every request is bounded in time; an upstream that does not answer becomes
+remote-server-timeout. Errors keep their original <error/> element so the proxy can
+relay the exact conditions.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Literal
+from xml.etree import ElementTree as ET
+
+from slixmpp.exceptions import IqError, IqTimeout
+
+from component import metrics
+from component.xmpp.privilege import CLIENT_NS, COMPONENT_NS, HostPrivileges
+
+if TYPE_CHECKING:
+    from component.xmpp.connection import ServiceComponent
+
+STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+FORWARD_NS = "urn:xmpp:forward:0"
+UPSTREAM_TIMEOUT = 10.0
+IqType = Literal["get", "set"]
+
+
+class UpstreamError(Exception):
+    """Upstream refused or failed; `error` is the <error/> element to relay."""
+
+    def __init__(self, error: ET.Element, text: str) -> None:
+        super().__init__(text)
+        self.error = error
+        self.text = text
+
+    @property
+    def condition(self) -> str:
+        """The defined condition's local name (e.g. 'item-not-found')."""
+        for child in self.error:
+            if child.tag.startswith(f"{{{STANZAS_NS}}}") and not child.tag.endswith("}text"):
+                return child.tag.partition("}")[2]
+        return "undefined-condition"
+
+
+def make_error(condition: str, text: str, etype: str = "cancel") -> ET.Element:
+    """An <error/> element with a defined condition and an English text."""
+    error = ET.Element(f"{{{COMPONENT_NS}}}error", {"type": etype})
+    ET.SubElement(error, f"{{{STANZAS_NS}}}{condition}")
+    text_el = ET.SubElement(error, f"{{{STANZAS_NS}}}text")
+    text_el.text = text
+    text_el.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+    return error
+
+
+def _error_of(iq: ET.Element) -> ET.Element:
+    for child in iq:
+        if child.tag.endswith("}error"):
+            return child
+    return make_error("undefined-condition", "Upstream answered with an empty error.")
+
+
+class Upstream:
+    """Issues IQs for a component and times them."""
+
+    def __init__(self, component: ServiceComponent, timeout: float = UPSTREAM_TIMEOUT) -> None:
+        self.component = component
+        self.timeout = timeout
+
+    async def as_herald(self, iq_type: IqType, to: str, payload: ET.Element) -> ET.Element:
+        """Send payload in an IQ from Herald's own JID; returns the result <iq/>."""
+        iq = self.component.make_iq(ito=to, itype=iq_type, ifrom=self.component.boundjid.bare)
+        iq.append(payload)
+        return await self._send(iq, to)
+
+    async def as_user(
+        self,
+        privileges: HostPrivileges,
+        user: str,
+        iq_type: IqType,
+        to: str,
+        payload: ET.Element,
+    ) -> ET.Element:
+        """Send payload as `user` (a bare JID of privileges.host) via a privileged IQ."""
+        inner = ET.Element(
+            f"{{{CLIENT_NS}}}iq",
+            {"type": iq_type, "id": uuid.uuid4().hex, "from": user, "to": to},
+        )
+        inner.append(payload)
+        outer = self.component.make_iq(ito=user, itype=iq_type, ifrom=self.component.boundjid.bare)
+        wrapper = ET.SubElement(outer.xml, f"{{{privileges.namespace}}}privileged_iq")
+        wrapper.append(inner)
+        reply = await self._send(outer, to)
+        forwarded = reply.find(f"{{{privileges.namespace}}}privilege/{{{FORWARD_NS}}}forwarded")
+        result = None if forwarded is None else forwarded.find(f"{{{CLIENT_NS}}}iq")
+        if result is None:
+            raise UpstreamError(
+                make_error(
+                    "internal-server-error",
+                    "The server's privileged-IQ reply carried no forwarded answer.",
+                ),
+                "malformed privileged reply",
+            )
+        if result.get("type") == "error":
+            raise UpstreamError(_error_of(result), "upstream error")
+        return result
+
+    async def _send(self, iq: object, to: str) -> ET.Element:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            reply = await iq.send(timeout=self.timeout)  # type: ignore[attr-defined]
+            return reply.xml  # type: ignore[no-any-return]
+        except IqError as exc:
+            outcome = "error"
+            raise UpstreamError(_error_of(exc.iq.xml), "upstream error") from None
+        except IqTimeout:
+            outcome = "timeout"
+            raise UpstreamError(
+                make_error(
+                    "remote-server-timeout",
+                    f"{to} did not answer within {self.timeout:g} s.",
+                    "wait",
+                ),
+                "timeout",
+            ) from None
+        finally:
+            metrics.PUBSUB_UPSTREAM_SECONDS.observe(time.perf_counter() - started)
+            metrics.PUBSUB_UPSTREAM_REQUESTS.labels(outcome=outcome).inc()

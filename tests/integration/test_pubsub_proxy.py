@@ -1,0 +1,427 @@
+"""The caching proxy on a real Prosody, with Prosody's own pubsub as upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import pytest
+from slixmpp.exceptions import IqError
+
+from component.app import Herald
+from component.pubsub.service import PubsubComponent
+from component.storage.records import COMPLETED
+from tests.conftest import OWNER, PROXY_JID, UPSTREAM_JID, USERS
+from tests.harness.client import TestClient
+from tests.harness.herald import settings_for
+from tests.harness.prosody import Prosody
+
+pytestmark = pytest.mark.integration
+
+PUBSUB = "http://jabber.org/protocol/pubsub"
+RSM = "http://jabber.org/protocol/rsm"
+ATOM = "http://www.w3.org/2005/Atom"
+_seq = itertools.count()
+
+
+def entry(title: str) -> ET.Element:
+    element = ET.Element(f"{{{ATOM}}}entry")
+    ET.SubElement(element, f"{{{ATOM}}}title").text = title
+    ET.SubElement(element, f"{{{ATOM}}}content").text = f"body of {title}" + " x" * 80
+    return element
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_seq)}-{id(object()) % 10000}"
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 8.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+class Owner:
+    """olivia, who owns nodes on the upstream pubsub (Prosody's)."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.ps = client.plugin["xep_0060"]
+
+    async def create(self, node: str, access: str = "open", items: int = 0, **cfg: str) -> None:
+        form = self.client.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field(
+            var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/pubsub#node_config"
+        )
+        form.add_field(var="pubsub#access_model", value=access)
+        form.add_field(var="pubsub#max_items", value="1000")
+        form.add_field(var="pubsub#notify_config", value="1")
+        form.add_field(var="pubsub#notify_retract", value="1")
+        for key, value in cfg.items():
+            form.add_field(var=f"pubsub#{key}", value=value)
+        await self.ps.create_node(UPSTREAM_JID, node, config=form, timeout=5)
+        for i in range(items):
+            await self.publish(node, f"item-{i:03d}", f"title {i}")
+
+    async def publish(self, node: str, item_id: str, title: str) -> None:
+        await self.ps.publish(UPSTREAM_JID, node, id=item_id, payload=entry(title), timeout=5)
+
+    async def configure(self, node: str, **cfg: str) -> None:
+        form = self.client.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field(
+            var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/pubsub#node_config"
+        )
+        for key, value in cfg.items():
+            form.add_field(var=f"pubsub#{key}", value=value)
+        await self.ps.set_node_config(UPSTREAM_JID, node, form, timeout=5)
+
+
+async def get_items(
+    client: TestClient,
+    node: str,
+    to: str = PROXY_JID,
+    max_items: int | None = None,
+    rsm: dict[str, str] | None = None,
+    ids: tuple[str, ...] = (),
+) -> tuple[list[str], ET.Element | None, Any]:
+    """Item ids, the RSM <set/> and the reply, for an items request sent to `to`."""
+    iq = client.make_iq_get(ito=to)
+    pubsub = ET.SubElement(iq.xml, f"{{{PUBSUB}}}pubsub")
+    items = ET.SubElement(pubsub, f"{{{PUBSUB}}}items", {"node": node})
+    if max_items is not None:
+        items.set("max_items", str(max_items))
+    for item_id in ids:
+        ET.SubElement(items, f"{{{PUBSUB}}}item", {"id": item_id})
+    if rsm is not None:
+        rsm_el = ET.SubElement(pubsub, f"{{{RSM}}}set")
+        for key, value in rsm.items():
+            ET.SubElement(rsm_el, f"{{{RSM}}}{key}").text = value
+    reply = await iq.send(timeout=5)
+    found = reply.xml.find(f"{{{PUBSUB}}}pubsub/{{{PUBSUB}}}items")
+    assert found is not None
+    got = [i.get("id", "") for i in found.findall(f"{{{PUBSUB}}}item")]
+    return got, reply.xml.find(f"{{{PUBSUB}}}pubsub/{{{RSM}}}set"), reply
+
+
+def proxy_of(herald: Herald) -> PubsubComponent:
+    (service,) = herald.services
+    assert isinstance(service, PubsubComponent)
+    return service
+
+
+def requests(herald: Herald, kind: str, result: str) -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value(
+        "herald_pubsub_requests_total", {"kind": kind, "result": result}
+    )
+    return value or 0.0
+
+
+async def start_proxy(prosody: Prosody, db_url: str, **pubsub: Any) -> Herald:
+    settings = settings_for(
+        prosody,
+        db_url,
+        multicast={"enabled": False},
+        pubsub={
+            "rules": [{"node": "blog*", "sync": True, "parser": "atom"}],
+            "max_items_per_node": 50,
+            **pubsub,
+        },
+        metrics={"listen": ""},
+    )
+    herald = Herald(settings)
+    await herald.start()
+    await asyncio.wait_for(herald.wait_connected(), 10)
+    await asyncio.sleep(0.3)  # the privilege advertisement follows the handshake
+    return herald
+
+
+@pytest.fixture
+async def clients(prosody: Prosody) -> AsyncIterator[dict[str, TestClient]]:
+    made = {}
+    for name in ("olivia", "alice", "bob"):
+        client = TestClient(
+            f"{name}@localhost/p{next(_seq)}",
+            USERS[name],
+            plugins=("xep_0030", "xep_0004", "xep_0060", "xep_0059"),
+        )
+        await client.start(prosody.c2s_port)
+        made[name] = client
+    dave = TestClient(
+        f"dave@remote.localhost/p{next(_seq)}",
+        USERS["dave@remote.localhost"],
+        plugins=("xep_0030", "xep_0004", "xep_0060"),
+    )
+    await dave.start(prosody.c2s_port)
+    made["dave"] = dave
+    yield made
+    for client in made.values():
+        await client.stop()
+
+
+@pytest.fixture
+async def proxy(prosody: Prosody, db_url: str) -> AsyncIterator[Herald]:
+    herald = await start_proxy(prosody, db_url)
+    yield herald
+    await herald.stop()
+
+
+def synced(herald: Herald, node: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        state = proxy_of(herald).cache.node(UPSTREAM_JID, node)
+        return state is not None and state.sync_state == COMPLETED
+
+    return check
+
+
+async def test_miss_then_hit(proxy: Herald, clients: dict[str, TestClient]) -> None:
+    owner = Owner(clients["olivia"])
+    node = unique("blog-mh")
+    await owner.create(node, items=5)
+    hits, misses = requests(proxy, "items", "hit"), requests(proxy, "items", "miss")
+    got, _, _ = await get_items(clients["alice"], node)
+    assert got == [f"item-{i:03d}" for i in range(5)]
+    assert requests(proxy, "items", "miss") == misses + 1
+    await until(synced(proxy, node))
+    got, _, reply = await get_items(clients["alice"], node, max_items=2)
+    assert got == ["item-003", "item-004"]
+    assert requests(proxy, "items", "hit") == hits + 1
+    # the payload comes back as it was published
+    titles = [t.text for t in reply.xml.iter(f"{{{ATOM}}}title")]
+    assert titles == ["title 3", "title 4"]
+    # by id, several at once
+    got, _, _ = await get_items(clients["alice"], node, ids=("item-001", "item-003", "nope"))
+    assert got == ["item-001", "item-003"]
+
+
+async def test_notifications_keep_the_cache_in_sync(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    owner = Owner(clients["olivia"])
+    node = unique("blog-sync")
+    await owner.create(node, items=3)
+    await get_items(clients["alice"], node)
+    await until(synced(proxy, node))
+    alice = clients["alice"]
+
+    async def ids() -> list[str]:
+        return (await get_items(alice, node))[0]
+
+    await owner.publish(node, "new", "fresh")
+    await until(lambda: _eq(ids(), ["item-000", "item-001", "item-002", "new"]))
+    await owner.ps.retract(UPSTREAM_JID, node, "item-001", notify=True, timeout=5)
+    await until(lambda: _eq(ids(), ["item-000", "item-002", "new"]))
+    await owner.ps.purge(UPSTREAM_JID, node, timeout=5)
+    await until(lambda: _eq(ids(), []))
+    assert proxy_of(proxy).cache.node(UPSTREAM_JID, node).serves_from_cache  # type: ignore[union-attr]
+    hits = requests(proxy, "items", "hit")
+    assert await ids() == []
+    assert requests(proxy, "items", "hit") == hits + 1  # served from the cache
+
+    await owner.ps.delete_node(UPSTREAM_JID, node, timeout=5)
+
+    async def gone() -> bool:
+        return proxy_of(proxy).cache.node(UPSTREAM_JID, node) is None
+
+    await until(gone)
+
+
+async def test_a_node_no_longer_open_is_dropped(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    """Prosody 0.12 says nothing when a node closes; within seconds the cache stops
+    serving it, drops its items, and non-members are refused."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-closing")
+    await owner.create(node, items=2)
+    await get_items(clients["alice"], node)
+    await until(synced(proxy, node))
+    cache = proxy_of(proxy).cache
+    await owner.configure(node, access_model="whitelist")
+
+    async def not_cached() -> bool:
+        with contextlib.suppress(IqError):
+            await get_items(clients["bob"], node)
+        state = cache.node(UPSTREAM_JID, node)
+        return state is not None and not state.serves_from_cache
+
+    await until(not_cached, timeout=10)
+    state = cache.node(UPSTREAM_JID, node)
+    assert state is not None
+    assert await cache.items(state) == []
+    with pytest.raises(IqError) as info:
+        await get_items(clients["bob"], node)
+    assert not info.value.iq.xml.findall(f".//{{{PUBSUB}}}item")
+
+
+async def _eq(value: Awaitable[list[str]], expected: list[str]) -> bool:
+    return await value == expected
+
+
+async def test_catches_up_after_a_restart(
+    prosody: Prosody, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    owner = Owner(clients["olivia"])
+    node = unique("blog-restart")
+    await owner.create(node, items=2)
+    herald = await start_proxy(prosody, db_url)
+    try:
+        await get_items(clients["alice"], node)
+        await until(synced(herald, node))
+    finally:
+        await herald.stop()
+    await owner.publish(node, "while-down", "missed notification")
+    await owner.ps.retract(UPSTREAM_JID, node, "item-000", notify=True, timeout=5)
+    herald = await start_proxy(prosody, db_url)
+    try:
+        from prometheus_client import REGISTRY
+
+        # the gauges reflect the database before any request
+        assert (
+            REGISTRY.get_sample_value("herald_pubsub_cached_nodes", {"sync_state": "completed"})
+            or 0
+        ) >= 1
+
+        async def caught_up() -> bool:
+            state = proxy_of(herald).cache.node(UPSTREAM_JID, node)
+            if state is None or not state.serves_from_cache:
+                return False
+            items = await proxy_of(herald).cache.items(state)
+            return [i.item_id for i in items] == ["item-001", "while-down"]
+
+        await until(caught_up)
+        hits = requests(herald, "items", "hit")
+        got, _, _ = await get_items(clients["alice"], node)
+        assert got == ["item-001", "while-down"]
+        assert requests(herald, "items", "hit") == hits + 1
+    finally:
+        await herald.stop()
+
+
+async def test_whitelist_node_leaks_nothing(proxy: Herald, clients: dict[str, TestClient]) -> None:
+    owner = Owner(clients["olivia"])
+    node = unique("blog-private")
+    await owner.create(node, access="whitelist", items=3)
+    for reader in ("bob", "dave"):
+        with pytest.raises(IqError) as info:
+            await get_items(clients[reader], node)
+        assert info.value.iq["type"] == "error"
+        assert not info.value.iq.xml.findall(f".//{{{PUBSUB}}}item")
+    await asyncio.sleep(0.3)
+    state = proxy_of(proxy).cache.node(UPSTREAM_JID, node)
+    assert state is None or not state.serves_from_cache
+    if state is not None:
+        assert await proxy_of(proxy).cache.items(state) == []
+    # the owner, reading through the proxy as herself, gets her items
+    got, _, _ = await get_items(clients["olivia"], node)
+    assert got == ["item-000", "item-001", "item-002"]
+
+
+async def test_writes_go_upstream_as_the_user(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    owner = Owner(clients["olivia"])
+    node = unique("board")
+    await owner.create(node, publish_model="publishers")
+    # alice may publish; Herald may not: only a request made as alice can succeed
+    await owner.ps.modify_affiliations(
+        UPSTREAM_JID, node, affiliations=[("alice@localhost", "publisher")], timeout=5
+    )
+    alice = clients["alice"]
+    await alice.plugin["xep_0060"].publish(
+        PROXY_JID, node, id="from-alice", payload=entry("hello"), timeout=5
+    )
+    upstream = await owner.ps.get_items(UPSTREAM_JID, node, timeout=5)
+    items = upstream["pubsub"]["items"]
+    assert [i["id"] for i in items] == ["from-alice"]
+    # bob has no affiliation: his publish through the proxy fails upstream, as it should
+    with pytest.raises(IqError):
+        await (
+            clients["bob"]
+            .plugin["xep_0060"]
+            .publish(PROXY_JID, node, id="from-bob", payload=entry("no"), timeout=5)
+        )
+    # a user of a host that grants Herald nothing is refused, never served as Herald
+    with pytest.raises(IqError) as info:
+        await (
+            clients["dave"]
+            .plugin["xep_0060"]
+            .publish(PROXY_JID, node, id="from-dave", payload=entry("no"), timeout=5)
+        )
+    assert info.value.iq["error"]["condition"] == "forbidden"
+    assert info.value.iq["error"]["text"]
+
+
+async def test_escaped_addressing(proxy: Herald, clients: dict[str, TestClient]) -> None:
+    owner = Owner(clients["olivia"])
+    node = unique("plain-esc")
+    await owner.create(node, items=2)
+    # pubsub-origin.localhost@pubsub.localhost proxies that service explicitly
+    got, _, reply = await get_items(clients["alice"], node, to=f"{UPSTREAM_JID}@{PROXY_JID}")
+    assert got == ["item-000", "item-001"]
+    assert reply["from"] == f"{UPSTREAM_JID}@{PROXY_JID}"
+    # olivia's PEP, as olivia\40localhost@pubsub.localhost
+    await (
+        clients["olivia"]
+        .plugin["xep_0060"]
+        .publish(OWNER, "urn:example:pep", id="pep1", payload=entry("pep"), timeout=5)
+    )
+    got, _, _ = await get_items(
+        clients["olivia"], "urn:example:pep", to=f"olivia\\40localhost@{PROXY_JID}"
+    )
+    assert got == ["pep1"]
+    # a bad escaped target is an error, not a crash
+    with pytest.raises(IqError) as info:
+        await get_items(clients["alice"], node, to=f"bad\\20@{PROXY_JID}")
+    assert info.value.iq["error"]["condition"] == "item-not-found"
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["hit", "miss"])
+async def test_rsm_over_an_upstream_that_ignores_it(
+    proxy: Herald, clients: dict[str, TestClient], cached: bool
+) -> None:
+    owner = Owner(clients["olivia"])
+    node = unique("blog-rsm" if cached else "plain-rsm")
+    await owner.create(node, items=25)
+    alice = clients["alice"]
+    if cached:
+        await get_items(alice, node)
+        await until(synced(proxy, node))
+    ids = [f"item-{i:03d}" for i in range(25)]
+    got, rsm, _ = await get_items(alice, node, rsm={"max": "10"})
+    assert got == ids[:10]
+    assert rsm is not None
+    assert rsm.findtext(f"{{{RSM}}}count") == "25"
+    assert rsm.find(f"{{{RSM}}}first").get("index") == "0"  # type: ignore[union-attr]
+    got, rsm, _ = await get_items(alice, node, rsm={"max": "10", "after": ids[9]})
+    assert got == ids[10:20]
+    got, _, _ = await get_items(alice, node, rsm={"max": "10", "before": ""})
+    assert got == ids[15:]
+    got, _, _ = await get_items(alice, node, rsm={"max": "5", "index": "20"})
+    assert got == ids[20:]
+    got, rsm, _ = await get_items(alice, node, rsm={"max": "0"})
+    assert got == []
+    assert rsm is not None
+    assert rsm.findtext(f"{{{RSM}}}count") == "25"
+    with pytest.raises(IqError) as info:
+        await get_items(alice, node, rsm={"max": "10", "after": "no-such-item"})
+    assert info.value.iq["error"]["condition"] == "item-not-found"
+    if cached:
+        assert requests(proxy, "items", "hit") > 0
+
+
+async def test_disco_is_proxied_with_rsm_added(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    info = await clients["alice"].plugin["xep_0030"].get_info(jid=PROXY_JID, timeout=5)
+    features = info["disco_info"]["features"]
+    assert "http://jabber.org/protocol/pubsub#rsm" in features
+    assert "http://jabber.org/protocol/pubsub#publish" in features  # upstream's own
+    assert ("pubsub", "service") in {(i[0], i[1]) for i in info["disco_info"]["identities"]}
