@@ -12,6 +12,6 @@ test:
 	.venv/bin/python -m pytest -q -p no:cacheprovider
 
 lint:
-	.venv/bin/ruff check component tests migrations
-	.venv/bin/ruff format --check component tests migrations
+	.venv/bin/ruff check component tests migrations bench
+	.venv/bin/ruff format --check component tests migrations bench
 	.venv/bin/mypy --strict component

@@ -110,6 +110,8 @@ for _outcome in ("ok", "error", "timeout"):
     PUBSUB_UPSTREAM_REQUESTS.labels(outcome=_outcome)
 for _result in ("completed", "failed"):
     PUBSUB_SYNC_RUNS.labels(result=_result)
+for _result in ("hit", "miss", "bypass", "error"):
+    PUBSUB_REQUESTS.labels(kind="items", result=_result)
 for _state in ("no-sync", "in-progress", "completed", "error"):
     PUBSUB_CACHED_NODES.labels(sync_state=_state)
 

@@ -36,8 +36,14 @@ VirtualHost "example.org"
     -- The pubsub proxy answers from its cache only what anyone may read. Everything
     -- else it forwards upstream *as the requesting user* (a privileged IQ), so that
     -- the user gets exactly what upstream would give them, never more.
+    -- pubsub: reads and writes; pubsub#owner: configure, affiliations, delete...;
+    -- disco#items: listing a non-open node's items.
     ["pubsub.example.org"] = {
-      iq = { ["http://jabber.org/protocol/pubsub"] = "both" };
+      iq = {
+        ["http://jabber.org/protocol/pubsub"] = "both";
+        ["http://jabber.org/protocol/pubsub#owner"] = "both";
+        ["http://jabber.org/protocol/disco#items"] = "get";
+      };
     };
     -- The mod_privilege alternative to trusted mode (multicast.sender_mode =
     -- "privileged", or "auto"): Herald wraps each copy in a privileged message and

@@ -511,7 +511,11 @@ async def test_prosody_running_the_snippet(snippet_prosody: Prosody) -> None:
         assert multicast.perms == {"message": "outgoing", "presence": "managed_entity"}
         assert multicast.iq_perms == {}
         assert pubsub.perms == {}
-        assert pubsub.iq_perms == {PUBSUB_NS: "both"}
+        assert pubsub.iq_perms == {
+            PUBSUB_NS: "both",
+            f"{PUBSUB_NS}#owner": "both",
+            "http://jabber.org/protocol/disco#items": "get",
+        }
 
         # Trusted mode: the multicast component may send as alice, and bob gets it.
         await bob.start(snippet_prosody.c2s_port)
