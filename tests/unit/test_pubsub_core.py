@@ -1,0 +1,188 @@
+"""Pure pubsub pieces: access decisions, request parsing, result XML, notifications."""
+
+from __future__ import annotations
+
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from component.pubsub.access import NodeMeta, parse_node_meta, shareable
+from component.pubsub.paging import Page
+from component.pubsub.requests import PubsubRequest, RequestError, parse_request
+from component.pubsub.stanzas import items_result, parse_event
+from component.storage.records import ItemRecord
+
+PS = "http://jabber.org/protocol/pubsub"
+EV = "http://jabber.org/protocol/pubsub#event"
+
+
+def meta_query(**fields: str) -> ET.Element:
+    rows = "".join(f'<field var="{k}"><value>{v}</value></field>' for k, v in fields.items())
+    return ET.fromstring(
+        f"""<query xmlns="http://jabber.org/protocol/disco#info" node="n">
+              <identity category="pubsub" type="leaf"/>
+              <x xmlns="jabber:x:data" type="result">
+                <field var="FORM_TYPE" type="hidden">
+                  <value>http://jabber.org/protocol/pubsub#meta-data</value></field>
+                {rows}
+              </x></query>"""
+    )
+
+
+H = "{urn:xmpp:pubsub-caching:0}"
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"pubsub#access_model": "open"}, True),
+        ({"pubsub#access_model": "whitelist"}, False),
+        ({"pubsub#access_model": "presence"}, False),
+        ({}, False),  # not provably open
+        (
+            {
+                "pubsub#access_model": "open",
+                f"{H}consistent-items": "true",
+                f"{H}consistent-set": "true",
+            },
+            True,
+        ),
+        (
+            {
+                "pubsub#access_model": "open",
+                f"{H}consistent-items": "1",
+                f"{H}consistent-set": "false",
+            },
+            False,
+        ),
+        (
+            {
+                "pubsub#access_model": "open",
+                f"{H}consistent-items": "false",
+                f"{H}consistent-set": "true",
+            },
+            False,
+        ),
+        (
+            {
+                "pubsub#access_model": "open",
+                f"{H}persistence": "transient",
+                f"{H}consistent-items": "true",
+                f"{H}consistent-set": "true",
+            },
+            False,
+        ),
+    ],
+)
+def test_shareable(fields: dict[str, str], expected: bool) -> None:
+    assert shareable(parse_node_meta(meta_query(**fields))) is expected
+
+
+def test_missing_node_is_not_shareable() -> None:
+    assert not shareable(NodeMeta(exists=False, access_model="open"))
+
+
+def pubsub(inner: str, ns: str = PS) -> ET.Element:
+    return ET.fromstring(f'<pubsub xmlns="{ns}">{inner}</pubsub>')
+
+
+def test_items_request() -> None:
+    req = parse_request(
+        "get",
+        pubsub(
+            '<items node="blog" max_items="5"><item id="a"/><item id="b"/></items>'
+            '<set xmlns="http://jabber.org/protocol/rsm"><max>3</max></set>'
+        ),
+    )
+    assert req == PubsubRequest("get", PS, "items", "blog", 5, ("a", "b"), req.rsm)
+    assert req.rsm is not None
+    assert req.rsm.max == 3
+    assert req.is_items_read
+
+
+@pytest.mark.parametrize(
+    ("iq_type", "inner", "condition"),
+    [
+        ("get", "", "bad-request"),
+        ("get", "<items/>", "bad-request"),
+        ("get", '<items node="n" max_items="-1"/>', "bad-request"),
+        ("get", '<items node="n" max_items="many"/>', "bad-request"),
+        ("get", '<items node="n"><item/></items>', "bad-request"),
+        ("set", '<items node="n"/>', "bad-request"),
+        (
+            "get",
+            '<items node="n"/><set xmlns="http://jabber.org/protocol/rsm"><max>-4</max></set>',
+            "bad-request",
+        ),
+    ],
+)
+def test_malformed_requests(iq_type: str, inner: str, condition: str) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_request(iq_type, pubsub(inner))
+    assert info.value.condition == condition
+    assert info.value.text
+
+
+def test_other_actions_are_named_for_forwarding() -> None:
+    req = parse_request("set", pubsub('<publish node="n"><item id="1"/></publish>'))
+    assert (req.action, req.node, req.is_items_read) == ("publish", "n", False)
+    owner = parse_request("get", pubsub('<configure node="n"/>', f"{PS}#owner"))
+    assert (owner.namespace, owner.action) == (f"{PS}#owner", "configure")
+
+
+def record(item_id: str, data: str, publisher: str | None = None) -> ItemRecord:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return ItemRecord(item_id, data, None, publisher, now, now)
+
+
+def test_items_result_is_byte_faithful_and_escaped() -> None:
+    payload = '<entry xmlns="http://www.w3.org/2005/Atom"><title>a &amp; b</title></entry>'
+    records = [record("1", payload), record('x"<y', "<p xmlns='urn:x'/>", "alice@example.org")]
+    page = Page(
+        items=tuple(records), first="1", first_index=0, last='x"<y', count=7, complete=False
+    )
+    text = items_result("id&1", "pubsub.example.org", "bob@example.org/r", "n&1", records, page)
+    assert payload in text  # stored bytes are written verbatim
+    tree = ET.fromstring(text)
+    assert tree.get("id") == "id&1"
+    items = tree.find(f"{{{PS}}}pubsub/{{{PS}}}items")
+    assert items is not None
+    assert items.get("node") == "n&1"
+    assert [i.get("id") for i in items] == ["1", 'x"<y']
+    assert items[1].get("publisher") == "alice@example.org"
+    rsm = tree.find(f"{{{PS}}}pubsub/{{http://jabber.org/protocol/rsm}}set")
+    assert rsm is not None
+    assert [(c.tag.split("}")[1], c.text, c.get("index")) for c in rsm] == [
+        ("first", "1", "0"),
+        ("last", 'x"<y', None),
+        ("count", "7", None),
+    ]
+
+
+def test_parse_event() -> None:
+    event = ET.fromstring(
+        f"""<event xmlns="{EV}">
+              <items node="blog">
+                <item id="1" publisher="a@x"><entry xmlns="http://www.w3.org/2005/Atom"/></item>
+                <retract id="0"/>
+              </items>
+            </event>"""
+    )
+    (change,) = parse_event(event, lambda e: ET.tostring(e, encoding="unicode"))
+    assert change.kind == "items"
+    assert change.node == "blog"
+    assert change.retracted == ("0",)
+    (item,) = change.published
+    assert (item.item_id, item.publisher, item.namespace) == (
+        "1",
+        "a@x",
+        "http://www.w3.org/2005/Atom",
+    )
+    for kind in ("purge", "delete", "configuration"):
+        (change,) = parse_event(
+            ET.fromstring(f'<event xmlns="{EV}"><{kind} node="n"/></event>'), str
+        )
+        assert (change.kind, change.node) == (kind, "n")
+    assert parse_event(ET.fromstring(f'<event xmlns="{EV}"><purge/></event>'), str) == []
