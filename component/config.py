@@ -162,6 +162,7 @@ class PubsubSettings(_ServiceSettings):
     upstream: str = "pubsub-origin.example.org"
     max_items_per_node: int = Field(default=5000, ge=1)
     node_idle_timeout: int = Field(default=7 * 86400, ge=60)
+    upstream_timeout: float = Field(default=10.0, gt=0, le=120)
     rules: list[AnalyserRule] = Field(default_factory=list)
 
     @field_validator("upstream")

@@ -32,6 +32,7 @@ REMOTE_MULTICAST_JID, REMOTE_MULTICAST_SECRET = "multicast.remote.localhost", "r
 PROXY_JID, PROXY_SECRET = "pubsub.localhost", "pubsub-secret"
 UPSTREAM_JID = "pubsub-origin.localhost"
 OWNER = "olivia@localhost"
+SILENT_JID, SILENT_SECRET = "silent.localhost", "silent-secret"  # a hung upstream
 USERS = {
     "olivia": "olivia-pw",  # owns the upstream pubsub nodes (an admin of Prosody's pubsub)
     "alice": "alice-pw",
@@ -61,6 +62,7 @@ def standard_prosody(root: Path) -> Prosody:
                 REMOTE_MULTICAST_JID, REMOTE_MULTICAST_SECRET, ["validate_from_addresses = false"]
             ),
             ComponentSpec(PROXY_JID, PROXY_SECRET, ['modules_enabled = { "privilege" }']),
+            ComponentSpec(SILENT_JID, SILENT_SECRET),
         ],
         extra_hosts=[REMOTE_DOMAIN, PLAIN_DOMAIN],
         host_options=[

@@ -103,7 +103,7 @@ class PubsubComponent(ServiceComponent):
         self._verified: dict[int, float] = {}
         self._verifying: set[asyncio.Task[None]] = set()
         super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
-        self.upstream = Upstream(self)
+        self.upstream = Upstream(self, timeout=settings.upstream_timeout)
         self.synchroniser = Synchroniser(
             self.upstream, self.cache, registry, self.boundjid.bare, self._payload_text
         )

@@ -15,10 +15,11 @@ from slixmpp.exceptions import IqError
 from component.app import Herald
 from component.pubsub.service import PubsubComponent
 from component.storage.records import COMPLETED
-from tests.conftest import OWNER, PROXY_JID, UPSTREAM_JID, USERS
+from tests.conftest import OWNER, PROXY_JID, SILENT_JID, SILENT_SECRET, UPSTREAM_JID, USERS
 from tests.harness.client import TestClient
 from tests.harness.herald import settings_for
 from tests.harness.prosody import Prosody
+from tests.harness.silent import SilentComponent
 
 pytestmark = pytest.mark.integration
 
@@ -425,3 +426,43 @@ async def test_disco_is_proxied_with_rsm_added(
     assert "http://jabber.org/protocol/pubsub#rsm" in features
     assert "http://jabber.org/protocol/pubsub#publish" in features  # upstream's own
     assert ("pubsub", "service") in {(i[0], i[1]) for i in info["disco_info"]["identities"]}
+
+
+async def test_a_silent_upstream_gets_remote_server_timeout(
+    prosody: Prosody, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    silent = SilentComponent(SILENT_JID, SILENT_SECRET, prosody.component_port)
+    await silent.start()
+    herald = await start_proxy(prosody, db_url, upstream_timeout=1.0)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(IqError) as info:
+            await get_items(clients["alice"], "anything", to=f"{SILENT_JID}@{PROXY_JID}")
+        assert info.value.iq["error"]["condition"] == "remote-server-timeout"
+        assert info.value.iq["error"]["text"]
+        assert loop.time() - started < 3
+        assert silent.received >= 1  # it did reach the upstream, which said nothing
+    finally:
+        await herald.stop()
+        await silent.stop()
+
+
+async def test_parsed_entries_are_stored_beside_the_raw_xml(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    from component.storage import pubsub_repo
+
+    owner = Owner(clients["olivia"])
+    node = unique("blog-parsed")
+    await owner.create(node, items=2)
+    await get_items(clients["alice"], node)
+    await until(synced(proxy, node))
+    cache = proxy_of(proxy).cache
+    state = cache.node(UPSTREAM_JID, node)
+    assert state is not None
+    async with cache.sessions() as session:
+        stored = await pubsub_repo.get_items_by_ids(session, state.id, ["item-001"])
+    assert stored[0].parsed is not None
+    assert stored[0].parsed["title"] == "title 1"
+    assert stored[0].data.startswith('<entry xmlns="http://www.w3.org/2005/Atom">')
