@@ -277,3 +277,39 @@ async def test_disco_advertises_limits(
         for f in form.findall("{jabber:x:data}field")
     }
     assert fields == {"FORM_TYPE": NS, "message": "5", "presence": "5"}
+
+
+async def test_remote_limits_split_the_stanza(
+    prosody: Prosody, tmp_path: Path, users: dict[str, TestClient]
+) -> None:
+    from prometheus_client import REGISTRY
+
+    local = await start_herald(prosody, tmp_path, "split-local")
+    remote = await start_herald(
+        prosody,
+        tmp_path,
+        "split-remote",
+        jid=REMOTE_MULTICAST_JID,
+        secret=REMOTE_MULTICAST_SECRET,
+        local_domains=[REMOTE_DOMAIN],
+        max_recipients=2,
+    )
+    try:
+        before = (
+            REGISTRY.get_sample_value(
+                "herald_multicast_stanzas_total", {"stanza": "message", "result": "delivered"}
+            )
+            or 0
+        )
+        recipients = [f"{DAVE}/r{i}" for i in range(3)]
+        send(users["alice"], MULTICAST_JID, addresses(*[("to", r) for r in recipients]))
+        got = [await next_message(users["dave"]) for _ in recipients]
+        assert all(m["from"] == users["alice"].boundjid for m in got)
+        after = REGISTRY.get_sample_value(
+            "herald_multicast_stanzas_total", {"stanza": "message", "result": "delivered"}
+        )
+        # one stanza into the local service, two into the remote one (limit 2: 2 + 1)
+        assert after == before + 3
+    finally:
+        await local.stop()
+        await remote.stop()
