@@ -61,7 +61,13 @@ class Herald:
 
         if s.multicast.enabled:
             self.services.append(
-                MulticastComponent(s.multicast, s.server.host, s.server.port, self.sessions)
+                MulticastComponent(
+                    s.multicast,
+                    s.server.host,
+                    s.server.port,
+                    self.sessions,
+                    trusted_hosts=self.server_hosts(),
+                )
             )
         if s.pubsub.enabled:
             self.services.append(
@@ -71,6 +77,7 @@ class Herald:
                     s.server.port,
                     self.sessions,
                     Registry.from_config(s.pubsub.rules),
+                    trusted_hosts=self.server_hosts(),
                 )
             )
         for service in self.services:
@@ -78,6 +85,15 @@ class Herald:
                 await service.prepare()  # gauges reflect the database before any request
             service.start()
         self._ready_task = asyncio.create_task(self._notify_when_ready())
+
+    def server_hosts(self) -> frozenset[str]:
+        """Hosts whose XEP-0356 advertisements we believe: our server's own domains.
+
+        Anyone can send a <privilege/> message over s2s; only these may grant.
+        """
+        s = self.settings
+        parents = {jid.partition(".")[2] for jid in (s.multicast.jid, s.pubsub.jid)}
+        return frozenset({*s.multicast.local_domains, *(p for p in parents if p)})
 
     async def _notify_when_ready(self) -> None:
         await self.wait_connected()

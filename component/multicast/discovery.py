@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # A remote that failed to answer in time is retried sooner than a clear "no".
 TIMEOUT_TTL = 300.0
+# disco#info is sent to at most this many of a domain's items.
+MAX_CANDIDATES = 20
+MAX_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,11 @@ class RemoteDiscovery:
         ttl: float,
         wait: float = 3.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        never: frozenset[str] = frozenset(),
     ) -> None:
+        # Our own JID and domains are never a remote's multicast service: a remote that
+        # listed them would have Herald hand stanzas back to itself, in a loop.
+        self._never = frozenset(j.lower() for j in never)
         self._disco = disco
         self._sessions = sessions
         self._ttl = ttl
@@ -133,6 +140,8 @@ class RemoteDiscovery:
             max_presence=limits.get("presence"),
             expires_at=now + timedelta(seconds=ttl),
         )
+        if len(self._memory) > MAX_REMEMBERED:
+            self._memory.clear()  # the database still has them
         self._memory[domain] = record
         if ttl > 0:
             try:
@@ -153,7 +162,16 @@ class RemoteDiscovery:
         if ADDRESS_NS in info.features:
             return domain, info.limits
         items = await self._disco.items(domain)
-        candidates = [jid for jid in items if "@" not in jid and "/" not in jid]
+        # Only the domain's own services (subdomains) may speak for it: a remote must
+        # not point Herald at a third party, or at Herald itself.
+        candidates = [
+            jid.lower()
+            for jid in items
+            if "@" not in jid
+            and "/" not in jid
+            and jid.lower().endswith(f".{domain}")
+            and jid.lower() not in self._never
+        ][:MAX_CANDIDATES]
         results = await asyncio.gather(
             *(self._info_or_none(self._disco.info(jid)) for jid in candidates)
         )

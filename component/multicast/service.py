@@ -95,9 +95,10 @@ def _limits(query: ET.Element) -> dict[str, int]:
             continue
         limits: dict[str, int] = {}
         for kind in ("message", "presence"):
-            values = fields.get(kind)
-            if values and values[0].strip().isdigit() and int(values[0]) > 0:
-                limits[kind] = int(values[0])
+            value = (fields.get(kind) or [""])[0].strip()
+            # ASCII digits only: str.isdigit() accepts '²', which int() refuses.
+            if value.isascii() and value.isdecimal() and 0 < len(value) <= 9 and int(value):
+                limits[kind] = int(value)
         return limits
     return {}
 
@@ -135,9 +136,12 @@ class MulticastComponent(ServiceComponent):
         host: str,
         port: int,
         sessions: async_sessionmaker[AsyncSession],
+        trusted_hosts: frozenset[str] = frozenset(),
         discovery_wait: float = 3.0,
     ) -> None:
         self.settings = settings
+        # Hosts whose privilege advertisements count (anyone can send one over s2s).
+        self.trusted_hosts = trusted_hosts or frozenset(settings.local_domains)
         self.sessions = sessions
         self.local_domains = frozenset(d.lower() for d in settings.local_domains)
         self.privileges: dict[str, HostPrivileges] = {}
@@ -145,7 +149,11 @@ class MulticastComponent(ServiceComponent):
         self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
         self.discovery = RemoteDiscovery(
-            SlixmppDisco(self), sessions, ttl=settings.remote_disco_ttl, wait=discovery_wait
+            SlixmppDisco(self),
+            sessions,
+            ttl=settings.remote_disco_ttl,
+            wait=discovery_wait,
+            never=frozenset({self.boundjid.bare, *self.local_domains}),
         )
 
     def setup(self) -> None:
@@ -207,6 +215,9 @@ class MulticastComponent(ServiceComponent):
     def _maybe_privileges(self, sender: JID, xml: ET.Element) -> None:
         granted = parse_advertisement(sender.bare, xml)
         if granted is None:
+            return
+        if granted.host not in self.trusted_hosts:
+            log.warning("multicast: ignoring a privilege advertisement from %s", sender.bare)
             return
         self.privileges[granted.host] = granted
         self.privileges_settled.set()

@@ -22,7 +22,7 @@ from xml.etree.ElementTree import Element, SubElement
 RSM_NS = "http://jabber.org/protocol/rsm"
 _R = f"{{{RSM_NS}}}"
 _XS_INT_MAX = 2**31 - 1  # the schema types max and index as xs:int
-_DIGITS = re.compile(r"\s*(\d+)\s*")
+_DIGITS = re.compile(r"\s*([0-9]{1,10})\s*")
 
 T = TypeVar("T")
 
@@ -106,7 +106,7 @@ def _integer(values: dict[str, str], name: str) -> int | None:
         return None
     match = _DIGITS.fullmatch(values[name])
     if match is None:
-        text = f"RSM <{name}/> must be a non-negative integer, not {values[name]!r}"
+        text = f"RSM <{name}/> must be a non-negative integer, not {values[name][:20]!r}"
         raise PagingError("bad-request", text)
     number = int(match.group(1))
     if number > _XS_INT_MAX:

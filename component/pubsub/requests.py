@@ -47,12 +47,16 @@ class PubsubRequest:
 def parse_request(iq_type: str, pubsub: Element) -> PubsubRequest:
     """Read a <pubsub/> (or pubsub#owner) element; raises RequestError when malformed."""
     namespace = pubsub.tag[1:].partition("}")[0]
-    actions = [child for child in pubsub if child.tag.startswith(f"{{{namespace}}}")]
-    if not actions:
+    children = list(pubsub)
+    if not children:
         raise RequestError("bad-request", "The <pubsub/> element names no action.")
     # XEP-0060 pairs some actions (subscribe+options, publish+publish-options,
-    # create+configure); the first child names the request.
-    action = actions[0]
+    # create+configure); the first child names the request, whatever its namespace,
+    # as servers read it. One outside the pubsub namespace is refused: it must not
+    # be taken for something else upstream.
+    action = children[0]
+    if not action.tag.startswith(f"{{{namespace}}}"):
+        raise RequestError("bad-request", f"Unknown pubsub action {action.tag!r}.")
     name = action.tag.partition("}")[2]
     node = action.get("node")
     if name != "items":
@@ -64,7 +68,8 @@ def parse_request(iq_type: str, pubsub: Element) -> PubsubRequest:
     max_items = None
     raw = action.get("max_items")
     if raw is not None:
-        if not raw.strip().isdigit() or int(raw) < 1:
+        raw = raw.strip()
+        if not (raw.isascii() and raw.isdecimal()) or len(raw) > 9 or int(raw) < 1:
             raise RequestError("bad-request", f"max_items must be a positive integer, not {raw!r}.")
         max_items = int(raw)
     ids = tuple(item.get("id", "") for item in action.findall(f"{{{PUBSUB_NS}}}item"))
@@ -75,3 +80,31 @@ def parse_request(iq_type: str, pubsub: Element) -> PubsubRequest:
     except PagingError as exc:
         raise RequestError(exc.condition, exc.text) from None
     return PubsubRequest(iq_type, namespace, "items", node, max_items, ids, rsm)
+
+
+def items_payload(request: PubsubRequest) -> Element:
+    """A clean <pubsub><items/></pubsub> for the request, to send upstream.
+
+    Rebuilt from the parsed request rather than forwarded: whatever else the client
+    put in its element never reaches upstream under Herald's name.
+    """
+    from xml.etree.ElementTree import SubElement
+
+    pubsub = Element(f"{{{PUBSUB_NS}}}pubsub")
+    items = SubElement(pubsub, f"{{{PUBSUB_NS}}}items", {"node": request.node or ""})
+    if request.max_items is not None:
+        items.set("max_items", str(request.max_items))
+    for item_id in request.item_ids:
+        SubElement(items, f"{{{PUBSUB_NS}}}item", {"id": item_id})
+    rsm = request.rsm
+    if rsm is not None:
+        rsm_el = SubElement(pubsub, f"{{{RSM_NS}}}set")
+        for name, value in (
+            ("max", rsm.max),
+            ("after", rsm.after),
+            ("before", rsm.before),
+            ("index", rsm.index),
+        ):
+            if value is not None:
+                SubElement(rsm_el, f"{{{RSM_NS}}}{name}").text = str(value)
+    return pubsub

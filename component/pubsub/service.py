@@ -18,12 +18,11 @@ from slixmpp import JID
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
-from slixmpp.xmlstream.tostring import tostring
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
 from component.config import PubsubSettings
-from component.pubsub.access import NodeMeta, shareable
+from component.pubsub.access import shareable
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.paging import PagingError, paginate
 from component.pubsub.requests import (
@@ -31,16 +30,18 @@ from component.pubsub.requests import (
     PUBSUB_NS,
     PubsubRequest,
     RequestError,
+    items_payload,
     parse_request,
 )
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import EVENT_NS, RSM_NS, items_result, parse_event
 from component.pubsub.sync import RSM_FEATURE, Synchroniser
 from component.pubsub.upstream import Upstream, UpstreamError, make_error
-from component.storage.records import NO_SYNC, ItemRecord
+from component.storage.records import ItemRecord
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.escaping import proxied_target
 from component.xmpp.privilege import COMPONENT_NS, HostPrivileges, parse_advertisement
+from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,9 @@ KINDS = frozenset(
     }
 )
 UPKEEP_EVERY = 30.0
-RECHECK_EVERY = 300.0
 # Prosody 0.12 sends no configuration notifications and drops subscriptions silently
 # when a node stops being open, so a node being served is re-verified this often.
 HOT_RECHECK = 5.0
-TRANSIENT = frozenset({"remote-server-timeout", "remote-server-not-found", "internal-server-error"})
 
 
 class Refused(Exception):
@@ -92,16 +91,17 @@ class PubsubComponent(ServiceComponent):
         port: int,
         sessions: async_sessionmaker[AsyncSession],
         registry: Registry,
+        trusted_hosts: frozenset[str],
     ) -> None:
         self.settings = settings
+        self.trusted_hosts = trusted_hosts
         self.upstream_jid = settings.upstream
         self.registry = registry
         self.privileges: dict[str, HostPrivileges] = {}
         self.cache = Cache(sessions, settings.max_items_per_node)
         self._upkeep_task: asyncio.Task[None] | None = None
-        self._checked: dict[int, float] = {}
         self._verified: dict[int, float] = {}
-        self._verifying: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
         self.upstream = Upstream(self, timeout=settings.upstream_timeout)
         self.synchroniser = Synchroniser(
@@ -153,61 +153,35 @@ class PubsubComponent(ServiceComponent):
         while True:
             await asyncio.sleep(UPKEEP_EVERY)
             try:
-                await self.synchroniser.upkeep(idle, self._recheck_due)
-                for node in self.cache.nodes():
-                    analyser = self.registry.match(node.service, node.name, None)
-                    if (
-                        node.sync_state == NO_SYNC
-                        and analyser
-                        and analyser.sync
-                        and (self._recheck_due(node))
-                    ):
-                        self.synchroniser.schedule(node)
+                await self.synchroniser.upkeep(idle)
+                # Forget verification times of nodes that are gone.
+                known = {n.id for n in self.cache.nodes()}
+                for node_id in [i for i in self._verified if i not in known]:
+                    del self._verified[node_id]
             except Exception:
                 log.exception("pubsub: upkeep failed")
-
-    def _recheck_due(self, node: NodeState) -> bool:
-        now = time.monotonic()
-        if now - self._checked.get(node.id, 0.0) < RECHECK_EVERY:
-            return False
-        self._checked[node.id] = now
-        return True
 
     def _verify_soon(self, node: NodeState) -> None:
         """Re-read a served node's access model in the background, at most every few s."""
         now = time.monotonic()
-        last = self._verified.get(node.id)
-        if last is None:
-            self._verified[node.id] = now  # the sync that completed it just checked
-            return
-        if now - last < HOT_RECHECK:
+        if now - self._verified.get(node.id, 0.0) < HOT_RECHECK:
             return
         self._verified[node.id] = now
-        task = asyncio.create_task(self._verify(node))
-        self._verifying.add(task)
-        task.add_done_callback(self._verifying.discard)
+        self._in_background(self.synchroniser.verify(node))
 
-    async def _verify(self, node: NodeState) -> None:
-        try:
-            meta = await self.synchroniser.node_meta(node.service, node.name)
-        except UpstreamError as exc:
-            if exc.condition in TRANSIENT:
-                log.info(
-                    "pubsub: cannot re-verify %s/%s now: %s", node.service, node.name, exc.condition
-                )
-                return
-            # Refused metadata (Prosody hides it for non-open nodes): not provably open.
-            meta = NodeMeta(exists=True)
-        if not shareable(meta):
-            await self.synchroniser.stop_caching(node, meta)
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- helpers -------------------------------------------------------------------
 
     def _payload_text(self, element: ET.Element) -> str:
-        return tostring(element)
+        return serialize(element)
 
     def _send_xml(self, xml: ET.Element) -> None:
-        self.send_raw(tostring(xml, xmlns=self.default_ns, stream=self, top_level=True))
+        # Our serialiser, not slixmpp's: payloads keep their namespaced attributes.
+        self.send_raw(serialize(xml, COMPONENT_NS))
 
     def _reply(self, iq: StanzaBase, children: list[ET.Element], itype: str = "result") -> None:
         out = ET.Element(
@@ -249,13 +223,24 @@ class PubsubComponent(ServiceComponent):
 
     # -- pubsub ----------------------------------------------------------------------
 
+    @staticmethod
+    def _only_child(iq: StanzaBase, tag: str) -> ET.Element:
+        """The IQ's single payload, which must be the element the handler matched."""
+        children = list(iq.xml)
+        if len(children) != 1 or children[0].tag != tag:
+            raise Refused(
+                make_error("bad-request", "An IQ must carry exactly one payload element.", "modify")
+            )
+        return children[0]
+
     async def _on_pubsub(self, iq: StanzaBase) -> None:
         if iq["type"] not in ("get", "set"):
             return
         started = time.perf_counter()
         kind, result = "other", "error"
         try:
-            payload = next(c for c in iq.xml if c.tag.endswith("}pubsub"))
+            namespace = OWNER_NS if iq.xml.find(f"{{{OWNER_NS}}}pubsub") is not None else PUBSUB_NS
+            payload = self._only_child(iq, f"{{{namespace}}}pubsub")
             service = self._target(iq)
             try:
                 request = parse_request(iq["type"], payload)
@@ -263,8 +248,9 @@ class PubsubComponent(ServiceComponent):
                 raise Refused(make_error(exc.condition, exc.text, "modify")) from None
             kind = request.action if request.action in KINDS else "other"
             if request.is_items_read:
-                result = await self._read(iq, service, request, payload)
+                result = await self._read(iq, service, request)
             else:
+                # Writes and owner requests only ever go upstream as the user.
                 reply = await self._as_user(iq, request.namespace, service, payload)
                 self._reply(iq, list(reply))
                 result = "bypass"
@@ -283,9 +269,7 @@ class PubsubComponent(ServiceComponent):
                 "pubsub: %s %s in %.1f ms", kind, result, (time.perf_counter() - started) * 1000
             )
 
-    async def _read(
-        self, iq: StanzaBase, service: str, request: PubsubRequest, payload: ET.Element
-    ) -> str:
+    async def _read(self, iq: StanzaBase, service: str, request: PubsubRequest) -> str:
         assert request.node is not None
         node = self.cache.node(service, request.node)
         if node is not None and node.serves_from_cache:
@@ -294,50 +278,40 @@ class PubsubComponent(ServiceComponent):
             await self._answer_from_cache(iq, node, request)
             return "hit"
         analyser = self.registry.match(service, request.node, None)
+        # PEP nodes are never provably open to Herald (Prosody hides their metadata).
         cacheable = analyser is not None and analyser.sync and "@" not in service
-        if node is None and cacheable:
-            assert analyser is not None
-            node = await self.cache.ensure(service, request.node, analyser.name)
+        result = "miss" if cacheable else "bypass"
         if node is not None:
             self.cache.mark_requested(node)
-            if node.shareable:
-                await self._forward_read(iq, service, request, payload, as_herald=True)
-                return "miss"
-            if cacheable and node.sync_state in (NO_SYNC,):
-                # First sight of a node a rule syncs: is it open? The sync decides.
-                meta = await self.synchroniser.node_meta(service, request.node)
-                if shareable(meta):
-                    self.synchroniser.schedule(node)
-                    await self._forward_read(iq, service, request, payload, as_herald=True)
-                    return "miss"
+        # Sent upstream rebuilt from what was parsed, never as the client wrote it.
+        payload = items_payload(request)
         if self._privileges_for(iq["from"], PUBSUB_NS, "get") is not None:
-            await self._forward_read(iq, service, request, payload, as_herald=False)
-            return "miss" if cacheable else "bypass"
-        # No privileges: Herald may still read as itself if anyone could.
-        if "@" not in service:
-            meta = await self.synchroniser.node_meta(service, request.node)
-            if shareable(meta):
-                await self._forward_read(iq, service, request, payload, as_herald=True)
-                return "bypass"
-        await self._as_user(iq, PUBSUB_NS, service, payload)  # raises the refusal
-        return "error"
-
-    async def _forward_read(
-        self,
-        iq: StanzaBase,
-        service: str,
-        request: PubsubRequest,
-        payload: ET.Element,
-        as_herald: bool,
-    ) -> None:
-        if as_herald:
-            reply = await self.upstream.as_herald("get", service, payload)
-        else:
+            if cacheable:
+                assert analyser is not None
+                self._in_background(
+                    self.synchroniser.consider(service, request.node, analyser.name)
+                )
             reply = await self._as_user(iq, PUBSUB_NS, service, payload)
+        else:
+            # Without privileges Herald may read as itself only what anyone could:
+            # checked now, for this request.
+            meta = (
+                None if "@" in service else await self.synchroniser.node_meta(service, request.node)
+            )
+            if meta is None or not shareable(meta):
+                await self._as_user(iq, PUBSUB_NS, service, payload)  # raises the refusal
+                return "error"
+            if cacheable:
+                assert analyser is not None
+                self._in_background(
+                    self.synchroniser.consider(service, request.node, analyser.name, meta)
+                )
+            reply = await self.upstream.as_herald("get", service, payload)
         children = list(reply)
         if request.rsm is not None:
             children = self._page_upstream(children, request)
         self._reply(iq, children)
+        return result
 
     def _page_upstream(
         self, children: list[ET.Element], request: PubsubRequest
@@ -386,19 +360,24 @@ class PubsubComponent(ServiceComponent):
     async def _on_disco(self, iq: StanzaBase) -> None:
         if iq["type"] != "get":
             return
-        kind, result = "disco", "bypass"
+        result = "bypass"
         try:
-            query = next(c for c in iq.xml if c.tag.endswith("}query"))
+            namespace = (
+                DISCO_INFO_NS
+                if iq.xml.find(f"{{{DISCO_INFO_NS}}}query") is not None
+                else DISCO_ITEMS_NS
+            )
+            asked = self._only_child(iq, f"{{{namespace}}}query")
             service = self._target(iq)
-            node = query.get("node")
-            namespace = query.tag[1:].partition("}")[0]
+            node = asked.get("node")
+            query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
             known = None if node is None else self.cache.node(service, node)
             if (
                 namespace == DISCO_ITEMS_NS
                 and node is not None
-                and not (known is not None and known.shareable)
+                and not (known is not None and known.serves_from_cache)
             ):
-                # A node's items list is content: only as the user, or if open.
+                # A node's items list is content: only as the user, or if in the cache.
                 reply = await self._as_user(iq, namespace, service, query)
             else:
                 reply = await self.upstream.as_herald("get", service, query)
@@ -417,8 +396,12 @@ class PubsubComponent(ServiceComponent):
         except UpstreamError as exc:
             self._reply(iq, [exc.error], "error")
             result = "error"
+        except Exception:
+            log.exception("pubsub: failed on a disco request from %s", iq["from"])
+            self._reply(iq, [make_error("internal-server-error", "The proxy failed.")], "error")
+            result = "error"
         finally:
-            metrics.PUBSUB_REQUESTS.labels(kind=kind, result=result).inc()
+            metrics.PUBSUB_REQUESTS.labels(kind="disco", result=result).inc()
 
     # -- messages: notifications and privileges --------------------------------------
 
@@ -429,6 +412,9 @@ class PubsubComponent(ServiceComponent):
             return
         granted = parse_advertisement(sender.bare, msg.xml)
         if granted is not None:
+            if granted.host not in self.trusted_hosts:
+                log.warning("pubsub: ignoring a privilege advertisement from %s", sender.bare)
+                return
             self.privileges[granted.host] = granted
             log.info(
                 "pubsub: %s grants %s (iq: %s)",

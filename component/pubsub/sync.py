@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from xml.etree import ElementTree as ET
 
@@ -37,6 +36,12 @@ log = logging.getLogger(__name__)
 RSM_FEATURE = "http://jabber.org/protocol/pubsub#rsm"
 LEASE = timedelta(minutes=5)
 PAGE = 100
+CONCURRENT_SYNCS = 4
+MAX_NODES = 10_000
+CONSIDER_AGAIN = 60.0  # seconds before a node found closed is looked at again
+RECHECK_EVERY = 300.0  # seconds between access re-checks of idle cached nodes
+# Errors that say nothing about the node: keep serving what is cached.
+TRANSIENT = frozenset({"remote-server-timeout", "remote-server-not-found", "internal-server-error"})
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -68,6 +73,12 @@ class Synchroniser:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._dirty: set[int] = set()
         self._rsm: dict[str, bool] = {}
+        self._slots = asyncio.Semaphore(CONCURRENT_SYNCS)
+        # Notifications are applied one at a time, in arrival order: slixmpp runs each
+        # stanza's handler as its own task, and a retract must not overtake its publish.
+        self._notifications = asyncio.Lock()
+        self._considered: dict[tuple[str, str], float] = {}
+        self._rechecked: dict[int, float] = {}
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -90,6 +101,52 @@ class Synchroniser:
             features = {f.get("var") for f in reply.iter(f"{{{DISCO_INFO_NS}}}feature")}
             self._rsm[service] = RSM_FEATURE in features
         return self._rsm[service]
+
+    async def consider(
+        self, service: str, name: str, analyser: str | None, meta: NodeMeta | None = None
+    ) -> None:
+        """A node a sync rule matches was asked for: cache it if it is open.
+
+        Only a node proven open gets a row, so requests for arbitrary node names on
+        arbitrary services cannot fill the database.
+        """
+        key = (service, name)
+        now = asyncio.get_running_loop().time()
+        if now - self._considered.get(key, -CONSIDER_AGAIN) < CONSIDER_AGAIN:
+            return
+        if len(self._considered) > MAX_NODES:
+            self._considered.clear()
+        self._considered[key] = now
+        known = self.cache.node(service, name)
+        if known is not None and known.sync_state != NO_SYNC:
+            return  # syncing, synced, or retried by upkeep
+        try:
+            if meta is None:
+                meta = await self.node_meta(service, name)
+        except UpstreamError as exc:
+            log.info("pubsub: cannot check %s/%s: %s", service, name, exc.condition)
+            return
+        if not shareable(meta):
+            return
+        if known is None and len(self.cache.nodes()) >= MAX_NODES:
+            log.warning("pubsub: %d nodes cached; not caching %s/%s", MAX_NODES, service, name)
+            return
+        self.schedule(known or await self.cache.ensure(service, name, analyser))
+
+    async def verify(self, node: NodeState) -> None:
+        """Re-read a cached node's access model; stop caching it if it is not open now."""
+        try:
+            meta = await self.node_meta(node.service, node.name)
+        except UpstreamError as exc:
+            if exc.condition in TRANSIENT:
+                log.info(
+                    "pubsub: cannot re-verify %s/%s now: %s", node.service, node.name, exc.condition
+                )
+                return
+            # Refused metadata (Prosody hides it for non-open nodes): not provably open.
+            meta = NodeMeta(exists=True)
+        if not shareable(meta):
+            await self.stop_caching(node, meta)
 
     # -- scheduling -------------------------------------------------------------------
 
@@ -117,7 +174,8 @@ class Synchroniser:
     async def _run(self, node: NodeState) -> None:
         while True:
             self._dirty.discard(node.id)
-            await self.sync(node)
+            async with self._slots:
+                await self.sync(node)
             # Notifications that arrived mid-sync may be missing from what was fetched.
             if node.id not in self._dirty:
                 return
@@ -270,6 +328,10 @@ class Synchroniser:
 
     async def apply(self, service: str, event: NodeEvent) -> None:
         """Apply one notification from `service` to the cached node it concerns."""
+        async with self._notifications:
+            await self._apply(service, event)
+
+    async def _apply(self, service: str, event: NodeEvent) -> None:
         node = self.cache.node(service, event.node)
         if node is None:
             return
@@ -281,9 +343,7 @@ class Synchroniser:
         elif event.kind == "purge":
             await self.cache.purge_items(node)
         elif event.kind == "configuration":
-            meta = await self.node_meta(service, event.node)
-            if not shareable(meta):
-                await self.stop_caching(node, meta)
+            await self.verify(node)
         elif event.kind == "items":
             if event.retracted:
                 await self.cache.retract_items(node, list(event.retracted))
@@ -301,7 +361,7 @@ class Synchroniser:
             if node.sync_state in (COMPLETED, IN_PROGRESS):
                 self.schedule(node)
 
-    async def upkeep(self, idle: timedelta, recheck: Callable[[NodeState], bool]) -> None:
+    async def upkeep(self, idle: timedelta) -> None:
         """One round of housekeeping: retries, idle eviction, access re-checks, flushes."""
         from component.storage import pubsub_repo as repo
 
@@ -318,17 +378,30 @@ class Synchroniser:
             node = self.cache.node(record.service, record.name)
             if node is None or node.id in self._tasks:
                 continue
-            if node.sync_state == COMPLETED:
+            if record.subscribed:
                 await self._unsubscribe(node)
             await self.cache.delete(node)
             log.info("pubsub: %s/%s idle; unsubscribed and dropped", node.service, node.name)
-        # Prosody can drop our subscription silently when a node stops being open.
+        loop_now = asyncio.get_running_loop().time()
         for node in self.cache.nodes():
-            if node.serves_from_cache and recheck(node):
-                try:
-                    meta = await self.node_meta(node.service, node.name)
-                except UpstreamError:
-                    continue
-                if not shareable(meta):
-                    await self.stop_caching(node, meta)
+            if node.id in self._tasks:
+                continue
+            # A sync interrupted by a crash leaves in-progress behind; its lease expires.
+            if node.sync_state == IN_PROGRESS:
+                self.schedule(node)
+                continue
+            if loop_now - self._rechecked.get(node.id, 0.0) < RECHECK_EVERY:
+                continue
+            self._rechecked[node.id] = loop_now
+            # Prosody can drop our subscription silently when a node stops being open;
+            # and a node found closed may have opened since.
+            if node.serves_from_cache:
+                await self.verify(node)
+            elif node.sync_state == NO_SYNC:
+                analyser = self.registry.match(node.service, node.name, None)
+                if analyser is not None and analyser.sync:
+                    self.schedule(node)
+        known = {n.id for n in self.cache.nodes()}
+        for node_id in [i for i in self._rechecked if i not in known]:
+            del self._rechecked[node_id]
         await self.cache.refresh_gauges()

@@ -165,3 +165,38 @@ def test_limits_form_parsing() -> None:
             </query>"""
     )
     assert _limits(query) == {"message": 20}
+    odd = ET.fromstring(
+        f"""<query xmlns="http://jabber.org/protocol/disco#info">
+              <x xmlns="jabber:x:data" type="result">
+                <field var="FORM_TYPE" type="hidden"><value>{ADDRESS_NS}</value></field>
+                <field var="message"><value>\u00b2</value></field>
+                <field var="presence"><value>{"9" * 5000}</value></field>
+              </x></query>"""
+    )
+    assert _limits(odd) == {}  # hostile values are ignored, never a crash
+
+
+async def test_only_the_domains_own_services_count(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    world = {
+        "evil.example": plain(),
+        "multicast.victim.example": plain(ADDRESS_NS),
+        "multicast.localhost": plain(ADDRESS_NS),
+        "mc.evil.example.attacker": plain(ADDRESS_NS),
+    }
+    items = {
+        "evil.example": [
+            "multicast.victim.example",  # a third party
+            "multicast.localhost",  # Herald itself: a loop
+            "mc.evil.example.attacker",  # not a subdomain, despite the prefix
+            *[f"s{i}.evil.example" for i in range(50)],
+        ]
+    }
+    disco = ScriptedDisco(world, items)
+    discovery = RemoteDiscovery(disco, sessions, ttl=60, never=frozenset({"multicast.localhost"}))
+    found = await discovery.lookup(["evil.example"], "message")
+    assert found["evil.example"].service_jid is None
+    probed = [c for c in disco.calls if c.startswith("info ") and c != "info evil.example"]
+    assert len(probed) == 20  # capped, and only subdomains
+    assert all(c.endswith(".evil.example") for c in probed)

@@ -466,3 +466,33 @@ async def test_parsed_entries_are_stored_beside_the_raw_xml(
     assert stored[0].parsed is not None
     assert stored[0].parsed["title"] == "title 1"
     assert stored[0].data.startswith('<entry xmlns="http://www.w3.org/2005/Atom">')
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # a second action smuggled behind a foreign-namespace first child
+        f'<pubsub xmlns="{PUBSUB}"><items xmlns="urn:x" node="{{secret}}"/>'
+        '<items node="{open}"/></pubsub>',
+        # two payloads in one IQ
+        f'<pubsub xmlns="{PUBSUB}"><items node="{{open}}"/></pubsub>'
+        '<query xmlns="http://jabber.org/protocol/disco#info"/>',
+        '<query xmlns="http://jabber.org/protocol/muc#admin"/>'
+        '<query xmlns="http://jabber.org/protocol/disco#info"/>',
+    ],
+    ids=["foreign-first-child", "pubsub-and-disco", "disco-behind-other"],
+)
+async def test_smuggled_requests_are_refused(
+    proxy: Herald, clients: dict[str, TestClient], body: str
+) -> None:
+    owner = Owner(clients["olivia"])
+    secret, public = unique("blog-secret"), unique("blog-public")
+    await owner.create(secret, access="whitelist", items=1)
+    await owner.create(public, items=1)
+    iq = clients["bob"].make_iq_get(ito=PROXY_JID)
+    for child in ET.fromstring(f"<w>{body.format(secret=secret, open=public)}</w>"):
+        iq.xml.append(child)
+    with pytest.raises(IqError) as info:
+        await iq.send(timeout=5)
+    assert info.value.iq["error"]["condition"] == "bad-request"
+    assert not info.value.iq.xml.findall(f".//{{{PUBSUB}}}item")

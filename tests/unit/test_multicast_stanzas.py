@@ -214,3 +214,15 @@ class MulticastStanzaTest(SlixTest):
                </message>"""
         )
         self.expect(None)
+
+    def test_privileges_from_a_foreign_host_are_ignored(self) -> None:
+        self.start(sender_mode="privileged")
+        self.deliver(
+            """<message from="evil.example" to="multicast.example.org">
+                 <privilege xmlns="urn:xmpp:privilege:2">
+                   <perm access="message" type="outgoing"/>
+                 </privilege>
+               </message>"""
+        )
+        self.expect(None)
+        assert self.xmpp.privileges == {}

@@ -107,6 +107,9 @@ def test_items_request() -> None:
         ("get", "<items/>", "bad-request"),
         ("get", '<items node="n" max_items="-1"/>', "bad-request"),
         ("get", '<items node="n" max_items="many"/>', "bad-request"),
+        ("get", '<items node="n" max_items="\u00b2"/>', "bad-request"),
+        ("get", '<items node="n" max_items="' + "9" * 5000 + '"/>', "bad-request"),
+        ("get", '<foo xmlns="urn:x" node="n"/><items node="n"/>', "bad-request"),
         ("get", '<items node="n"><item/></items>', "bad-request"),
         ("set", '<items node="n"/>', "bad-request"),
         (

@@ -1,0 +1,39 @@
+"""The payload serialiser keeps every namespace, attribute and character."""
+
+from __future__ import annotations
+
+from xml.etree import ElementTree as ET
+from xml.etree.ElementTree import canonicalize
+
+import pytest
+
+from component.xmpp.xmltext import serialize
+
+SAMPLES = [
+    '<entry xmlns="http://www.w3.org/2005/Atom"><title>a &amp; b &lt;c&gt;</title></entry>',
+    '<entry xmlns="http://www.w3.org/2005/Atom" xmlns:thr="http://purl.org/syndication/'
+    'thread/1.0"><link rel="replies" thr:count="5" href="x?a=1&amp;b=&quot;2&quot;"/></entry>',
+    '<x xmlns="urn:a"><y xmlns="urn:b">t<z/>tail</y>after</x>',
+    '<p xmlns="urn:x" xml:lang="fr">é ü 😀</p>',
+    '<html xmlns="http://jabber.org/protocol/xhtml-im"><body xmlns="http://www.w3.org/1999/'
+    'xhtml"><p>Hi <b>there</b>!</p></body></html>',
+]
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_round_trip_is_canonically_identical(sample: str) -> None:
+    text = serialize(ET.fromstring(sample))
+    assert canonicalize(text, rewrite_prefixes=True) == canonicalize(sample, rewrite_prefixes=True)
+
+
+def test_namespaced_attribute_survives() -> None:
+    text = serialize(ET.fromstring(SAMPLES[1]))
+    link = ET.fromstring(text).find("{http://www.w3.org/2005/Atom}link")
+    assert link is not None
+    assert link.get("{http://purl.org/syndication/thread/1.0}count") == "5"
+    assert text.startswith('<entry xmlns="http://www.w3.org/2005/Atom">')
+
+
+def test_inherits_the_parent_default_namespace() -> None:
+    element = ET.fromstring('<item xmlns="http://jabber.org/protocol/pubsub" id="1"/>')
+    assert serialize(element, "http://jabber.org/protocol/pubsub") == '<item id="1"/>'
