@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Herald's demo and tests need on a fresh Debian machine:
 #   the venv (.venv) with Herald and its dev tools; Prosody and prosody-modules;
+#   ejabberd;
 #   with --postgres, a running PostgreSQL on 127.0.0.1:5432.
 # Idempotent: a second run only checks.
 set -euo pipefail
@@ -31,6 +32,14 @@ if ! command -v prosody >/dev/null || [ ! -f /usr/lib/prosody/modules/mod_privil
   echo "bootstrap: installing prosody and prosody-modules with apt-get"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prosody prosody-modules >/dev/null
+fi
+
+# --- ejabberd --------------------------------------------------------------
+if ! command -v ejabberdctl >/dev/null; then
+  echo "bootstrap: installing ejabberd with apt-get"
+  $SUDO apt-get update -qq
+  # policy-rc.d keeps the packaged service from starting; tests run their own.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ejabberd >/dev/null
 fi
 
 # --- PostgreSQL ----------------------------------------------------------

@@ -15,7 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.harness.ejabberd import Ejabberd
 from tests.harness.prosody import ComponentSpec, Prosody
+
+XmppServer = Prosody | Ejabberd
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get(
@@ -80,6 +83,46 @@ def standard_prosody(root: Path) -> Prosody:
         # The proxy is deliberately no admin upstream: it must read what anyone can.
         pubsub_admins=[OWNER],
     )
+
+
+def standard_ejabberd(root: Path) -> Ejabberd:
+    """The same topology on ejabberd 23.01.
+
+    remote.localhost's multicast service is ejabberd's own mod_multicast, advertising
+    a limit of 2 recipients per message (XEP-0128 form), instead of a second Herald.
+    """
+    return Ejabberd(
+        root=root,
+        extra_hosts=[REMOTE_DOMAIN, PLAIN_DOMAIN],
+        trusted_components={
+            MULTICAST_JID: MULTICAST_SECRET,
+            PROXY_JID: PROXY_SECRET,
+            SILENT_JID: SILENT_SECRET,
+        },
+        checked_components={PRIVILEGED_JID: PRIVILEGED_SECRET},
+        message_privileged=[PRIVILEGED_JID],
+        pubsub_host=UPSTREAM_JID,
+        remote_multicast={REMOTE_DOMAIN: 2},
+        users=USERS,
+    )
+
+
+@pytest.fixture(scope="session")
+def ejabberd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ejabberd]:
+    """An ejabberd shared by the session."""
+    if not Ejabberd.available():
+        missing("ejabberd")
+    server = standard_ejabberd(tmp_path_factory.mktemp("ejabberd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=["prosody", "ejabberd"])
+def server(request: pytest.FixtureRequest) -> XmppServer:
+    """Each server Herald supports, in turn: the suites that take it run on both."""
+    found: XmppServer = request.getfixturevalue(request.param)
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from component.config import Settings
+from tests.harness.ejabberd import Ejabberd
 from tests.harness.ports import free_port
 from tests.harness.prosody import Prosody
 
 
-def settings_for(prosody: Prosody, db_url: str, **overrides: Any) -> Settings:
-    """Settings that connect both services to the test Prosody."""
+def settings_for(prosody: Prosody | Ejabberd, db_url: str, **overrides: Any) -> Settings:
+    """Settings that connect both services to the test server (Prosody or ejabberd)."""
     from tests.conftest import (
         MULTICAST_JID,
         MULTICAST_SECRET,

@@ -47,6 +47,12 @@ class Prosody:
     c2s_port: int = field(default_factory=free_port)
     component_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    name: str = "prosody"
+
+    @property
+    def checked_component_port(self) -> int:
+        """Prosody checks 'from' per component, so every component shares one port."""
+        return self.component_port
 
     @staticmethod
     def available() -> bool:
