@@ -64,7 +64,7 @@ class Herald:
                 MulticastComponent(
                     s.multicast,
                     s.server.host,
-                    s.server.port,
+                    s.multicast.port or s.server.port,
                     self.sessions,
                     trusted_hosts=self.server_hosts(),
                 )
@@ -74,7 +74,7 @@ class Herald:
                 PubsubComponent(
                     s.pubsub,
                     s.server.host,
-                    s.server.port,
+                    s.pubsub.port or s.server.port,
                     self.sessions,
                     Registry.from_config(s.pubsub.rules),
                     trusted_hosts=self.server_hosts(),

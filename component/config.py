@@ -122,6 +122,9 @@ class _ServiceSettings(_Section):
     enabled: bool = True
     jid: str
     secret: SecretStr
+    # This service's component listener, when it is not server.port: ejabberd routes
+    # every host of a listener to each component on it, so each needs its own.
+    port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("jid")
     @classmethod

@@ -181,10 +181,16 @@ class Cache:
         return items
 
     async def replace_items(self, node: NodeState, items: Sequence[ItemInput]) -> None:
-        """Make the node hold exactly items (a full fetch), newest kept within the limit."""
+        """Make the node hold exactly items (a full fetch, oldest first), newest kept.
+
+        The fetched order is the truth: everything is rewritten in one transaction, so
+        an item stored earlier from a notification (ejabberd sends the last item on
+        subscribe) does not keep an older place.
+        """
         keep = list(items)[-self.max_items_per_node :]
         async with self.sessions() as session:
-            await repo.replace_items(session, node.id, keep, utcnow())
+            await repo.purge_items(session, node.id)
+            await repo.upsert_items(session, node.id, keep, utcnow())
             await session.commit()
         self._drop_items(node.id)
 

@@ -71,7 +71,10 @@ class Synchroniser:
         self.serialize = serialize
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._dirty: set[int] = set()
+        # Notifications for a node whose fetch is running here wait for it to finish,
+        # then apply on top of what was fetched. (Re-fetching instead would loop on
+        # servers that replay the last item to every new subscription, as ejabberd does.)
+        self._pending: dict[int, list[NodeEvent]] = {}
         self._rsm: dict[str, bool] = {}
         self._slots = asyncio.Semaphore(CONCURRENT_SYNCS)
         # Notifications are applied one at a time, in arrival order: slixmpp runs each
@@ -93,14 +96,6 @@ class Synchroniser:
             raise
         found = reply.find(f"{{{DISCO_INFO_NS}}}query")
         return NodeMeta(exists=False) if found is None else parse_node_meta(found)
-
-    async def _supports_rsm(self, service: str) -> bool:
-        if service not in self._rsm:
-            query = ET.Element(f"{{{DISCO_INFO_NS}}}query")
-            reply = await self.upstream.as_herald("get", service, query)
-            features = {f.get("var") for f in reply.iter(f"{{{DISCO_INFO_NS}}}feature")}
-            self._rsm[service] = RSM_FEATURE in features
-        return self._rsm[service]
 
     async def consider(
         self, service: str, name: str, analyser: str | None, meta: NodeMeta | None = None
@@ -154,7 +149,6 @@ class Synchroniser:
         """Start syncing the node in the background, unless it already is."""
         task = self._tasks.get(node.id)
         if task is not None and not task.done():
-            self._dirty.add(node.id)
             return
         task = asyncio.create_task(self._run(node))
         self._tasks[node.id] = task
@@ -172,17 +166,8 @@ class Synchroniser:
         await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     async def _run(self, node: NodeState) -> None:
-        while True:
-            self._dirty.discard(node.id)
-            async with self._slots:
-                await self.sync(node)
-            # Notifications that arrived mid-sync may be missing from what was fetched.
-            if node.id not in self._dirty:
-                return
-            current = self.cache.node(node.service, node.name)
-            if current is None:
-                return
-            node = current
+        async with self._slots:
+            await self.sync(node)
 
     async def sync(self, node: NodeState) -> None:
         """Synchronise one node now, if this process wins its lease."""
@@ -198,18 +183,22 @@ class Synchroniser:
             if not shareable(meta):
                 await self.stop_caching(node, meta)
                 return
+            self._pending[node.id] = []
             await self._subscribe(node)
             fetched = await self._fetch_all(node)
             await self.cache.replace_items(node, [self._item_input(node, i) for i in fetched])
-            await self.cache.set_state(
-                node,
-                sync_state=COMPLETED,
-                shareable=True,
-                access_model=meta.access_model,
-                subscribed=True,
-                sync_attempts=0,
-                next_sync_at=None,
-            )
+            async with self._notifications:
+                node = await self.cache.set_state(
+                    node,
+                    sync_state=COMPLETED,
+                    shareable=True,
+                    access_model=meta.access_model,
+                    subscribed=True,
+                    sync_attempts=0,
+                    next_sync_at=None,
+                )
+                for event in self._pending.pop(node.id, []):
+                    await self._apply(node.service, event)
             metrics.PUBSUB_SYNC_RUNS.labels(result="completed").inc()
             log.info("pubsub: synced %s/%s (%d items)", node.service, node.name, len(fetched))
         except (UpstreamError, SyncFailed) as exc:
@@ -220,6 +209,7 @@ class Synchroniser:
             log.exception("pubsub: sync of %s/%s crashed", node.service, node.name)
             await self._failed(node, "internal error")
         finally:
+            self._pending.pop(node.id, None)
             await repo.release_sync(sessions, node.id, self.owner)
             await self.cache.refresh_gauges()
 
@@ -288,34 +278,55 @@ class Synchroniser:
             log.info("pubsub: unsubscribing from %s/%s: %s", node.service, node.name, exc.condition)
 
     async def _fetch_all(self, node: NodeState) -> list[ReceivedItem]:
+        """Every item, oldest first, up to the limit.
+
+        Pages with RSM from the newest page back. An upstream that ignores RSM (no <set/>
+        in its answer, as Prosody 0.12) has answered with every item at once. Not every
+        RSM upstream says so in disco (ejabberd 23.01 does not), hence the probe.
+        """
         limit = self.cache.max_items_per_node
-        if not await self._supports_rsm(node.service):
-            items = await self._fetch_page(node, None)
-            return items[-limit:]
         collected: list[ReceivedItem] = []
         seen: set[str] = set()
         before = ""
         # Newest page first (before=""), then older ones, until the limit or the start.
+        # The anchor is the page's RSM <first/>, which need not be an item id
+        # (ejabberd pages by timestamp).
         while len(collected) < limit:
-            page = await self._fetch_page(node, before)
+            page, first, first_index, paged = await self._fetch_rsm_page(node, before)
+            self._rsm[node.service] = paged
+            if not paged:
+                return page[-limit:]
             fresh = [i for i in page if i.item_id not in seen]
             if not fresh:
                 break
             seen.update(i.item_id for i in fresh)
             collected = fresh + collected
-            before = fresh[0].item_id
+            if first is None or first_index == 0:
+                break
+            before = first
         return collected[-limit:]
 
-    async def _fetch_page(self, node: NodeState, before: str | None) -> list[ReceivedItem]:
+    async def _fetch_rsm_page(
+        self, node: NodeState, before: str
+    ) -> tuple[list[ReceivedItem], str | None, int | None, bool]:
+        """One page: items, the RSM first anchor and its index, and whether RSM was used."""
         pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
         ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}items", {"node": node.name})
-        if before is not None:
-            rsm = ET.SubElement(pubsub, f"{{{RSM_NS}}}set")
-            ET.SubElement(rsm, f"{{{RSM_NS}}}max").text = str(PAGE)
-            ET.SubElement(rsm, f"{{{RSM_NS}}}before").text = before
+        rsm = ET.SubElement(pubsub, f"{{{RSM_NS}}}set")
+        ET.SubElement(rsm, f"{{{RSM_NS}}}max").text = str(PAGE)
+        ET.SubElement(rsm, f"{{{RSM_NS}}}before").text = before
         reply = await self.upstream.as_herald("get", node.service, pubsub)
         items = reply.find(f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items")
-        return [] if items is None else received_items(items, self.serialize)
+        got = [] if items is None else received_items(items, self.serialize)
+        answer = reply.find(f"{{{PUBSUB_NS}}}pubsub/{{{RSM_NS}}}set")
+        if answer is None:
+            return got, None, None, False
+        first = answer.find(f"{{{RSM_NS}}}first")
+        if first is None or not first.text:
+            return got, None, None, True
+        index = first.get("index", "")
+        position = int(index) if index.isascii() and index.isdecimal() else None
+        return got, first.text, position, True
 
     def _item_input(self, node: NodeState, item: ReceivedItem) -> ItemInput:
         parsed = None
@@ -335,8 +346,10 @@ class Synchroniser:
         node = self.cache.node(service, event.node)
         if node is None:
             return
-        if node.sync_state == IN_PROGRESS:
-            self._dirty.add(node.id)
+        held = self._pending.get(node.id)
+        if held is not None and event.kind in ("items", "purge"):
+            held.append(event)
+            return
         if event.kind == "delete":
             await self.cache.delete(node)
             log.info("pubsub: %s/%s deleted upstream; dropped", service, event.node)

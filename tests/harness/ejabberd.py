@@ -23,9 +23,11 @@ from tests.harness.ports import free_port, wait_listening
 class Ejabberd:
     """One throwaway ejabberd: config, spool and logs under `root`.
 
-    `component_port` is a listener with ``check_from: false`` (trusted components);
-    `checked_component_port` one with the default check, for components that must
-    prove they never send as someone else.
+    Every component gets a listener of its own (`port_of(jid)`): ejabberd 23.01 routes
+    *every* host of a listener to whichever component authenticates on it, so two
+    components sharing a listener receive each other's stanzas. Trusted components'
+    listeners have ``check_from: false``; checked ones keep the default check, for
+    components that must prove they never send as someone else.
     """
 
     root: Path
@@ -38,11 +40,22 @@ class Ejabberd:
     remote_multicast: dict[str, int] = field(default_factory=dict)  # host -> message limit
     users: dict[str, str] = field(default_factory=dict)
     c2s_port: int = field(default_factory=free_port)
-    component_port: int = field(default_factory=free_port)
-    checked_component_port: int = field(default_factory=free_port)
+    ports: dict[str, int] = field(default_factory=dict)  # component jid -> its listener
     node: str = field(default_factory=lambda: f"herald{uuid.uuid4().hex[:8]}@localhost")
     process: subprocess.Popen[bytes] | None = None
     name: str = "ejabberd"
+
+    #: whether the server grants components XEP-0356 IQ permissions (Prosody's
+    #: mod_privilege does; ejabberd 23.01 has only message/roster/presence)
+    grants_iq_privileges: bool = False
+
+    def __post_init__(self) -> None:
+        for jid in [*self.trusted_components, *self.checked_components]:
+            self.ports.setdefault(jid, free_port())
+
+    def port_of(self, jid: str) -> int:
+        """The component listener for jid."""
+        return self.ports[jid]
 
     @staticmethod
     def available() -> bool:
@@ -85,16 +98,15 @@ class Ejabberd:
             f'  - {{port: {self.c2s_port}, ip: "127.0.0.1", module: ejabberd_c2s, '
             "starttls: false, starttls_required: false}",
         ]
-        if self.trusted_components:
-            lines.append(
-                f'  - {{port: {self.component_port}, ip: "127.0.0.1", module: ejabberd_service, '
-                f"check_from: false, hosts: {self._hosts_yaml(self.trusted_components)}}}"
-            )
-        if self.checked_components:
-            lines.append(
-                f'  - {{port: {self.checked_component_port}, ip: "127.0.0.1", '
-                f"module: ejabberd_service, hosts: {self._hosts_yaml(self.checked_components)}}}"
-            )
+        for components, check in (
+            (self.trusted_components, "check_from: false, "),
+            (self.checked_components, ""),
+        ):
+            for jid, secret in components.items():
+                lines.append(
+                    f'  - {{port: {self.ports[jid]}, ip: "127.0.0.1", module: ejabberd_service, '
+                    f"{check}hosts: {self._hosts_yaml({jid: secret})}}}"
+                )
         privileged = ", ".join(f'"{j}"' for j in self.message_privileged) or '"none.invalid"'
         lines += [
             "acl:",
@@ -159,12 +171,7 @@ class Ejabberd:
             start_new_session=True,
             env={**os.environ, "HOME": str(self.root)},
         )
-        ports = [self.c2s_port]
-        if self.trusted_components:
-            ports.append(self.component_port)
-        if self.checked_components:
-            ports.append(self.checked_component_port)
-        for port in ports:
+        for port in [self.c2s_port, *self.ports.values()]:
             if not wait_listening(port, timeout):
                 self.stop()
                 raise RuntimeError(f"ejabberd did not listen on {port}; see {self.root}/logs")

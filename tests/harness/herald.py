@@ -25,7 +25,7 @@ def settings_for(prosody: Prosody | Ejabberd, db_url: str, **overrides: Any) -> 
     )
 
     data: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": prosody.component_port},
+        "server": {"host": "127.0.0.1", "port": prosody.port_of(MULTICAST_JID)},
         "database": {"url": db_url},
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "multicast": {
@@ -33,10 +33,17 @@ def settings_for(prosody: Prosody | Ejabberd, db_url: str, **overrides: Any) -> 
             "secret": MULTICAST_SECRET,
             "local_domains": [prosody.domain],
         },
-        "pubsub": {"jid": PROXY_JID, "secret": PROXY_SECRET, "upstream": UPSTREAM_JID},
+        "pubsub": {
+            "jid": PROXY_JID,
+            "secret": PROXY_SECRET,
+            "upstream": UPSTREAM_JID,
+        },
     }
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)
+    for service in ("multicast", "pubsub"):
+        # each component on its own listener where the server needs it (ejabberd)
+        data[service].setdefault("port", prosody.port_of(data[service]["jid"]))
     return Settings(**data)
 
 

@@ -49,10 +49,13 @@ class Prosody:
     process: subprocess.Popen[bytes] | None = None
     name: str = "prosody"
 
-    @property
-    def checked_component_port(self) -> int:
+    def port_of(self, jid: str) -> int:
         """Prosody checks 'from' per component, so every component shares one port."""
         return self.component_port
+
+    #: whether the server grants components XEP-0356 IQ permissions (Prosody's
+    #: mod_privilege does; ejabberd 23.01 has only message/roster/presence)
+    grants_iq_privileges: bool = True
 
     @staticmethod
     def available() -> bool:

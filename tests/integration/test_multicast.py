@@ -52,17 +52,14 @@ def header_of(stanza: Any) -> list[tuple[str, str | None, bool]]:
     ]
 
 
-async def start_herald(
-    server: XmppServer, tmp_path: Path, name: str, checked: bool = False, **multicast: Any
-) -> Herald:
-    """A Herald with multicast only; `checked` connects to the listener that checks 'from'."""
+async def start_herald(server: XmppServer, tmp_path: Path, name: str, **multicast: Any) -> Herald:
+    """A Herald with multicast only."""
     settings = settings_for(
         server,
         f"sqlite+aiosqlite:///{tmp_path / name}.db",
         multicast={"max_recipients": 5, "sender_mode": "trusted", **multicast},
         pubsub={"enabled": False},
         metrics={"listen": ""},
-        server={"port": server.checked_component_port if checked else server.component_port},
     )
     herald = Herald(settings)
     await herald.start()
@@ -234,7 +231,6 @@ async def test_privileged_mode(
         server,
         tmp_path,
         "priv",
-        checked=True,
         jid=PRIVILEGED_JID,
         secret=PRIVILEGED_SECRET,
         sender_mode="privileged",
@@ -265,7 +261,6 @@ async def test_auto_mode_picks_privileges(
         server,
         tmp_path,
         "auto",
-        checked=True,
         jid=PRIVILEGED_JID,
         secret=PRIVILEGED_SECRET,
         sender_mode="auto",
