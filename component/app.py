@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
@@ -85,6 +86,10 @@ class Herald:
                 await service.prepare()  # gauges reflect the database before any request
             service.start()
         self._ready_task = asyncio.create_task(self._notify_when_ready())
+        # Start-up objects live for good: keep them out of every later full collection,
+        # which otherwise stalls the loop for ~50 ms (measured by bench/pubsub_items).
+        gc.collect()
+        gc.freeze()
 
     def server_hosts(self) -> frozenset[str]:
         """Hosts whose XEP-0356 advertisements we believe: our server's own domains.

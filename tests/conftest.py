@@ -94,12 +94,13 @@ def standard_ejabberd(root: Path) -> Ejabberd:
     return Ejabberd(
         root=root,
         extra_hosts=[REMOTE_DOMAIN, PLAIN_DOMAIN],
-        trusted_components={
-            MULTICAST_JID: MULTICAST_SECRET,
+        # as config/ejabberd.yml: only the trusted multicast component skips the check
+        trusted_components={MULTICAST_JID: MULTICAST_SECRET},
+        checked_components={
             PROXY_JID: PROXY_SECRET,
+            PRIVILEGED_JID: PRIVILEGED_SECRET,
             SILENT_JID: SILENT_SECRET,
         },
-        checked_components={PRIVILEGED_JID: PRIVILEGED_SECRET},
         message_privileged=[PRIVILEGED_JID],
         pubsub_host=UPSTREAM_JID,
         remote_multicast={REMOTE_DOMAIN: 2},

@@ -684,12 +684,20 @@ def test_ejabberd_snippet_structure() -> None:
     values = yaml_values(text)
     example = load_settings(EXAMPLE_CONFIG)
     listener = ("listen", "-")
-    assert values[(*listener, "module")] == ["ejabberd_service"]
-    assert values[(*listener, "ip")] == ["127.0.0.1"]
-    assert values[(*listener, "port")] == [str(example.server.port)]
+    # one listener per component (ejabberd routes every host of a listener to each
+    # component on it); only the multicast one is trusted
+    assert values[(*listener, "module")] == ["ejabberd_service"] * 2
+    assert values[(*listener, "ip")] == ["127.0.0.1"] * 2
+    assert values[(*listener, "port")] == [str(example.server.port), "5348"]
     assert values[(*listener, "check_from")] == ["false"]
     for jid in (example.multicast.jid, example.pubsub.jid):
         assert values[(*listener, "hosts", jid, "password")] == ["change-me"]
+    blocks = re.split(r"^  -\s*$", text.split("\nacl:")[0], flags=re.MULTILINE)[1:]
+    assert len(blocks) == 2
+    assert example.multicast.jid in blocks[0]
+    assert "check_from: false" in blocks[0]
+    assert example.pubsub.jid in blocks[1]
+    assert "check_from" not in blocks[1]
 
     privilege = ("modules", "mod_privilege")
     rule = values[(*privilege, "message", "outgoing")][0]
@@ -706,6 +714,22 @@ def test_ejabberd_snippet_structure() -> None:
     assert re.search(rf'^\s*#\s*"{re.escape(PUBSUB_NS)}":', text, re.MULTILINE)
     assert "urn:xmpp:privilege:1" in text
     assert "24.10" in text
+
+
+def test_the_ejabberd_harness_follows_the_snippet(tmp_path: Path) -> None:
+    """The integration suites run ejabberd the way config/ejabberd.yml says to."""
+    from tests.conftest import MULTICAST_JID, PROXY_JID, standard_ejabberd
+
+    text = standard_ejabberd(tmp_path)._config()
+    listeners = [line for line in text.splitlines() if "ejabberd_service" in line]
+    assert len(listeners) >= 2
+    for line in listeners:
+        assert line.count("password") == 1  # one component per listener
+        trusted = "check_from: false" in line
+        assert trusted == (f'"{MULTICAST_JID}"' in line), line
+    assert any(f'"{PROXY_JID}"' in line for line in listeners)
+    assert "mod_privilege:" in text
+    assert "message: {outgoing: herald_privileged}" in text
 
 
 # -- Prometheus: scrape config and alert rules -------------------------------------------

@@ -1,0 +1,254 @@
+"""The ceilings for any component: a raw XEP-0114 component with no XML library overhead.
+
+Run as its own process (as Herald is):
+
+    python -m bench.memory_component --port 5347 --jid mem.localhost --secret S \\
+        --payload FILE [--upstream pubsub-origin.localhost]
+
+It speaks the XEP-0114 handshake over an asyncio socket and finds stanza boundaries
+with expat (byte offsets, no tree), so replies are built by splicing bytes. What it
+does with an IQ get carrying <pubsub/> depends on the address it was sent to:
+
+  mem.localhost            answers from memory: the pre-serialized <pubsub/> read from
+                           FILE (a 20-item page), changing only id, from and to. The
+                           ceiling for a cache hit.
+  self@mem.localhost       forwards the request to --upstream as the component itself,
+                           and relays the reply's children verbatim. The floor for a
+                           proxy that forwards as itself (open nodes).
+  user@mem.localhost       forwards it as the requesting user through a XEP-0356
+                           privileged IQ (urn:xmpp:privilege:2), and relays the
+                           forwarded reply's children verbatim. The floor for Herald's
+                           miss path on a node no rule syncs.
+
+Other IQ gets get an empty result, IQ sets service-unavailable; messages (the server's
+privilege advertisement included) and presences are ignored. It prints "ready" once
+the server accepted the handshake and exits at the end of the stream or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import re
+import signal
+import socket
+import sys
+from xml.parsers import expat
+from xml.sax.saxutils import quoteattr
+
+COMPONENT_NS = "jabber:component:accept"
+STREAM_NS = "http://etherx.jabber.org/streams"
+PRIVILEGE_NS = "urn:xmpp:privilege:2"
+ATTR = re.compile(rb"""\s([\w:]+)=(?:'([^']*)'|"([^"]*)")""")
+
+
+class SpanParser:
+    """Splits a stream into top-level stanzas: (name, attributes, raw bytes) each."""
+
+    def __init__(self) -> None:
+        self._parser = expat.ParserCreate()
+        self._parser.StartElementHandler = self._start
+        self._parser.EndElementHandler = self._end
+        self._buf = bytearray()
+        self._base = 0  # stream offset of _buf[0]
+        self._depth = 0
+        self._begin = 0
+        self._name = ""
+        self._attrs: dict[str, str] = {}
+        self._done: list[tuple[str, dict[str, str], bytes]] = []
+        self.header: dict[str, str] = {}
+        self.closed = False
+
+    def feed(self, data: bytes) -> list[tuple[str, dict[str, str], bytes]]:
+        self._buf += data
+        self._parser.Parse(data, False)
+        done, self._done = self._done, []
+        return done
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        self._depth += 1
+        if self._depth == 2:
+            self._begin = self._parser.CurrentByteIndex
+            self._name, self._attrs = name, attrs
+        elif self._depth == 1:
+            self.header = attrs
+
+    def _end(self, _name: str) -> None:
+        self._depth -= 1
+        if self._depth == 1:
+            at = self._parser.CurrentByteIndex - self._base  # start of the end tag
+            end = self._buf.index(b">", at) + 1
+            begin = self._begin - self._base
+            self._done.append((self._name, self._attrs, bytes(self._buf[begin:end])))
+            del self._buf[:end]
+            self._base += end
+        elif self._depth == 0:
+            self.closed = True
+
+
+def inner(raw: bytes) -> bytes:
+    """The children of a stanza, verbatim (its start and end tags cut off)."""
+    start = raw.index(b">") + 1
+    if raw[start - 2 : start] == b"/>":
+        return b""
+    return raw[start : raw.rindex(b"</")]
+
+
+def forwarded_iq(raw: bytes) -> tuple[dict[bytes, bytes], bytes]:
+    """The attributes and children of the <iq/> inside a privileged reply's <forwarded/>."""
+    at = raw.index(b"<iq", raw.index(b"<forwarded"))
+    head_end = raw.index(b">", at) + 1
+    attrs = {m[1]: m[2] or m[3] for m in ATTR.finditer(raw[at:head_end])}
+    if raw[head_end - 2 : head_end] == b"/>":
+        return attrs, b""
+    outer_end = raw.rindex(b"</")
+    return attrs, raw[head_end : raw.rindex(b"</iq>", 0, outer_end)]
+
+
+class MemoryComponent(asyncio.Protocol):
+    def __init__(self, jid: str, secret: str, payload: bytes, upstream: str) -> None:
+        self.jid = jid
+        self.secret = secret
+        self.payload = payload
+        self.upstream = upstream
+        self.parser = SpanParser()
+        self.transport: asyncio.Transport | None = None
+        self.ready = asyncio.get_running_loop().create_future()
+        self.lost = asyncio.get_running_loop().create_future()
+        self.answered = 0
+        self.forwarded = 0
+        self._ids = itertools.count()
+        # our request id -> (client's id, client's JID, how it was sent)
+        self._pending: dict[str, tuple[str, str, bool]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.write(
+            f"<stream:stream xmlns='{COMPONENT_NS}' xmlns:stream='{STREAM_NS}' "
+            f"to='{self.jid}'>".encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        had_header = bool(self.parser.header)
+        stanzas = self.parser.feed(data)
+        if not had_header and self.parser.header:
+            digest = hashlib.sha1((self.parser.header["id"] + self.secret).encode()).hexdigest()
+            self.transport.write(f"<handshake>{digest}</handshake>".encode())
+        out = []
+        for name, attrs, raw in stanzas:
+            if name == "iq":
+                out.append(self._iq(attrs, raw))
+            elif name == "handshake":
+                self.ready.set_result(None)
+            elif name == "stream:error" and not self.ready.done():
+                self.ready.set_exception(RuntimeError(f"stream error: {raw!r}"))
+        if out:
+            self.transport.write(b"".join(out))
+        if self.parser.closed:
+            self.transport.close()
+
+    def _iq(self, attrs: dict[str, str], raw: bytes) -> bytes:
+        iq_type, iq_id = attrs.get("type"), attrs.get("id", "")
+        if iq_type in ("result", "error"):
+            return self._relay(iq_id, iq_type, raw)
+        sender, to = attrs.get("from", ""), attrs.get("to", self.jid)
+        head = f"id={quoteattr(iq_id)} from={quoteattr(to)} to={quoteattr(sender)}"
+        if iq_type == "get" and b"http://jabber.org/protocol/pubsub" in raw:
+            local = to.partition("@")[0] if "@" in to else ""
+            if not local:
+                self.answered += 1
+                return b"<iq type='result' " + head.encode() + b">" + self.payload + b"</iq>"
+            return self._forward(iq_id, sender, local != "self", inner(raw))
+        if iq_type == "get":
+            return f"<iq type='result' {head}/>".encode()
+        return (
+            f"<iq type='error' {head}><error type='cancel'><service-unavailable "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+        ).encode()
+
+    def _forward(self, client_id: str, client: str, as_user: bool, payload: bytes) -> bytes:
+        our_id = f"f{next(self._ids)}"
+        self._pending[our_id] = (client_id, client, as_user)
+        if not as_user:
+            return (
+                f"<iq type='get' id='{our_id}' from='{self.jid}' to='{self.upstream}'>".encode()
+                + payload
+                + b"</iq>"
+            )
+        user = quoteattr(client.partition("/")[0])
+        return (
+            f"<iq type='get' id='{our_id}' from='{self.jid}' to={user}>"
+            f"<privileged_iq xmlns='{PRIVILEGE_NS}'><iq xmlns='jabber:client' type='get' "
+            f"id='{our_id}' from={user} to='{self.upstream}'>".encode()
+            + payload
+            + b"</iq></privileged_iq></iq>"
+        )
+
+    def _relay(self, our_id: str, iq_type: str, raw: bytes) -> bytes:
+        pending = self._pending.pop(our_id, None)
+        if pending is None:
+            return b""
+        client_id, client, as_user = pending
+        children = inner(raw)
+        if as_user and iq_type == "result":
+            attrs, children = forwarded_iq(raw)
+            iq_type = attrs.get(b"type", b"error").decode()
+        self.forwarded += 1
+        return (
+            f"<iq type='{iq_type}' id={quoteattr(client_id)} from='{self.jid}' "
+            f"to={quoteattr(client)}>".encode()
+            + children
+            + b"</iq>"
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(RuntimeError(f"connection lost before handshake: {exc}"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+async def main(args: argparse.Namespace, payload: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    _, protocol = await loop.create_connection(
+        lambda: MemoryComponent(args.jid, args.secret, payload, args.upstream),
+        args.host,
+        args.port,
+    )
+    await asyncio.wait_for(protocol.ready, 10)
+    print("ready", flush=True)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({stopper, protocol.lost}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if protocol.transport is not None and not protocol.transport.is_closing():
+        protocol.transport.write(b"</stream:stream>")
+        protocol.transport.close()
+    print(f"answered {protocol.answered}, forwarded {protocol.forwarded}", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--jid", required=True)
+    parser.add_argument("--secret", required=True)
+    parser.add_argument("--payload", required=True, help="file holding the <pubsub/> XML")
+    parser.add_argument("--upstream", default="pubsub-origin.localhost")
+    arguments = parser.parse_args()
+    with open(arguments.payload, "rb") as f:
+        data = f.read()
+    try:
+        asyncio.run(main(arguments, data))
+    except Exception as exc:
+        print(f"memory component failed: {exc}", file=sys.stderr)
+        sys.exit(1)
