@@ -241,6 +241,8 @@ class PubsubComponent(ServiceComponent):
         try:
             namespace = OWNER_NS if iq.xml.find(f"{{{OWNER_NS}}}pubsub") is not None else PUBSUB_NS
             payload = self._only_child(iq, f"{{{namespace}}}pubsub")
+            action = payload[0].tag.partition("}")[2] if len(payload) else ""
+            kind = action if action in KINDS else "other"
             service = self._target(iq)
             try:
                 request = parse_request(iq["type"], payload)

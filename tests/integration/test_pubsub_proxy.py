@@ -570,3 +570,29 @@ async def test_smuggled_requests_are_refused(
         await iq.send(timeout=5)
     assert info.value.iq["error"]["condition"] == "bad-request"
     assert not info.value.iq.xml.findall(f".//{{{PUBSUB}}}item")
+
+
+async def test_idle_nodes_are_unsubscribed_and_dropped(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    from datetime import timedelta
+
+    owner = Owner(clients["olivia"])
+    node = unique("blog-idle")
+    await owner.create(node, items=2)
+    await get_items(clients["alice"], node)
+    await until(synced(proxy, node))
+    service = proxy_of(proxy)
+
+    async def subscribers() -> list[str]:
+        reply = await owner.ps.get_node_subscriptions(UPSTREAM_JID, node, timeout=5)
+        return [s["jid"].bare for s in reply["pubsub_owner"]["subscriptions"]]
+
+    assert PROXY_JID in await subscribers()
+    # one upkeep round with an idle limit of zero: every node is idle
+    await service.synchroniser.upkeep(timedelta(0))
+    assert service.cache.node(UPSTREAM_JID, node) is None
+    assert PROXY_JID not in await subscribers()
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("herald_pubsub_cached_items") == 0

@@ -135,3 +135,21 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("herald ")
+
+
+def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+
+    from component import logs
+
+    logs.configure("info", "json")
+    try:
+        logging.getLogger("component.test").warning("hello %s", "world")
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        entry = json.loads(line)
+        assert entry["message"] == "hello world"
+        assert entry["level"] == "warning"
+        assert entry["logger"] == "component.test"
+    finally:
+        logging.getLogger().handlers.clear()
