@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from component.storage import migrate
+from component.storage.engine import create_engine, session_factory
 from tests.harness.ejabberd import Ejabberd
 from tests.harness.prosody import ComponentSpec, Prosody
 
@@ -186,3 +188,12 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a fresh database at the newest schema (SQLite and PostgreSQL)."""
+    engine = create_engine(db_url)
+    await migrate.upgrade(engine)
+    yield session_factory(engine)
+    await engine.dispose()

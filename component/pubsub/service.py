@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -233,43 +234,49 @@ class PubsubComponent(ServiceComponent):
             )
         return children[0]
 
-    async def _on_pubsub(self, iq: StanzaBase) -> None:
-        if iq["type"] not in ("get", "set"):
-            return
+    async def _serve(self, iq: StanzaBase, kind: str, work: Callable[[], Awaitable[str]]) -> None:
+        """Run a request's handling; every failure becomes an error reply, and counted."""
         started = time.perf_counter()
-        kind, result = "other", "error"
+        result = "error"
         try:
-            namespace = OWNER_NS if iq.xml.find(f"{{{OWNER_NS}}}pubsub") is not None else PUBSUB_NS
-            payload = self._only_child(iq, f"{{{namespace}}}pubsub")
-            action = payload[0].tag.partition("}")[2] if len(payload) else ""
-            kind = action if action in KINDS else "other"
-            service = self._target(iq)
-            try:
-                request = parse_request(iq["type"], payload)
-            except RequestError as exc:
-                raise Refused(make_error(exc.condition, exc.text, "modify")) from None
-            kind = request.action if request.action in KINDS else "other"
-            if request.is_items_read:
-                result = await self._read(iq, service, request)
-            else:
-                # Writes and owner requests only ever go upstream as the user.
-                reply = await self._as_user(iq, request.namespace, service, payload)
-                self._reply(iq, list(reply))
-                result = "bypass"
+            result = await work()
         except Refused as refused:
             self._reply(iq, [refused.error], "error")
             result = refused.result
         except UpstreamError as exc:
             self._reply(iq, [exc.error], "error")
-            result = "error"
         except Exception:
-            log.exception("pubsub: failed on a request from %s", iq["from"])
+            log.exception("pubsub: failed on a %s request from %s", kind, iq["from"])
             self._reply(iq, [make_error("internal-server-error", "The proxy failed.")], "error")
         finally:
             metrics.PUBSUB_REQUESTS.labels(kind=kind, result=result).inc()
             log.debug(
                 "pubsub: %s %s in %.1f ms", kind, result, (time.perf_counter() - started) * 1000
             )
+
+    async def _on_pubsub(self, iq: StanzaBase) -> None:
+        if iq["type"] not in ("get", "set"):
+            return
+        first = iq.xml.find(f"{{{PUBSUB_NS}}}pubsub")
+        if first is None:
+            first = iq.xml.find(f"{{{OWNER_NS}}}pubsub")
+        action = first[0].tag.partition("}")[2] if first is not None and len(first) else ""
+        await self._serve(iq, action if action in KINDS else "other", lambda: self._pubsub(iq))
+
+    async def _pubsub(self, iq: StanzaBase) -> str:
+        namespace = OWNER_NS if iq.xml.find(f"{{{OWNER_NS}}}pubsub") is not None else PUBSUB_NS
+        payload = self._only_child(iq, f"{{{namespace}}}pubsub")
+        service = self._target(iq)
+        try:
+            request = parse_request(iq["type"], payload)
+        except RequestError as exc:
+            raise Refused(make_error(exc.condition, exc.text, "modify")) from None
+        if request.is_items_read:
+            return await self._read(iq, service, request)
+        # Writes and owner requests only ever go upstream as the user.
+        reply = await self._as_user(iq, request.namespace, service, payload)
+        self._reply(iq, list(reply))
+        return "bypass"
 
     async def _read(self, iq: StanzaBase, service: str, request: PubsubRequest) -> str:
         assert request.node is not None
@@ -360,50 +367,39 @@ class PubsubComponent(ServiceComponent):
     # -- disco -----------------------------------------------------------------------
 
     async def _on_disco(self, iq: StanzaBase) -> None:
-        if iq["type"] != "get":
-            return
-        result = "bypass"
-        try:
-            namespace = (
-                DISCO_INFO_NS
-                if iq.xml.find(f"{{{DISCO_INFO_NS}}}query") is not None
-                else DISCO_ITEMS_NS
-            )
-            asked = self._only_child(iq, f"{{{namespace}}}query")
-            service = self._target(iq)
-            node = asked.get("node")
-            query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
-            known = None if node is None else self.cache.node(service, node)
-            if (
-                namespace == DISCO_ITEMS_NS
-                and node is not None
-                and not (known is not None and known.serves_from_cache)
-            ):
-                # A node's items list is content: only as the user, or if in the cache.
-                reply = await self._as_user(iq, namespace, service, query)
-            else:
-                reply = await self.upstream.as_herald("get", service, query)
-            children = list(reply)
-            if namespace == DISCO_INFO_NS and node is None:
-                for answer in children:
-                    if (
-                        answer.tag == f"{{{DISCO_INFO_NS}}}query"
-                        and answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{RSM_FEATURE}']") is None
-                    ):
-                        ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": RSM_FEATURE})
-            self._reply(iq, children)
-        except Refused as refused:
-            self._reply(iq, [refused.error], "error")
-            result = "error"
-        except UpstreamError as exc:
-            self._reply(iq, [exc.error], "error")
-            result = "error"
-        except Exception:
-            log.exception("pubsub: failed on a disco request from %s", iq["from"])
-            self._reply(iq, [make_error("internal-server-error", "The proxy failed.")], "error")
-            result = "error"
-        finally:
-            metrics.PUBSUB_REQUESTS.labels(kind="disco", result=result).inc()
+        if iq["type"] == "get":
+            await self._serve(iq, "disco", lambda: self._disco(iq))
+
+    async def _disco(self, iq: StanzaBase) -> str:
+        namespace = (
+            DISCO_INFO_NS
+            if iq.xml.find(f"{{{DISCO_INFO_NS}}}query") is not None
+            else DISCO_ITEMS_NS
+        )
+        asked = self._only_child(iq, f"{{{namespace}}}query")
+        service = self._target(iq)
+        node = asked.get("node")
+        query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
+        known = None if node is None else self.cache.node(service, node)
+        if (
+            namespace == DISCO_ITEMS_NS
+            and node is not None
+            and not (known is not None and known.serves_from_cache)
+        ):
+            # A node's items list is content: only as the user, or if in the cache.
+            reply = await self._as_user(iq, namespace, service, query)
+        else:
+            reply = await self.upstream.as_herald("get", service, query)
+        children = list(reply)
+        if namespace == DISCO_INFO_NS and node is None:
+            for answer in children:
+                if (
+                    answer.tag == f"{{{DISCO_INFO_NS}}}query"
+                    and answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{RSM_FEATURE}']") is None
+                ):
+                    ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": RSM_FEATURE})
+        self._reply(iq, children)
+        return "bypass"
 
     # -- messages: notifications and privileges --------------------------------------
 

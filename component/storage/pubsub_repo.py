@@ -18,9 +18,7 @@ comparison then orders correctly) and tagged UTC when it is read back.
 
 from __future__ import annotations
 
-import functools
-import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, Final, ParamSpec, TypeVar
@@ -41,7 +39,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from component import metrics
 from component.pubsub.paging import Page, PagingError, RsmRequest
 from component.storage.models import Base
 from component.storage.records import (
@@ -52,6 +49,7 @@ from component.storage.records import (
     ItemRecord,
     NodeRecord,
 )
+from component.storage.timing import timed
 
 __all__ = [
     "UNSET",
@@ -115,19 +113,9 @@ _R = TypeVar("_R")
 
 def _observed(
     fn: Callable[_P, Coroutine[Any, Any, _R]],
-) -> Callable[_P, Coroutine[Any, Any, _R]]:
+) -> Callable[_P, Awaitable[_R]]:
     """Time every call in herald_db_query_seconds{operation=<function name>}."""
-    histogram = metrics.DB_QUERY_SECONDS.labels(operation=fn.__name__)
-
-    @functools.wraps(fn)
-    async def timed(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        started = time.perf_counter()
-        try:
-            return await fn(*args, **kwargs)
-        finally:
-            histogram.observe(time.perf_counter() - started)
-
-    return timed
+    return timed(fn.__name__)(fn)
 
 
 # --- values in and out ---------------------------------------------------------------

@@ -7,7 +7,6 @@ test_multicast.py. The database is real (SQLite and PostgreSQL).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,8 +16,6 @@ from component.multicast.addresses import ADDRESS_NS
 from component.multicast.discovery import DiscoError, DiscoInfo, RemoteDiscovery
 from component.multicast.planner import RemoteSupport
 from component.multicast.service import _limits
-from component.storage import migrate
-from component.storage.engine import create_engine, session_factory
 
 pytestmark = pytest.mark.integration
 
@@ -66,14 +63,6 @@ ITEMS = {
     "viaitems.example": ["pubsub.viaitems.example", "mc.viaitems.example", "u@viaitems.example"],
     "none.example": ["chat.none.example"],
 }
-
-
-@pytest.fixture
-async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(db_url)
-    await migrate.upgrade(engine)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def test_discovery_order_and_results(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -6,7 +6,6 @@ to provoke there, so here the upstream answers from a script.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from xml.etree import ElementTree as ET
 
@@ -18,9 +17,7 @@ from component.pubsub.cache import Cache
 from component.pubsub.rules import AnalyserRule, Registry
 from component.pubsub.sync import Synchroniser
 from component.pubsub.upstream import UpstreamError, make_error
-from component.storage import migrate
 from component.storage import pubsub_repo as repo
-from component.storage.engine import create_engine, session_factory
 from component.storage.records import COMPLETED, ERROR, ItemInput
 
 pytestmark = pytest.mark.integration
@@ -70,14 +67,6 @@ class ScriptedUpstream:
             for i in self.items
         )
         return reply(f'<pubsub xmlns="{PS}"><items node="{NODE}">{body}</items></pubsub>')
-
-
-@pytest.fixture
-async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(db_url)
-    await migrate.upgrade(engine)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 def runs(result: str) -> float:
