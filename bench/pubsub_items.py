@@ -1,50 +1,73 @@
-"""A 20-item page of an open pubsub node: Herald (hit and miss) vs. Prosody vs. a memory component.
+"""A 20-item page of an open pubsub node: Herald (hit and miss) vs. the server's own pubsub
+vs. a memory component, on Prosody and on ejabberd.
 
 Run:
     cd /work/main && /tmp/v/bin/python -m bench.pubsub_items
-        [--requests 2000] [--warmup 200] [--runs 3] [--inflight 16] [--seq-requests 400]
+        [--server prosody|ejabberd|both] [--requests 2000] [--warmup 200] [--runs 3]
+        [--inflight 16] [--seq-requests 400]
         [--profile DIR]  # then sample Herald with py-spy (pip install py-spy) on hit and miss
 
 Everything runs on loopback in a temporary directory and stops by itself (about
-2 minutes with the defaults, 2.5 with --profile). Processes: a throwaway Prosody
-(tests/conftest.py's standard_prosody, plus one more component), Herald as `herald run -c FILE`
-(tests/harness/herald.spawn), the memory component (bench/memory_component.py) and
-this process, which is the load generator (bench/rawclient.py: a stdlib c2s client,
-plaintext SASL PLAIN, requests matched to replies by id). All share the machine's cores.
+2 minutes on Prosody and 1 on ejabberd with the defaults, 30 s more each with --profile).
+`--server both` (the default) measures Prosody, then ejabberd, each with a fresh Herald,
+and prints each server's table and ratios, then the goal ratios side by side. Processes,
+per server: a throwaway server (tests/conftest.py's standard_prosody or standard_ejabberd,
+plus one more component), Herald as `herald run -c FILE` (tests/harness/herald.spawn), the
+memory component (bench/memory_component.py) and this process, which is the load
+generator (bench/rawclient.py: a stdlib c2s client, plaintext SASL PLAIN, which both
+servers accept as the harness configures them; requests matched to replies by id). All
+share the machine's cores.
 
-Setup: olivia (an admin of Prosody's pubsub, pubsub-origin.localhost) creates two open
-nodes of 100 Atom entries each (~200-byte payloads): `blog-bench`, which Herald's rule
-`blog*` syncs, and `feed-bench`, which no rule matches; and `small-bench` holding
-just the 20 items of the page. The request is always an items request with max_items=20,
-from alice, so each reply carries the newest 20 items (~4.7 KB).
+Setup: olivia (an admin of Prosody's pubsub; on ejabberd, where anyone may create nodes,
+their owner) creates on pubsub-origin.localhost two open nodes of 100 Atom entries each
+(~200-byte payloads, pubsub#max_items 1000): `blog-bench`, which Herald's rule `blog*`
+syncs, and `feed-bench`, which no rule matches; and `small-bench` holding just the 20
+items of the page. The request is always an items request with max_items=20, from
+alice, so each reply carries the newest 20 items (~4.7 KB).
 
-Paths:
-  prosody   Prosody's own pubsub, directly: to pubsub-origin.localhost, node blog-bench.
-  prosody-20  For reference: the same page from a node holding only those 20 items.
+Paths (SERVER is `prosody` or `ejabberd`):
+  SERVER    The server's own pubsub, directly: to pubsub-origin.localhost, node blog-bench.
+  SERVER-20  For reference: the same page from a node holding only those 20 items.
             Prosody 0.12's internal store reads the whole node on every request, so its
             cost grows with the node (about 600 req/s at 20 items, 300 at 100, 140 at 300).
   hit       Herald on a cache hit: to pubsub.localhost (the proxy), node blog-bench, once
             its sync has completed. Checked with Herald's /metrics: every request must add
-            one to herald_pubsub_requests_total{kind="items",result="hit"}.
+            one to herald_pubsub_requests_total{kind="items",result="hit"} (and the
+            node's first read, which starts the sync, must have added one to "miss").
   memory    The ceiling for any component: mem.localhost, a raw XEP-0114 component in its
             own process, answering with a pre-serialized copy of the same page.
-  miss      Herald on a miss: to pubsub.localhost, node feed-bench, which no rule syncs, so
-            Herald forwards each request upstream as alice through a XEP-0356 privileged IQ.
-            Checked: each request adds one to result="bypass".
-  floor-priv  The floor for any proxy on that miss path: the raw component of `memory`,
-            addressed as user@mem.localhost, forwards each request as alice through a
-            XEP-0356 privileged IQ and relays the reply's bytes without re-serializing.
-            (Measured with half the requests, to keep the run short.)
-  floor-self-seq  The same floor when forwarding as the component itself (the route
-            Herald may take for nodes it knows are open).
-  *-seq     The same, one request in flight: latency without queueing. prosody-seq reads
+  miss      Herald on a miss: to pubsub.localhost, node feed-bench, which no rule syncs.
+            Checked: each request adds one to result="bypass" (no rule matches; "miss" is
+            only for a node a sync rule matches, before its sync).
+            On Prosody, Herald forwards each request upstream as alice through a XEP-0356
+            privileged IQ. ejabberd 23.01 grants no IQ permission, so Herald first checks
+            that the node is open (disco#info, as itself) and then reads it as itself: two
+            upstream round trips per request.
+  floor-priv  (Prosody) The floor for any proxy on that miss path: the raw component of
+            `memory`, addressed as user@mem.localhost, forwards each request as alice
+            through a XEP-0356 privileged IQ and relays the reply's bytes without
+            re-serializing. (Measured with half the requests, to keep the run short.)
+            Not on ejabberd, which has no IQ permission.
+  floor-check  (ejabberd) The floor for Herald's unprivileged miss path: the raw
+            component, addressed as check@mem.localhost, asks for the node's disco#info
+            as itself, and if the node is open forwards the request as itself and relays
+            the reply's bytes. (Half the requests at 16 in flight.)
+  floor-self-seq  The floor when forwarding as the component itself without a check
+            (self@mem.localhost; the route for nodes already known to be open).
+  *-seq     The same, one request in flight: latency without queueing. SERVER-seq reads
             feed-bench directly, the node that miss-seq and the floors read via a component.
 
 Each scenario is measured --runs times, interleaved (the order rotates every round), and
 the run with the median throughput is shown. CPU columns are milliseconds of CPU per
-request (utime+stime from /proc) for Prosody, the component process and this client;
-bytes is what the client received per reply. A path that fails, or a hit/miss that
+request (utime+stime from /proc) for the server (Prosody's process, ejabberd's beam.smp),
+the component process and this client; bytes is what the client received per reply
+(ejabberd adds an RSM <set/> to its own replies). A path that fails, or a hit/miss that
 Herald's metrics do not confirm, stops the run with an error.
+
+ejabberd runs with Erlang's defaults, whose schedulers busy-wait for work: its CPU column
+includes that spinning, and on a small machine its sequential paths vary more from run
+to run than Prosody's (turning busy-waiting off, +sbwt none, made ejabberd itself about
+4 times slower here, so it is left on).
 """
 
 from __future__ import annotations
@@ -68,27 +91,40 @@ from xml.etree import ElementTree as ET
 from slixmpp.xmlstream.tostring import tostring
 
 from bench.rawclient import LoadResult, RawClient, XmppError
-from tests.conftest import OWNER, PROXY_JID, UPSTREAM_JID, USERS, standard_prosody
+from tests.conftest import (
+    OWNER,
+    PROXY_JID,
+    UPSTREAM_JID,
+    USERS,
+    standard_ejabberd,
+    standard_prosody,
+)
+from tests.harness.ejabberd import Ejabberd
 from tests.harness.herald import settings_for, spawn, toml_for
+from tests.harness.ports import free_port
 from tests.harness.prosody import ComponentSpec, Prosody
 
 PUBSUB = "http://jabber.org/protocol/pubsub"
+RSM = "http://jabber.org/protocol/rsm"
 ATOM = "http://www.w3.org/2005/Atom"
 MEM_JID, MEM_SECRET = "mem.localhost", "mem-secret"
-FLOOR_SELF, FLOOR_USER = f"self@{MEM_JID}", f"user@{MEM_JID}"  # see bench/memory_component.py
+# see bench/memory_component.py
+FLOOR_SELF, FLOOR_USER, FLOOR_CHECK = f"self@{MEM_JID}", f"user@{MEM_JID}", f"check@{MEM_JID}"
 HIT_NODE, MISS_NODE, SMALL_NODE = "blog-bench", "feed-bench", "small-bench"
 NODE_ITEMS, PAGE = 100, 20
 REQUESTER = "alice"
 TICK = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parent.parent
+SERVERS = ("prosody", "ejabberd")
+Server = Prosody | Ejabberd
 
 GOALS = (
-    # (label, value key, comparison, goal)
-    ("hit req/s / prosody req/s", "hit_vs_prosody_rate", ">=", 1.5),
+    # (label, with SERVER for the server's name; value key, comparison, goal)
+    ("hit req/s / SERVER req/s", "hit_vs_server_rate", ">=", 1.5),
     ("hit req/s / memory req/s", "hit_vs_memory_rate", ">=", 0.8),
-    ("hit p99 / prosody p99", "hit_vs_prosody_p99", "<=", 1.0),
-    ("miss p50 / prosody p50 (16 in flight)", "miss_vs_prosody_p50", "<=", 1.3),
-    ("miss p50 / prosody p50 (sequential)", "miss_vs_prosody_p50_seq", "<=", 1.3),
+    ("hit p99 / SERVER p99", "hit_vs_server_p99", "<=", 1.0),
+    ("miss p50 / SERVER p50 (16 in flight)", "miss_vs_server_p50", "<=", 1.3),
+    ("miss p50 / SERVER p50 (sequential)", "miss_vs_server_p50_seq", "<=", 1.3),
 )
 
 
@@ -127,6 +163,23 @@ def cpu_seconds(pid: int | None) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of stat
+
+
+def beam_pid(node: str, timeout: float = 10.0) -> int | None:
+    """The pid of the beam.smp running the Erlang node (ejabberdctl starts it via su)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry_ in Path("/proc").iterdir():
+            if not entry_.name.isdigit():
+                continue
+            try:
+                argv = (entry_ / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"beam.smp") and node.encode() in argv:
+                return int(entry_.name)
+        time.sleep(0.1)
+    return None
 
 
 def self_cpu() -> float:
@@ -208,10 +261,11 @@ class Scenario:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, root: Path) -> None:
+    def __init__(self, args: argparse.Namespace, root: Path, server_name: str) -> None:
         self.args = args
         self.root = root
-        self.prosody: Prosody | None = None
+        self.server_name = server_name
+        self.server: Server | None = None
         self.herald: subprocess.Popen[str] | None = None
         self.herald_log: Drain | None = None
         self.memory: subprocess.Popen[str] | None = None
@@ -222,9 +276,18 @@ class Bench:
 
     # -- setup -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        began = time.perf_counter()
-        prosody = standard_prosody(self.root / "prosody")
+    def _make_server(self) -> Server:
+        """The shared test topology, plus the memory component, with olivia and alice."""
+        users = {name: USERS[name] for name in ("olivia", REQUESTER)}
+        root = self.root / self.server_name
+        if self.server_name == "ejabberd":
+            ejabberd = standard_ejabberd(root)
+            # a listener of its own; checked: it only ever sends as mem.localhost
+            ejabberd.checked_components[MEM_JID] = MEM_SECRET
+            ejabberd.ports[MEM_JID] = free_port()
+            ejabberd.users = users
+            return ejabberd
+        prosody = standard_prosody(root)
         prosody.components.append(
             ComponentSpec(MEM_JID, MEM_SECRET, ['modules_enabled = { "privilege" }'])
         )
@@ -233,28 +296,38 @@ class Bench:
         prosody.host_options.insert(
             at, f'  ["{MEM_JID}"] = {{ iq = {{ ["{PUBSUB}"] = "both"; }} }};'
         )
-        prosody.users = {name: USERS[name] for name in ("olivia", REQUESTER)}
-        prosody.start()
-        self.prosody = prosody
-        assert prosody.process is not None
-        self.pids["prosody"] = prosody.process.pid
+        prosody.users = users
+        return prosody
+
+    async def start(self) -> None:
+        began = time.perf_counter()
+        server = self._make_server()
+        server.start()
+        self.server = server
+        assert server.process is not None
+        if isinstance(server, Ejabberd):
+            self.pids["server"] = beam_pid(server.node)
+            if self.pids["server"] is None:
+                raise RuntimeError(f"no beam.smp found for {server.node}")
+        else:
+            self.pids["server"] = server.process.pid
 
         owner = RawClient(f"{OWNER}/setup", USERS["olivia"])
-        await owner.login("127.0.0.1", prosody.c2s_port)
+        await owner.login("127.0.0.1", server.c2s_port)
         for node in (HIT_NODE, MISS_NODE):
             await self._create_node(owner, node, NODE_ITEMS)
         await self._create_node(owner, SMALL_NODE, PAGE)
         await owner.close()
 
         self.client = RawClient(f"{REQUESTER}@localhost/bench", USERS[REQUESTER])
-        await self.client.login("127.0.0.1", prosody.c2s_port)
+        await self.client.login("127.0.0.1", server.c2s_port)
         direct = await self.client.iq(items_request(UPSTREAM_JID, HIT_NODE))
         expected = [f"item-{i:03d}" for i in range(NODE_ITEMS - PAGE, NODE_ITEMS)]
         if item_ids(direct) != expected:
             raise RuntimeError(f"upstream page is {item_ids(direct)}, expected {expected}")
 
-        self._start_herald(prosody)
-        self._spawn_memory(prosody, direct)
+        self._start_herald(server)
+        self._spawn_memory(server, direct)
         await self._memory_ready()
         await self._herald_ready()
         # every path returns the same page
@@ -262,16 +335,17 @@ class Bench:
             reply = await self.client.iq(items_request(to, HIT_NODE))
             if item_ids(reply) != expected:
                 raise RuntimeError(f"{to} answered {item_ids(reply)}, expected {expected}")
+        floors = (FLOOR_USER,) if server.grants_iq_privileges else (FLOOR_CHECK,)
         for to, node in (
             (PROXY_JID, MISS_NODE),
             (UPSTREAM_JID, SMALL_NODE),
             (FLOOR_SELF, MISS_NODE),
-            (FLOOR_USER, MISS_NODE),
+            *((floor, MISS_NODE) for floor in floors),
         ):
             reply = await self.client.iq(items_request(to, node))
             if item_ids(reply) != expected:
                 raise RuntimeError(f"{to} {node} answered {item_ids(reply)}")
-        print(f"setup: {time.perf_counter() - began:.1f} s")
+        print(f"{self.server_name} setup: {time.perf_counter() - began:.1f} s", flush=True)
 
     async def _create_node(self, owner: RawClient, node: str, items: int) -> None:
         fields = {
@@ -294,9 +368,9 @@ class Bench:
                 "</pubsub></iq>"
             )
 
-    def _start_herald(self, prosody: Prosody) -> None:
+    def _start_herald(self, server: Server) -> None:
         settings = settings_for(
-            prosody,
+            server,
             f"sqlite+aiosqlite:///{self.root / 'herald.db'}",
             multicast={"enabled": False},
             pubsub={
@@ -313,9 +387,11 @@ class Bench:
         self.pids["herald"] = self.herald.pid
         self.metrics = Metrics(settings.metrics.listen)
 
-    def _spawn_memory(self, prosody: Prosody, page: ET.Element) -> None:
+    def _spawn_memory(self, server: Server, page: ET.Element) -> None:
         pubsub = page.find(f"{{{PUBSUB}}}pubsub")
         assert pubsub is not None
+        for rsm in pubsub.findall(f"{{{RSM}}}set"):  # ejabberd's; Herald's hit has none
+            pubsub.remove(rsm)
         payload = self.root / "page.xml"
         payload.write_text(tostring(pubsub))
         self.memory = subprocess.Popen(
@@ -324,7 +400,7 @@ class Bench:
                 "-m",
                 "bench.memory_component",
                 "--port",
-                str(prosody.component_port),
+                str(server.port_of(MEM_JID)),
                 "--jid",
                 MEM_JID,
                 "--secret",
@@ -354,7 +430,7 @@ class Bench:
         raise RuntimeError(f"memory component did not start:\n{self.memory_log.tail()}")
 
     async def _herald_ready(self) -> None:
-        """Herald connected, privileges received, and blog-bench synced (a hit)."""
+        """Herald connected, the miss path working, and blog-bench synced (a hit)."""
         assert self.metrics is not None
         assert self.client is not None
         assert self.herald is not None
@@ -363,7 +439,8 @@ class Bench:
             if self.herald.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Herald did not connect:\n{self._herald_tail()}")
             await asyncio.sleep(0.1)
-        # The privilege advertisement follows the handshake: the miss path works once it came.
+        # On Prosody the privilege advertisement follows the handshake: the miss path
+        # works once it came. On ejabberd Herald reads open nodes as itself at once.
         while True:
             before = self.metrics.requests()
             reply = await self.client.iq(items_request(PROXY_JID, MISS_NODE), check=False)
@@ -374,10 +451,14 @@ class Bench:
                 raise RuntimeError(f"the miss path does not work: {ET.tostring(reply)!r}")
             await asyncio.sleep(0.1)
         # The first read of blog-bench is a miss that starts its sync; then it must hit.
+        first = True
         while True:
             before = self.metrics.requests()
             await self.client.iq(items_request(PROXY_JID, HIT_NODE))
             after = self.metrics.requests()
+            if first and after.get("miss", 0) != before.get("miss", 0) + 1:
+                raise RuntimeError(f"the first read of {HIT_NODE} was no miss: {after}")
+            first = False
             if after.get("hit", 0) > before.get("hit", 0):
                 return
             if time.monotonic() > deadline:
@@ -416,7 +497,7 @@ class Bench:
     def _cpu(self, scenario: Scenario) -> dict[str, float]:
         component = self.pids.get(scenario.component) if scenario.component else None
         return {
-            "prosody": cpu_seconds(self.pids.get("prosody")),
+            "server": cpu_seconds(self.pids.get("server")),
             "component": cpu_seconds(component),
             "client": self_cpu(),
         }
@@ -460,8 +541,8 @@ class Bench:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
-        if self.prosody is not None:
-            self.prosody.stop()
+        if self.server is not None:
+            self.server.stop()
 
 
 def find_py_spy(directory: Path) -> str | None:
@@ -500,60 +581,71 @@ def summarise_profile(path: Path, top: int = 18) -> None:
     print(f"  (raw stacks: {path})")
 
 
-def report(scenarios: list[Scenario]) -> dict[str, float]:
+def report(server: str, scenarios: list[Scenario]) -> dict[str, float]:
+    """Print one server's table, its goal ratios and reference ratios; return the goals'."""
+    print(f"\n== {server} ==")
     print(
-        f"\n{'path':<13} {'in flight':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
-        f" {'req/s over runs':>22} {'CPU ms/req prosody/comp/client':>31} {'bytes':>6}"
+        f"{'path':<15} {'in flight':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'req/s over runs':>22} {'CPU ms/req server/comp/client':>30} {'bytes':>6}"
     )
     for s in scenarios:
         run = s.median_run()
         n = len(run.latencies)
         cpu = "/".join(
             f"{1000 * run.cpu[k] / n:.2f}" if k != "component" or s.component else "-"
-            for k in ("prosody", "component", "client")
+            for k in ("server", "component", "client")
         )
         rates = ", ".join(f"{r.rate:.0f}" for r in s.runs)
         print(
-            f"{s.name:<13} {s.inflight:>9} {run.rate:>7.0f} {run.percentile(50) * 1000:>7.2f}"
-            f" {run.percentile(99) * 1000:>7.2f} {rates:>22} {cpu:>31} {run.reply_bytes:>6}"
+            f"{s.name:<15} {s.inflight:>9} {run.rate:>7.0f} {run.percentile(50) * 1000:>7.2f}"
+            f" {run.percentile(99) * 1000:>7.2f} {rates:>22} {cpu:>30} {run.reply_bytes:>6}"
         )
+    spread = {s.name: max(r.rate for r in s.runs) / min(r.rate for r in s.runs) for s in scenarios}
+    unstable = [f"{name} ({value:.2f}x)" for name, value in spread.items() if value > 1.3]
+    if unstable:
+        print(f"unstable (fastest run / slowest run > 1.3): {', '.join(unstable)}")
     by = {s.name: s.median_run() for s in scenarios}
+    direct, direct_seq = by[server], by[f"{server}-seq"]
+
+    def p50(name: str) -> float:
+        return by[name].percentile(50)
+
     ratios = {
-        "hit_vs_prosody_rate": by["hit"].rate / by["prosody"].rate,
+        "hit_vs_server_rate": by["hit"].rate / direct.rate,
         "hit_vs_memory_rate": by["hit"].rate / by["memory"].rate,
-        "hit_vs_prosody_p99": by["hit"].percentile(99) / by["prosody"].percentile(99),
-        "miss_vs_prosody_p50": by["miss"].percentile(50) / by["prosody"].percentile(50),
-        "miss_vs_prosody_p50_seq": by["miss-seq"].percentile(50) / by["prosody-seq"].percentile(50),
+        "hit_vs_server_p99": by["hit"].percentile(99) / direct.percentile(99),
+        "miss_vs_server_p50": p50("miss") / direct.percentile(50),
+        "miss_vs_server_p50_seq": p50("miss-seq") / direct_seq.percentile(50),
     }
-    print("\nratios (median runs) against the issue's goals:")
+    print(f"\nratios on {server} (median runs) against the issue's goals:")
     for label, key, op, goal in GOALS:
         value = ratios[key]
         ok = value >= goal if op == ">=" else value <= goal
-        print(f"  {label:<40} {value:6.2f}x   goal {op} {goal:g}x   {'met' if ok else 'NOT met'}")
+        text = label.replace("SERVER", server)
+        print(f"  {text:<42} {value:6.2f}x   goal {op} {goal:g}x   {'met' if ok else 'NOT met'}")
     extra = {
-        "miss p99 / prosody p99 (sequential)": by["miss-seq"].percentile(99)
-        / by["prosody-seq"].percentile(99),
-        "miss req/s / prosody req/s (16 in flight)": by["miss"].rate / by["prosody"].rate,
-        "memory req/s / prosody req/s": by["memory"].rate / by["prosody"].rate,
-        "hit p50 / memory p50": by["hit"].percentile(50) / by["memory"].percentile(50),
-        "hit req/s / prosody-20 req/s": by["hit"].rate / by["prosody-20"].rate,
-        "hit p99 / prosody-20 p99": by["hit"].percentile(99) / by["prosody-20"].percentile(99),
+        f"miss p99 / {server} p99 (sequential)": by["miss-seq"].percentile(99)
+        / direct_seq.percentile(99),
+        f"miss req/s / {server} req/s (16 in flight)": by["miss"].rate / direct.rate,
+        f"memory req/s / {server} req/s": by["memory"].rate / direct.rate,
+        "hit p50 / memory p50": p50("hit") / p50("memory"),
+        f"hit req/s / {server}-20 req/s": by["hit"].rate / by[f"{server}-20"].rate,
+        f"hit p99 / {server}-20 p99": by["hit"].percentile(99) / by[f"{server}-20"].percentile(99),
     }
+    floor = "floor-priv" if "floor-priv" in by else "floor-check"
     extra.update(
         {
-            "floor-priv p50 / prosody p50 (16)": by["floor-priv"].percentile(50)
-            / by["prosody"].percentile(50),
-            "floor-priv p50 / prosody p50 (seq)": by["floor-priv-seq"].percentile(50)
-            / by["prosody-seq"].percentile(50),
-            "floor-self p50 / prosody p50 (seq)": by["floor-self-seq"].percentile(50)
-            / by["prosody-seq"].percentile(50),
-            "miss p50 / floor-priv p50 (seq)": by["miss-seq"].percentile(50)
-            / by["floor-priv-seq"].percentile(50),
+            f"{floor} p50 / {server} p50 (16)": p50(floor) / direct.percentile(50),
+            f"{floor} p50 / {server} p50 (seq)": p50(f"{floor}-seq") / direct_seq.percentile(50),
+            f"floor-self p50 / {server} p50 (seq)": p50("floor-self-seq")
+            / direct_seq.percentile(50),
+            f"miss p50 / {floor} p50 (16)": p50("miss") / p50(floor),
+            f"miss p50 / {floor} p50 (seq)": p50("miss-seq") / p50(f"{floor}-seq"),
         }
     )
     print("  for reference:")
     for label, value in extra.items():
-        print(f"  {label:<40} {value:6.2f}x")
+        print(f"  {label:<42} {value:6.2f}x")
     checked = [s for s in scenarios if s.counts_as]
     for s in checked:
         total = {k: sum(d.get(k, 0) for d in s.counted) for k in ("hit", "miss", "bypass", "error")}
@@ -561,55 +653,91 @@ def report(scenarios: list[Scenario]) -> dict[str, float]:
     return ratios
 
 
-async def main(args: argparse.Namespace) -> None:
-    scenarios = [
-        Scenario("prosody", UPSTREAM_JID, HIT_NODE, args.inflight, None),
-        Scenario("hit", PROXY_JID, HIT_NODE, args.inflight, "herald", "hit"),
-        Scenario("prosody-20", UPSTREAM_JID, SMALL_NODE, args.inflight, None),
-        Scenario("memory", MEM_JID, HIT_NODE, args.inflight, "memory"),
-        Scenario("miss", PROXY_JID, MISS_NODE, args.inflight, "herald", "bypass"),
-        Scenario("floor-priv", FLOOR_USER, MISS_NODE, args.inflight, "memory", scale=0.5),
-        Scenario("prosody-seq", UPSTREAM_JID, MISS_NODE, 1, None),
+def scenarios_for(server: str, privileged: bool, inflight: int) -> list[Scenario]:
+    """The paths measured on one server; the miss-path floor depends on XEP-0356 IQs."""
+    if privileged:
+        floors = [
+            Scenario("floor-priv", FLOOR_USER, MISS_NODE, inflight, "memory", scale=0.5),
+            Scenario("floor-priv-seq", FLOOR_USER, MISS_NODE, 1, "memory"),
+        ]
+    else:
+        floors = [
+            Scenario("floor-check", FLOOR_CHECK, MISS_NODE, inflight, "memory", scale=0.5),
+            Scenario("floor-check-seq", FLOOR_CHECK, MISS_NODE, 1, "memory"),
+        ]
+    return [
+        Scenario(server, UPSTREAM_JID, HIT_NODE, inflight, None),
+        Scenario("hit", PROXY_JID, HIT_NODE, inflight, "herald", "hit"),
+        Scenario(f"{server}-20", UPSTREAM_JID, SMALL_NODE, inflight, None),
+        Scenario("memory", MEM_JID, HIT_NODE, inflight, "memory"),
+        Scenario("miss", PROXY_JID, MISS_NODE, inflight, "herald", "bypass"),
+        floors[0],
+        Scenario(f"{server}-seq", UPSTREAM_JID, MISS_NODE, 1, None),
         Scenario("miss-seq", PROXY_JID, MISS_NODE, 1, "herald", "bypass"),
-        Scenario("floor-priv-seq", FLOOR_USER, MISS_NODE, 1, "memory"),
+        floors[1],
         Scenario("floor-self-seq", FLOOR_SELF, MISS_NODE, 1, "memory"),
         Scenario("hit-seq", PROXY_JID, HIT_NODE, 1, "herald", "hit"),
         Scenario("memory-seq", MEM_JID, HIT_NODE, 1, "memory"),
     ]
+
+
+async def run_server(args: argparse.Namespace, server: str, root: Path) -> dict[str, float]:
+    """Set up one server, measure every path on it, print its report."""
     began = time.perf_counter()
+    bench = Bench(args, root, server)
+    try:
+        await bench.start()
+        assert bench.server is not None
+        scenarios = scenarios_for(server, bench.server.grants_iq_privileges, args.inflight)
+        for round_no in range(args.runs):
+            shift = round_no % len(scenarios)
+            for s in scenarios[shift:] + scenarios[:shift]:
+                seq = s.inflight == 1
+                count = int(s.scale * (args.seq_requests if seq else args.requests))
+                warmup = int(s.scale * (args.warmup // 4 if seq else args.warmup))
+                await bench.measure(s, count, warmup)
+            print(
+                f"{server} round {round_no + 1}/{args.runs} done"
+                f" ({time.perf_counter() - began:.0f} s)",
+                flush=True,
+            )
+        ratios = report(server, scenarios)
+        if args.profile:
+            by_name = {s.name: s for s in scenarios}
+            await bench.profile(
+                Path(args.profile) / server, [(by_name["hit"], 6000), (by_name["miss"], 2000)]
+            )
+    except BaseException:
+        print(f"Herald's log tail ({server}):\n{bench._herald_tail()}", file=sys.stderr)
+        raise
+    finally:
+        await bench.stop()
+    print(f"{server}: {time.perf_counter() - began:.0f} s", flush=True)
+    return ratios
+
+
+async def main(args: argparse.Namespace) -> None:
+    servers = SERVERS if args.server == "both" else (args.server,)
+    began = time.perf_counter()
+    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
-        bench = Bench(args, Path(tmp))
-        try:
-            await bench.start()
-            for round_no in range(args.runs):
-                order = (
-                    scenarios[round_no % len(scenarios) :] + scenarios[: round_no % len(scenarios)]
-                )
-                for s in order:
-                    seq = s.inflight == 1
-                    count = int(s.scale * (args.seq_requests if seq else args.requests))
-                    warmup = int(s.scale * (args.warmup // 4 if seq else args.warmup))
-                    await bench.measure(s, count, warmup)
-                print(
-                    f"round {round_no + 1}/{args.runs} done ({time.perf_counter() - began:.0f} s)"
-                )
-            report(scenarios)
-            if args.profile:
-                by_name = {s.name: s for s in scenarios}
-                await bench.profile(
-                    Path(args.profile), [(by_name["hit"], 6000), (by_name["miss"], 2000)]
-                )
-        except BaseException:
-            print(f"Herald's log tail:\n{bench._herald_tail()}", file=sys.stderr)
-            raise
-        finally:
-            await bench.stop()
+        for server in servers:
+            results[server] = await run_server(args, server, Path(tmp) / server)
+    if len(results) > 1:
+        print("\ngoal ratios side by side (each against its own server, same run):")
+        print(f"  {'':<42} " + " ".join(f"{name:>9}" for name in results) + "   goal")
+        for label, key, op, goal in GOALS:
+            values = " ".join(f"{r[key]:>8.2f}x" for r in results.values())
+            print(f"  {label:<42} {values}   {op} {goal:g}x")
     print(f"\ntotal {time.perf_counter() - began:.0f} s")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--server", choices=[*SERVERS, "both"], default="both", help="default: both"
     )
     parser.add_argument("--requests", type=int, default=2000, help="per run, 16 in flight")
     parser.add_argument("--warmup", type=int, default=200)

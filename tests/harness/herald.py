@@ -43,7 +43,8 @@ def settings_for(prosody: Prosody | Ejabberd, db_url: str, **overrides: Any) -> 
         data.setdefault(section, {}).update(values)
     for service in ("multicast", "pubsub"):
         # each component on its own listener where the server needs it (ejabberd)
-        data[service].setdefault("port", prosody.port_of(data[service]["jid"]))
+        if data[service].get("enabled", True):
+            data[service].setdefault("port", prosody.port_of(data[service]["jid"]))
     return Settings(**data)
 
 
