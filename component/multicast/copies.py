@@ -7,23 +7,24 @@ string cached per distinct header (all to/cc recipients share one).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from xml.etree import ElementTree as ET
 
 from component.multicast.addresses import ADDRESSES_TAG, AddressList, render_addresses
+from component.xmpp.xmltext import serialize
 
-Serializer = Callable[[ET.Element, bool], str]  # (element, top_level) -> XML text
+STREAM_NS = "jabber:component:accept"
 
 
 class CopyWriter:
     """Turns (to, header) pairs into the XML of copies of `original`."""
 
-    def __init__(self, original: ET.Element, serialize: Serializer) -> None:
-        self._serialize = serialize
+    def __init__(self, original: ET.Element) -> None:
         self._tag = original.tag
         self._attrib = dict(original.attrib)
         self._payload = [child for child in original if child.tag != ADDRESSES_TAG]
-        self._payload_xml = "".join(serialize(child, False) for child in self._payload)
+        parent_ns = self._tag[1:].partition("}")[0] if self._tag.startswith("{") else ""
+        self._parent_ns = parent_ns
+        self._payload_xml = "".join(serialize(child, parent_ns) for child in self._payload)
         self._closing = f"</{self._tag.rpartition('}')[2]}>"
         self._headers: dict[int, tuple[AddressList, ET.Element, str]] = {}
 
@@ -33,13 +34,13 @@ class CopyWriter:
         cached = self._headers.get(id(addresses))
         if cached is None:
             element = render_addresses(addresses)
-            cached = (addresses, element, self._serialize(element, False))
+            cached = (addresses, element, serialize(element, self._parent_ns))
             self._headers[id(addresses)] = cached
         return cached[1], cached[2]
 
     def text(self, to: str, addresses: AddressList) -> str:
         """A copy addressed to `to`, as XML text for the component stream."""
-        opening = self._serialize(ET.Element(self._tag, {**self._attrib, "to": to}), True)
+        opening = serialize(ET.Element(self._tag, {**self._attrib, "to": to}), STREAM_NS)
         if not opening.endswith("/>"):
             raise ValueError(f"unexpected serialisation of an empty element: {opening!r}")
         _, header = self._header(addresses)

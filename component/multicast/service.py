@@ -50,6 +50,8 @@ DISCO_TIMEOUT = 5.0
 PRIVILEGE_SETTLE = 1.0
 
 Kind = Literal["message", "presence"]
+FIRST_WRITE = 10
+COPIES_PER_WRITE = 50
 
 
 class SlixmppDisco:
@@ -291,14 +293,26 @@ class MulticastComponent(ServiceComponent):
         if delivery.error is not None:
             raise StanzaRefused(delivery.error.condition, delivery.error.text)
 
-        writer = CopyWriter(stanza.xml, self._serialize)
+        writer = CopyWriter(stanza.xml)
         batch: list[str] = []
+        per_route: dict[str, int] = {}
+        # A small first write gets the server routing at once; later ones are larger.
+        write_at = FIRST_WRITE
         for item in delivery.copies:
             batch.append(self._copy_text(writer, stanza, item, route))
-            metrics.MULTICAST_RECIPIENTS.labels(route=item.route).inc(len(item.recipients))
-        # One write for the whole fan-out: slixmpp's send queue costs more per stanza
-        # than building the stanza does, and the stream is just concatenated stanzas.
-        self.send_raw("".join(batch))
+            per_route[item.route] = per_route.get(item.route, 0) + len(item.recipients)
+            if len(batch) == write_at:
+                # Writes of many stanzas at once: slixmpp's send queue costs more per
+                # stanza than building one does. Yielding after each lets the server
+                # route the first copies while the rest are built.
+                self.send_raw("".join(batch))
+                batch.clear()
+                write_at = COPIES_PER_WRITE
+                await asyncio.sleep(0)
+        if batch:
+            self.send_raw("".join(batch))
+        for name, count in per_route.items():
+            metrics.MULTICAST_RECIPIENTS.labels(route=name).inc(count)
         metrics.MULTICAST_STANZAS.labels(stanza=kind, result="delivered").inc()
         if kind == "presence":
             await self._track_presence(stanza, delivery.copies)
