@@ -10,9 +10,8 @@ from __future__ import annotations
 from xml.etree import ElementTree as ET
 
 from component.multicast.addresses import ADDRESSES_TAG, AddressList, render_addresses
+from component.xmpp.namespaces import COMPONENT_NS
 from component.xmpp.xmltext import serialize
-
-STREAM_NS = "jabber:component:accept"
 
 
 class CopyWriter:
@@ -40,7 +39,7 @@ class CopyWriter:
 
     def text(self, to: str, addresses: AddressList) -> str:
         """A copy addressed to `to`, as XML text for the component stream."""
-        opening = serialize(ET.Element(self._tag, {**self._attrib, "to": to}), STREAM_NS)
+        opening = serialize(ET.Element(self._tag, {**self._attrib, "to": to}), COMPONENT_NS)
         if not opening.endswith("/>"):
             raise ValueError(f"unexpected serialisation of an empty element: {opening!r}")
         _, header = self._header(addresses)

@@ -19,7 +19,6 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
-from slixmpp.xmlstream.tostring import tostring
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
@@ -37,13 +36,13 @@ from component.multicast.ratelimit import RateLimiter
 from component.multicast.routes import Route, choose_route
 from component.storage import multicast_repo
 from component.xmpp.connection import ServiceComponent
+from component.xmpp.errors import make_error
+from component.xmpp.namespaces import COMPONENT_NS, DATA_FORMS_NS
 from component.xmpp.privilege import HostPrivileges, parse_advertisement, wrap_message
+from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
 
-COMPONENT_NS = "jabber:component:accept"
-STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-DATA_FORMS_NS = "jabber:x:data"
 DISCO_TIMEOUT = 5.0
 # How long after connecting we hold stanzas while the server's XEP-0356 advertisement
 # may still be on its way (Prosody sends it right after the handshake).
@@ -339,19 +338,18 @@ class MulticastComponent(ServiceComponent):
             return self._serialize(envelope)
         return writer.text(item.to, item.addresses)
 
-    def _serialize(self, xml: ET.Element, top_level: bool = True) -> str:
-        return tostring(xml, xmlns=self.default_ns, stream=self, top_level=top_level)
+    @staticmethod
+    def _serialize(xml: ET.Element) -> str:
+        # xmltext, as for the copies: slixmpp's serialiser drops namespaced attributes
+        # of the payload forwarded inside a privileged envelope.
+        return serialize(xml, COMPONENT_NS)
 
     def _send_error(self, stanza: StanzaBase, refused: StanzaRefused) -> None:
         attrs = {"from": self.boundjid.bare, "to": str(stanza["from"]), "type": "error"}
         if stanza["id"]:
             attrs["id"] = stanza["id"]
         reply = ET.Element(f"{{{COMPONENT_NS}}}{stanza.name}", attrs)
-        error = ET.SubElement(reply, f"{{{COMPONENT_NS}}}error", {"type": refused.etype})
-        ET.SubElement(error, f"{{{STANZAS_NS}}}{refused.condition}")
-        text = ET.SubElement(error, f"{{{STANZAS_NS}}}text")
-        text.text = refused.text
-        text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+        reply.append(make_error(refused.condition, refused.text, refused.etype))
         self.send_raw(self._serialize(reply))
 
     # -- presence (§5) ----------------------------------------------------------

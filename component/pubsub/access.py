@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
-DISCO_INFO_NS = "http://jabber.org/protocol/disco#info"
-DATA_NS = "jabber:x:data"
+from component.xmpp.namespaces import DATA_FORMS_NS
+
 META_FORM_TYPE = "http://jabber.org/protocol/pubsub#meta-data"
 HINTS = "{urn:xmpp:pubsub-caching:0}"
 
@@ -33,10 +33,10 @@ def _truthy(value: str | None) -> bool:
 def parse_node_meta(query: Element) -> NodeMeta:
     """Read a disco#info <query/> for a node (identities, features, metadata form)."""
     fields: dict[str, str] = {}
-    for form in query.findall(f"{{{DATA_NS}}}x"):
+    for form in query.findall(f"{{{DATA_FORMS_NS}}}x"):
         values = {
-            f.get("var", ""): (f.findtext(f"{{{DATA_NS}}}value") or "")
-            for f in form.findall(f"{{{DATA_NS}}}field")
+            f.get("var", ""): (f.findtext(f"{{{DATA_FORMS_NS}}}value") or "")
+            for f in form.findall(f"{{{DATA_FORMS_NS}}}field")
         }
         if values.get("FORM_TYPE") == META_FORM_TYPE:
             fields = values

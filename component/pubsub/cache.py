@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -148,6 +149,12 @@ class Cache:
         """Drop the node from memory only."""
         self._nodes.pop((node.service, node.name), None)
         self._drop_items(node.id)
+
+    def forget_gone(self, per_node: dict[int, Any]) -> None:
+        """Drop the entries of a per-node map whose node is no longer known."""
+        known = {state.id for state in self._nodes.values()}
+        for node_id in [i for i in per_node if i not in known]:
+            del per_node[node_id]
 
     def mark_requested(self, node: NodeState) -> None:
         """Note a request for the node; flushed to the database by flush_requested()."""

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 from xml.etree.ElementTree import Element, SubElement
 
-RSM_NS = "http://jabber.org/protocol/rsm"
+from component.xmpp.namespaces import RSM_NS
+
 _R = f"{{{RSM_NS}}}"
 _XS_INT_MAX = 2**31 - 1  # the schema types max and index as xs:int
 _DIGITS = re.compile(r"\s*([0-9]{1,10})\s*")

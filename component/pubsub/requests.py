@@ -10,10 +10,7 @@ from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
 from component.pubsub.paging import PagingError, RsmRequest, parse_rsm
-
-PUBSUB_NS = "http://jabber.org/protocol/pubsub"
-OWNER_NS = "http://jabber.org/protocol/pubsub#owner"
-RSM_NS = "http://jabber.org/protocol/rsm"
+from component.xmpp.namespaces import PUBSUB_NS, RSM_NS
 
 
 class RequestError(Exception):
@@ -31,7 +28,7 @@ class PubsubRequest:
     """The action a pubsub IQ asks for, and what items retrieval needs."""
 
     iq_type: str  # get | set
-    namespace: str  # PUBSUB_NS or OWNER_NS
+    namespace: str  # PUBSUB_NS or PUBSUB_OWNER_NS
     action: str  # items, publish, retract, subscribe, configure, ...
     node: str | None
     max_items: int | None = None

@@ -27,27 +27,33 @@ from component.pubsub.access import shareable
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.paging import PagingError, paginate
 from component.pubsub.requests import (
-    OWNER_NS,
-    PUBSUB_NS,
     PubsubRequest,
     RequestError,
     items_payload,
     parse_request,
 )
 from component.pubsub.rules import Registry
-from component.pubsub.stanzas import EVENT_NS, RSM_NS, items_result, parse_event
+from component.pubsub.stanzas import items_result, parse_event
 from component.pubsub.sync import RSM_FEATURE, Synchroniser
-from component.pubsub.upstream import Upstream, UpstreamError, make_error
+from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import ItemRecord
 from component.xmpp.connection import ServiceComponent
+from component.xmpp.errors import make_error
 from component.xmpp.escaping import proxied_target
-from component.xmpp.privilege import COMPONENT_NS, HostPrivileges, parse_advertisement
+from component.xmpp.namespaces import (
+    COMPONENT_NS,
+    DISCO_INFO_NS,
+    DISCO_ITEMS_NS,
+    PUBSUB_EVENT_NS,
+    PUBSUB_NS,
+    PUBSUB_OWNER_NS,
+    RSM_NS,
+)
+from component.xmpp.privilege import HostPrivileges, parse_advertisement
 from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
 
-DISCO_INFO_NS = "http://jabber.org/protocol/disco#info"
-DISCO_ITEMS_NS = "http://jabber.org/protocol/disco#items"
 KINDS = frozenset(
     {
         "items",
@@ -74,10 +80,9 @@ HOT_RECHECK = 5.0
 class Refused(Exception):
     """Answer the request with this error element."""
 
-    def __init__(self, error: ET.Element, result: str = "error") -> None:
+    def __init__(self, error: ET.Element) -> None:
         super().__init__("refused")
         self.error = error
-        self.result = result
 
 
 class PubsubComponent(ServiceComponent):
@@ -106,7 +111,7 @@ class PubsubComponent(ServiceComponent):
         super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
         self.upstream = Upstream(self, timeout=settings.upstream_timeout)
         self.synchroniser = Synchroniser(
-            self.upstream, self.cache, registry, self.boundjid.bare, self._payload_text
+            self.upstream, self.cache, registry, self.boundjid.bare, serialize
         )
 
     def setup(self) -> None:
@@ -115,7 +120,7 @@ class PubsubComponent(ServiceComponent):
         self.remove_handler("Disco Items")
         for path, handler in (
             (f"{{{PUBSUB_NS}}}pubsub", self._on_pubsub),
-            (f"{{{OWNER_NS}}}pubsub", self._on_pubsub),
+            (f"{{{PUBSUB_OWNER_NS}}}pubsub", self._on_pubsub),
             (f"{{{DISCO_INFO_NS}}}query", self._on_disco),
             (f"{{{DISCO_ITEMS_NS}}}query", self._on_disco),
         ):
@@ -155,10 +160,7 @@ class PubsubComponent(ServiceComponent):
             await asyncio.sleep(UPKEEP_EVERY)
             try:
                 await self.synchroniser.upkeep(idle)
-                # Forget verification times of nodes that are gone.
-                known = {n.id for n in self.cache.nodes()}
-                for node_id in [i for i in self._verified if i not in known]:
-                    del self._verified[node_id]
+                self.cache.forget_gone(self._verified)
             except Exception:
                 log.exception("pubsub: upkeep failed")
 
@@ -176,9 +178,6 @@ class PubsubComponent(ServiceComponent):
         task.add_done_callback(self._background.discard)
 
     # -- helpers -------------------------------------------------------------------
-
-    def _payload_text(self, element: ET.Element) -> str:
-        return serialize(element)
 
     def _send_xml(self, xml: ET.Element) -> None:
         # Our serialiser, not slixmpp's: payloads keep their namespaced attributes.
@@ -242,7 +241,6 @@ class PubsubComponent(ServiceComponent):
             result = await work()
         except Refused as refused:
             self._reply(iq, [refused.error], "error")
-            result = refused.result
         except UpstreamError as exc:
             self._reply(iq, [exc.error], "error")
         except Exception:
@@ -257,15 +255,18 @@ class PubsubComponent(ServiceComponent):
     async def _on_pubsub(self, iq: StanzaBase) -> None:
         if iq["type"] not in ("get", "set"):
             return
-        first = iq.xml.find(f"{{{PUBSUB_NS}}}pubsub")
-        if first is None:
-            first = iq.xml.find(f"{{{OWNER_NS}}}pubsub")
-        action = first[0].tag.partition("}")[2] if first is not None and len(first) else ""
-        await self._serve(iq, action if action in KINDS else "other", lambda: self._pubsub(iq))
+        found = iq.xml.find(f"{{{PUBSUB_NS}}}pubsub")
+        if found is None:
+            found = iq.xml.find(f"{{{PUBSUB_OWNER_NS}}}pubsub")
+        if found is None:
+            return
+        matched = found
+        action = matched[0].tag.partition("}")[2] if len(matched) else ""
+        kind = action if action in KINDS else "other"
+        await self._serve(iq, kind, lambda: self._pubsub(iq, matched.tag))
 
-    async def _pubsub(self, iq: StanzaBase) -> str:
-        namespace = OWNER_NS if iq.xml.find(f"{{{OWNER_NS}}}pubsub") is not None else PUBSUB_NS
-        payload = self._only_child(iq, f"{{{namespace}}}pubsub")
+    async def _pubsub(self, iq: StanzaBase, tag: str) -> str:
+        payload = self._only_child(iq, tag)
         service = self._target(iq)
         try:
             request = parse_request(iq["type"], payload)
@@ -367,16 +368,18 @@ class PubsubComponent(ServiceComponent):
     # -- disco -----------------------------------------------------------------------
 
     async def _on_disco(self, iq: StanzaBase) -> None:
-        if iq["type"] == "get":
-            await self._serve(iq, "disco", lambda: self._disco(iq))
+        if iq["type"] != "get":
+            return
+        found = iq.xml.find(f"{{{DISCO_INFO_NS}}}query")
+        if found is None:
+            found = iq.xml.find(f"{{{DISCO_ITEMS_NS}}}query")
+        if found is not None:
+            tag = found.tag
+            await self._serve(iq, "disco", lambda: self._disco(iq, tag))
 
-    async def _disco(self, iq: StanzaBase) -> str:
-        namespace = (
-            DISCO_INFO_NS
-            if iq.xml.find(f"{{{DISCO_INFO_NS}}}query") is not None
-            else DISCO_ITEMS_NS
-        )
-        asked = self._only_child(iq, f"{{{namespace}}}query")
+    async def _disco(self, iq: StanzaBase, tag: str) -> str:
+        asked = self._only_child(iq, tag)
+        namespace = tag[1:].partition("}")[0]
         service = self._target(iq)
         node = asked.get("node")
         query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
@@ -421,11 +424,11 @@ class PubsubComponent(ServiceComponent):
                 ", ".join(f"{k}={v}" for k, v in granted.iq.items()) or "none",
             )
             return
-        event = msg.xml.find(f"{{{EVENT_NS}}}event")
+        event = msg.xml.find(f"{{{PUBSUB_EVENT_NS}}}event")
         if event is None:
             return
         # Only the node's own service may change it: the cache is keyed by sender.
-        for change in parse_event(event, self._payload_text):
+        for change in parse_event(event, serialize):
             try:
                 await self.synchroniser.apply(sender.bare, change)
             except Exception:

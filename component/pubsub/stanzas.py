@@ -13,10 +13,7 @@ from xml.sax.saxutils import quoteattr
 
 from component.pubsub.paging import Page
 from component.storage.records import ItemRecord
-
-PUBSUB_NS = "http://jabber.org/protocol/pubsub"
-EVENT_NS = "http://jabber.org/protocol/pubsub#event"
-RSM_NS = "http://jabber.org/protocol/rsm"
+from component.xmpp.namespaces import PUBSUB_EVENT_NS, PUBSUB_NS, RSM_NS
 
 Serializer = Callable[[Element], str]
 
@@ -72,9 +69,13 @@ def parse_event(event: Element, serialize: Serializer) -> list[NodeEvent]:
             continue
         if kind == "items":
             retracted = tuple(
-                r.get("id", "") for r in child.findall(f"{{{EVENT_NS}}}retract") if r.get("id")
+                r.get("id", "")
+                for r in child.findall(f"{{{PUBSUB_EVENT_NS}}}retract")
+                if r.get("id")
             )
-            published = tuple(received_items(child.findall(f"{{{EVENT_NS}}}item"), serialize))
+            published = tuple(
+                received_items(child.findall(f"{{{PUBSUB_EVENT_NS}}}item"), serialize)
+            )
             events.append(NodeEvent("items", node, published, retracted))
         elif kind in ("purge", "delete", "configuration"):
             events.append(NodeEvent(kind, node))

@@ -17,12 +17,10 @@ from datetime import timedelta
 from xml.etree import ElementTree as ET
 
 from component import metrics
-from component.pubsub.access import DISCO_INFO_NS, NodeMeta, parse_node_meta, shareable
+from component.pubsub.access import NodeMeta, parse_node_meta, shareable
 from component.pubsub.cache import Cache, NodeState, utcnow
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import (
-    PUBSUB_NS,
-    RSM_NS,
     NodeEvent,
     ReceivedItem,
     Serializer,
@@ -30,6 +28,7 @@ from component.pubsub.stanzas import (
 )
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import COMPLETED, ERROR, IN_PROGRESS, NO_SYNC, ItemInput
+from component.xmpp.namespaces import DISCO_INFO_NS, PUBSUB_NS, RSM_NS
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +413,5 @@ class Synchroniser:
                 analyser = self.registry.match(node.service, node.name, None)
                 if analyser is not None and analyser.sync:
                     self.schedule(node)
-        known = {n.id for n in self.cache.nodes()}
-        for node_id in [i for i in self._rechecked if i not in known]:
-            del self._rechecked[node_id]
+        self.cache.forget_gone(self._rechecked)
         await self.cache.refresh_gauges()

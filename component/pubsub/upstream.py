@@ -15,13 +15,13 @@ from xml.etree import ElementTree as ET
 from slixmpp.exceptions import IqError, IqTimeout
 
 from component import metrics
-from component.xmpp.privilege import CLIENT_NS, COMPONENT_NS, HostPrivileges
+from component.xmpp.errors import make_error
+from component.xmpp.namespaces import CLIENT_NS, FORWARD_NS, STANZAS_NS
+from component.xmpp.privilege import HostPrivileges
 
 if TYPE_CHECKING:
     from component.xmpp.connection import ServiceComponent
 
-STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-FORWARD_NS = "urn:xmpp:forward:0"
 UPSTREAM_TIMEOUT = 10.0
 IqType = Literal["get", "set"]
 
@@ -41,16 +41,6 @@ class UpstreamError(Exception):
             if child.tag.startswith(f"{{{STANZAS_NS}}}") and not child.tag.endswith("}text"):
                 return child.tag.partition("}")[2]
         return "undefined-condition"
-
-
-def make_error(condition: str, text: str, etype: str = "cancel") -> ET.Element:
-    """An <error/> element with a defined condition and an English text."""
-    error = ET.Element(f"{{{COMPONENT_NS}}}error", {"type": etype})
-    ET.SubElement(error, f"{{{STANZAS_NS}}}{condition}")
-    text_el = ET.SubElement(error, f"{{{STANZAS_NS}}}text")
-    text_el.text = text
-    text_el.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
-    return error
 
 
 def _error_of(iq: ET.Element) -> ET.Element:

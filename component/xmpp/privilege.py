@@ -10,10 +10,9 @@ import copy
 from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
 
+from component.xmpp.namespaces import CLIENT_NS, COMPONENT_NS, FORWARD_NS
+
 PRIVILEGE_NAMESPACES = ("urn:xmpp:privilege:2", "urn:xmpp:privilege:1")
-FORWARD_NS = "urn:xmpp:forward:0"
-CLIENT_NS = "jabber:client"
-COMPONENT_NS = "jabber:component:accept"
 
 
 @dataclass(frozen=True)

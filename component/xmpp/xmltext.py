@@ -11,7 +11,7 @@ from __future__ import annotations
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape, quoteattr
 
-XML_NS = "http://www.w3.org/XML/1998/namespace"
+from component.xmpp.namespaces import XML_NS
 
 
 def _split(tag: str) -> tuple[str, str]:

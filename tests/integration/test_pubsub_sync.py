@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from component.pubsub.cache import Cache
 from component.pubsub.rules import AnalyserRule, Registry
 from component.pubsub.sync import Synchroniser
-from component.pubsub.upstream import UpstreamError, make_error
+from component.pubsub.upstream import UpstreamError
 from component.storage import pubsub_repo as repo
 from component.storage.records import COMPLETED, ERROR, ItemInput
+from component.xmpp.errors import make_error
 
 pytestmark = pytest.mark.integration
 

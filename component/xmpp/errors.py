@@ -1,0 +1,17 @@
+"""Stanza errors: the <error/> element every refusal carries, with a readable text."""
+
+from __future__ import annotations
+
+from xml.etree import ElementTree as ET
+
+from component.xmpp.namespaces import COMPONENT_NS, STANZAS_NS, XML_NS
+
+
+def make_error(condition: str, text: str, etype: str = "cancel") -> ET.Element:
+    """An <error/> element with a defined condition and an English text."""
+    error = ET.Element(f"{{{COMPONENT_NS}}}error", {"type": etype})
+    ET.SubElement(error, f"{{{STANZAS_NS}}}{condition}")
+    text_el = ET.SubElement(error, f"{{{STANZAS_NS}}}text")
+    text_el.text = text
+    text_el.set(f"{{{XML_NS}}}lang", "en")
+    return error
