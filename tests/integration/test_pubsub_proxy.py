@@ -196,6 +196,13 @@ async def proxy(server: XmppServer, db_url: str) -> AsyncIterator[Herald]:
     await herald.stop()
 
 
+async def cache_node(herald: Herald, reader: TestClient, node: str, timeout: float = 8.0) -> None:
+    """Ask for the node once through the proxy (the miss that starts its sync), then
+    wait until Herald serves it from the cache."""
+    await get_items(reader, node)
+    await until(synced(herald, node), timeout=timeout)
+
+
 def synced(herald: Herald, node: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         state = proxy_of(herald).cache.node(UPSTREAM_JID, node)
@@ -230,8 +237,7 @@ async def test_notifications_keep_the_cache_in_sync(
     owner = Owner(clients["olivia"])
     node = unique("blog-sync")
     await owner.create(node, items=3)
-    await get_items(clients["alice"], node)
-    await until(synced(proxy, node))
+    await cache_node(proxy, clients["alice"], node)
     alice = clients["alice"]
 
     async def ids() -> list[str]:
@@ -264,8 +270,7 @@ async def test_a_node_no_longer_open_is_dropped(
     owner = Owner(clients["olivia"])
     node = unique("blog-closing")
     await owner.create(node, items=2)
-    await get_items(clients["alice"], node)
-    await until(synced(proxy, node))
+    await cache_node(proxy, clients["alice"], node)
     cache = proxy_of(proxy).cache
     await owner.configure(node, access_model="whitelist")
 
@@ -296,8 +301,7 @@ async def test_catches_up_after_a_restart(
     await owner.create(node, items=2)
     herald = await start_proxy(server, db_url)
     try:
-        await get_items(clients["alice"], node)
-        await until(synced(herald, node))
+        await cache_node(herald, clients["alice"], node)
     finally:
         await herald.stop()
     await owner.publish(node, "while-down", "missed notification")
@@ -436,8 +440,7 @@ async def test_rsm_pages(
     await owner.create(node, items=25)
     alice = clients["alice"]
     if cached:
-        await get_items(alice, node)
-        await until(synced(proxy, node))
+        await cache_node(proxy, alice, node)
     ids = [f"item-{i:03d}" for i in range(25)]
     got, rsm, _ = await get_items(alice, node, rsm={"max": "10"})
     assert got == ids[:10]
@@ -477,8 +480,7 @@ async def test_sync_pages_through_an_rsm_upstream(
     await owner.create(node, items=230)
     herald = await start_proxy(server, db_url, max_items_per_node=1000)
     try:
-        await get_items(clients["alice"], node)
-        await until(synced(herald, node), timeout=20)
+        await cache_node(herald, clients["alice"], node, timeout=20)
         proxy_service = proxy_of(herald)
         assert proxy_service.synchroniser._rsm[UPSTREAM_JID] is (server.name == "ejabberd")
         state = proxy_service.cache.node(UPSTREAM_JID, node)
@@ -530,8 +532,7 @@ async def test_parsed_entries_are_stored_beside_the_raw_xml(
     owner = Owner(clients["olivia"])
     node = unique("blog-parsed")
     await owner.create(node, items=2)
-    await get_items(clients["alice"], node)
-    await until(synced(proxy, node))
+    await cache_node(proxy, clients["alice"], node)
     cache = proxy_of(proxy).cache
     state = cache.node(UPSTREAM_JID, node)
     assert state is not None
@@ -580,8 +581,7 @@ async def test_idle_nodes_are_unsubscribed_and_dropped(
     owner = Owner(clients["olivia"])
     node = unique("blog-idle")
     await owner.create(node, items=2)
-    await get_items(clients["alice"], node)
-    await until(synced(proxy, node))
+    await cache_node(proxy, clients["alice"], node)
     service = proxy_of(proxy)
 
     async def subscribers() -> list[str]:
