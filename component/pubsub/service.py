@@ -34,7 +34,7 @@ from component.pubsub.requests import (
 )
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import items_result, parse_event
-from component.pubsub.sync import RSM_FEATURE, Synchroniser
+from component.pubsub.sync import OPEN_FOR, RSM_FEATURE, Synchroniser
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import ItemRecord
 from component.xmpp.connection import ServiceComponent
@@ -44,6 +44,7 @@ from component.xmpp.namespaces import (
     COMPONENT_NS,
     DISCO_INFO_NS,
     DISCO_ITEMS_NS,
+    PUBSUB_ERRORS_NS,
     PUBSUB_EVENT_NS,
     PUBSUB_NS,
     PUBSUB_OWNER_NS,
@@ -72,9 +73,6 @@ KINDS = frozenset(
     }
 )
 UPKEEP_EVERY = 30.0
-# Prosody 0.12 sends no configuration notifications and drops subscriptions silently
-# when a node stops being open, so a node being served is re-verified this often.
-HOT_RECHECK = 5.0
 
 
 class Refused(Exception):
@@ -107,12 +105,14 @@ class PubsubComponent(ServiceComponent):
         self.cache = Cache(sessions, settings.max_items_per_node)
         self._upkeep_task: asyncio.Task[None] | None = None
         self._verified: dict[int, float] = {}
+        self._checks: dict[tuple[str, str], asyncio.Task[bool]] = {}
         self._background: set[asyncio.Task[None]] = set()
         super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
         self.upstream = Upstream(self, timeout=settings.upstream_timeout)
         self.synchroniser = Synchroniser(
             self.upstream, self.cache, registry, self.boundjid.bare, serialize
         )
+        self.open_nodes = self.synchroniser.open_nodes
 
     def setup(self) -> None:
         # Disco is proxied, so slixmpp's own disco answers must not run.
@@ -166,11 +166,39 @@ class PubsubComponent(ServiceComponent):
 
     def _verify_soon(self, node: NodeState) -> None:
         """Re-read a served node's access model in the background, at most every few s."""
-        now = time.monotonic()
-        if now - self._verified.get(node.id, 0.0) < HOT_RECHECK:
+        now = asyncio.get_running_loop().time()
+        if now - self._verified.get(node.id, 0.0) < OPEN_FOR:
             return
         self._verified[node.id] = now
         self._in_background(self.synchroniser.verify(node))
+
+    def _access_check(self, service: str, node: str, sync_as: str | None) -> asyncio.Task[bool]:
+        """The node's access check, shared by every request that arrives while it runs."""
+        key = (service, node)
+        task = self._checks.get(key)
+        if task is None:
+            task = asyncio.create_task(self._check_access(service, node, sync_as))
+            self._checks[key] = task
+            task.add_done_callback(lambda done: self._access_checked(key, done))
+        return task
+
+    def _access_checked(self, key: tuple[str, str], task: asyncio.Task[bool]) -> None:
+        self._checks.pop(key, None)
+        failure = None if task.cancelled() else task.exception()
+        if isinstance(failure, UpstreamError):
+            log.debug("pubsub: cannot check %s/%s: %s", *key, failure.condition)
+        elif failure is not None:
+            log.error("pubsub: checking %s/%s failed", *key, exc_info=failure)
+
+    async def _check_access(self, service: str, node: str, sync_as: str | None) -> bool:
+        """Read the node's metadata as Herald and note whether anyone may read it.
+
+        A node a sync rule matches is offered to the synchroniser with what was read.
+        """
+        meta = await self.synchroniser.node_meta(service, node)
+        if sync_as is not None:
+            self._in_background(self.synchroniser.consider(service, node, sync_as, meta))
+        return shareable(meta)
 
     def _in_background(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -271,7 +299,8 @@ class PubsubComponent(ServiceComponent):
         try:
             request = parse_request(iq["type"], payload)
         except RequestError as exc:
-            raise Refused(make_error(exc.condition, exc.text, "modify")) from None
+            specific = exc.pubsub_condition and f"{{{PUBSUB_ERRORS_NS}}}{exc.pubsub_condition}"
+            raise Refused(make_error(exc.condition, exc.text, "modify", specific)) from None
         if request.is_items_read:
             return await self._read(iq, service, request)
         # Writes and owner requests only ever go upstream as the user.
@@ -289,34 +318,29 @@ class PubsubComponent(ServiceComponent):
             return "hit"
         analyser = self.registry.match(service, request.node, None)
         # PEP nodes are never provably open to Herald (Prosody hides their metadata).
-        cacheable = analyser is not None and analyser.sync and "@" not in service
+        pep = "@" in service
+        cacheable = analyser is not None and analyser.sync and not pep
+        sync_as = analyser.name if cacheable and analyser is not None else None
         result = "miss" if cacheable else "bypass"
         if node is not None:
             self.cache.mark_requested(node)
         # Sent upstream rebuilt from what was parsed, never as the client wrote it.
         payload = items_payload(request)
-        if self._privileges_for(iq["from"], PUBSUB_NS, "get") is not None:
-            if cacheable:
-                assert analyser is not None
-                self._in_background(
-                    self.synchroniser.consider(service, request.node, analyser.name)
-                )
-            reply = await self._as_user(iq, PUBSUB_NS, service, payload)
-        else:
-            # Without privileges Herald may read as itself only what anyone could:
-            # checked now, for this request.
-            meta = (
-                None if "@" in service else await self.synchroniser.node_meta(service, request.node)
-            )
-            if meta is None or not shareable(meta):
-                await self._as_user(iq, PUBSUB_NS, service, payload)  # raises the refusal
-                return "error"
-            if cacheable:
-                assert analyser is not None
-                self._in_background(
-                    self.synchroniser.consider(service, request.node, analyser.name, meta)
-                )
+        key = (service, request.node)
+        now = asyncio.get_running_loop().time()
+        is_open = None if pep else self.open_nodes.known(key, now)
+        if not pep and self.open_nodes.needs_refresh(key, now):
+            if is_open is None and self._privileges_for(iq["from"], PUBSUB_NS, "get") is None:
+                # Without privileges Herald may read as itself only what anyone could:
+                # checked now, for this request.
+                is_open = await asyncio.shield(self._access_check(service, request.node, sync_as))
+            else:
+                self._access_check(service, request.node, sync_as)
+        if is_open:
             reply = await self.upstream.as_herald("get", service, payload)
+        else:
+            # Not known to be open: only as the user (refused without privileges).
+            reply = await self._as_user(iq, PUBSUB_NS, service, payload)
         children = list(reply)
         if request.rsm is not None:
             children = self._page_upstream(children, request)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element
-from xml.sax.saxutils import quoteattr
 
 from component.pubsub.paging import Page
 from component.storage.records import ItemRecord
 from component.xmpp.namespaces import PUBSUB_EVENT_NS, PUBSUB_NS, RSM_NS
+from component.xmpp.xmltext import escape_text, quote_attr
 
 Serializer = Callable[[Element], str]
 
@@ -84,23 +84,19 @@ def parse_event(event: Element, serialize: Serializer) -> list[NodeEvent]:
 
 def item_xml(record: ItemRecord) -> str:
     """One cached <item/>, in the pubsub namespace of its parent."""
-    publisher = "" if record.publisher is None else f" publisher={quoteattr(record.publisher)}"
-    return f"<item id={quoteattr(record.item_id)}{publisher}>{record.data}</item>"
+    publisher = "" if record.publisher is None else f" publisher={quote_attr(record.publisher)}"
+    return f"<item id={quote_attr(record.item_id)}{publisher}>{record.data}</item>"
 
 
 def rsm_xml(page: Page[ItemRecord]) -> str:
     """The RSM <set/> of a page (first with its index, last, count)."""
     parts = [f'<set xmlns="{RSM_NS}">']
     if page.first is not None:
-        parts.append(f'<first index="{page.first_index}">{_text(page.first)}</first>')
+        parts.append(f'<first index="{page.first_index}">{escape_text(page.first)}</first>')
     if page.last is not None:
-        parts.append(f"<last>{_text(page.last)}</last>")
+        parts.append(f"<last>{escape_text(page.last)}</last>")
     parts.append(f"<count>{page.count}</count></set>")
     return "".join(parts)
-
-
-def _text(value: str) -> str:
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def items_result(
@@ -118,7 +114,7 @@ def items_result(
     body = "".join(item_xml(r) for r in items)
     rsm = "" if page is None else rsm_xml(page)
     return (
-        f'<iq type="result" id={quoteattr(iq_id)} from={quoteattr(ifrom)} to={quoteattr(ito)}>'
-        f'<pubsub xmlns="{PUBSUB_NS}"><items node={quoteattr(node)}>{body}</items>{rsm}'
+        f'<iq type="result" id={quote_attr(iq_id)} from={quote_attr(ifrom)} to={quote_attr(ito)}>'
+        f'<pubsub xmlns="{PUBSUB_NS}"><items node={quote_attr(node)}>{body}</items>{rsm}'
         "</pubsub></iq>"
     )

@@ -19,6 +19,7 @@ from xml.etree import ElementTree as ET
 from component import metrics
 from component.pubsub.access import NodeMeta, parse_node_meta, shareable
 from component.pubsub.cache import Cache, NodeState, utcnow
+from component.pubsub.openness import OpenNodes
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import (
     NodeEvent,
@@ -38,7 +39,10 @@ PAGE = 100
 CONCURRENT_SYNCS = 4
 MAX_NODES = 10_000
 CONSIDER_AGAIN = 60.0  # seconds before a node found closed is looked at again
-RECHECK_EVERY = 300.0  # seconds between access re-checks of idle cached nodes
+RECHECK_EVERY = 300.0
+# How long a node's metadata saying "open" lets misses on it be read as Herald. Served
+# nodes are re-verified as often (Prosody 0.12 sends no configuration notifications).
+OPEN_FOR = 5.0  # seconds between access re-checks of idle cached nodes
 # Errors that say nothing about the node: keep serving what is cached.
 TRANSIENT = frozenset({"remote-server-timeout", "remote-server-not-found", "internal-server-error"})
 
@@ -81,20 +85,28 @@ class Synchroniser:
         self._notifications = asyncio.Lock()
         self._considered: dict[tuple[str, str], float] = {}
         self._rechecked: dict[int, float] = {}
+        # Every metadata read lands here, so a node found closed for any reason stops
+        # being read as Herald on the miss path at once.
+        self.open_nodes = OpenNodes(ttl=OPEN_FOR)
 
     # -- metadata ---------------------------------------------------------------------
 
     async def node_meta(self, service: str, node: str) -> NodeMeta:
         """disco#info on the node, as Herald; a missing node is exists=False."""
         query = ET.Element(f"{{{DISCO_INFO_NS}}}query", {"node": node})
+        key = (service, node)
         try:
             reply = await self.upstream.as_herald("get", service, query)
         except UpstreamError as exc:
-            if exc.condition == "item-not-found":
-                return NodeMeta(exists=False)
-            raise
-        found = reply.find(f"{{{DISCO_INFO_NS}}}query")
-        return NodeMeta(exists=False) if found is None else parse_node_meta(found)
+            if exc.condition != "item-not-found":
+                self.open_nodes.forget(key)
+                raise
+            meta = NodeMeta(exists=False)
+        else:
+            found = reply.find(f"{{{DISCO_INFO_NS}}}query")
+            meta = NodeMeta(exists=False) if found is None else parse_node_meta(found)
+        self.open_nodes.note(key, shareable(meta), asyncio.get_running_loop().time())
+        return meta
 
     async def consider(
         self, service: str, name: str, analyser: str | None, meta: NodeMeta | None = None
@@ -350,6 +362,7 @@ class Synchroniser:
             held.append(event)
             return
         if event.kind == "delete":
+            self.open_nodes.forget((service, event.node))
             await self.cache.delete(node)
             log.info("pubsub: %s/%s deleted upstream; dropped", service, event.node)
         elif event.kind == "purge":

@@ -7,8 +7,9 @@ relay the exact conditions.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from typing import TYPE_CHECKING, Literal
 from xml.etree import ElementTree as ET
 
@@ -56,6 +57,9 @@ class Upstream:
     def __init__(self, component: ServiceComponent, timeout: float = UPSTREAM_TIMEOUT) -> None:
         self.component = component
         self.timeout = timeout
+        # Ids of the inner, privileged requests: unique per process and across restarts.
+        self._prefix = os.urandom(4).hex()
+        self._ids = itertools.count(1)
 
     async def as_herald(self, iq_type: IqType, to: str, payload: ET.Element) -> ET.Element:
         """Send payload in an IQ from Herald's own JID; returns the result <iq/>."""
@@ -74,7 +78,7 @@ class Upstream:
         """Send payload as `user` (a bare JID of privileges.host) via a privileged IQ."""
         inner = ET.Element(
             f"{{{CLIENT_NS}}}iq",
-            {"type": iq_type, "id": uuid.uuid4().hex, "from": user, "to": to},
+            {"type": iq_type, "id": f"h{self._prefix}-{next(self._ids)}", "from": user, "to": to},
         )
         inner.append(payload)
         outer = self.component.make_iq(ito=user, itype=iq_type, ifrom=self.component.boundjid.bare)

@@ -289,6 +289,41 @@ async def test_a_node_no_longer_open_is_dropped(
     assert not info.value.iq.xml.findall(f".//{{{PUBSUB}}}item")
 
 
+async def test_a_miss_read_as_herald_stops_when_the_node_closes(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    """A node no rule caches, once seen open, is read upstream as Herald; when it
+    closes, non-members are refused within the few seconds that knowledge lasts."""
+    from component.pubsub.sync import OPEN_FOR
+
+    owner = Owner(clients["olivia"])
+    node = unique("feed-closing")
+    await owner.create(node, items=2)
+    got, _, _ = await get_items(clients["bob"], node)
+    assert got == ["item-000", "item-001"]
+    memo = proxy_of(proxy).open_nodes
+
+    async def known_open() -> bool:
+        return memo.known((UPSTREAM_JID, node), asyncio.get_running_loop().time()) is True
+
+    await until(known_open)
+    await owner.configure(node, access_model="whitelist")
+
+    async def refused_to_bob() -> bool:
+        try:
+            got, _, _ = await get_items(clients["bob"], node)
+        except IqError:
+            return True
+        assert got == ["item-000", "item-001"]  # still open for bob, in the window
+        return False
+
+    await until(refused_to_bob, timeout=OPEN_FOR + 3)
+    with pytest.raises(IqError) as info:
+        await get_items(clients["bob"], node)
+    assert not info.value.iq.xml.findall(f".//{{{PUBSUB}}}item")
+    assert proxy_of(proxy).cache.node(UPSTREAM_JID, node) is None  # no rule: never cached
+
+
 async def _eq(value: Awaitable[list[str]], expected: list[str]) -> bool:
     return await value == expected
 

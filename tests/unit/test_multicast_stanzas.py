@@ -1,42 +1,20 @@
-"""Golden-XML stream tests of the multicast handlers, in the style of slixmpp's SlixTest.
-
-The component runs on slixmpp's test transport: stanzas are fed in as XML text and
-what it sends is compared, after C14N canonicalisation, with the exact XML expected.
-(SlixTest's own `send()` compares through stanza objects, which silently drops
-elements no registered plugin knows, such as <addresses/> and <privilege/>.)
-"""
+"""Golden-XML stream tests of the multicast handlers, in the style of slixmpp's SlixTest
+(tests/unit/stream.py runs the component on slixmpp's test transport)."""
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
-from pathlib import Path
-from xml.etree import ElementTree as ET
-from xml.etree.ElementTree import canonicalize
-
-from slixmpp.test import SlixTest
-from slixmpp.test import TestTransport as _Transport
-from slixmpp.test.mocksocket import TestSocket as _Socket
-
 from component.config import MulticastSettings
 from component.multicast.service import MulticastComponent
-from component.storage import migrate
-from component.storage.engine import create_engine, session_factory
+from tests.unit.stream import StreamTest
 
 ADDR = "http://jabber.org/protocol/address"
 ERR = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
-class MulticastStanzaTest(SlixTest):
+class MulticastStanzaTest(StreamTest):
     """Feeds stanzas to a MulticastComponent and checks the XML it sends."""
 
     def start(self, **settings: object) -> None:
-        self.tmp = tempfile.TemporaryDirectory()
-        # SlixTest drives asyncio.get_event_loop(); pytest-asyncio may have left none set.
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self.engine = create_engine(f"sqlite+aiosqlite:///{Path(self.tmp.name) / 'h.db'}")
-        loop.run_until_complete(migrate.upgrade(self.engine))
         config = MulticastSettings(
             jid="multicast.example.org",
             secret="s",
@@ -44,60 +22,8 @@ class MulticastStanzaTest(SlixTest):
             max_recipients=3,
             **settings,  # type: ignore[arg-type]
         )
-        self.mode = "component"
-        self.xmpp = MulticastComponent(config, "localhost", 5347, session_factory(self.engine))
-        self.xmpp._always_send_everything = True
-        self.xmpp.connection_made(_Transport(self.xmpp))
-        self.xmpp.session_bind_event.set()
-        self.xmpp.default_lang = None
-        self.xmpp.peer_default_lang = None
-        self.xmpp.data_received(self.xmpp.stream_header)
-        self.wait_for_send_queue()
-        assert isinstance(self.xmpp.socket, _Socket)
-        self.xmpp.socket.next_sent()  # stream header
-        self.xmpp.socket.next_sent()  # handshake
-        self.xmpp.use_message_ids = False
+        self.boot(lambda sessions: MulticastComponent(config, "localhost", 5347, sessions))
         self.xmpp.privileges_settled.set()
-
-    def tearDown(self) -> None:
-        super().tearDown()
-        loop = asyncio.get_event_loop()
-        loop.run_until_complete(self.engine.dispose())
-        loop.close()
-        asyncio.set_event_loop(None)
-        self.tmp.cleanup()
-
-    def deliver(self, stanza: str) -> None:
-        self.recv(stanza)
-        self.wait_(0.05)
-
-    def _next_stanza(self) -> str | None:
-        # One write may carry several stanzas (a fan-out is sent in one batch).
-        pending: list[str] = self.__dict__.setdefault("pending", [])
-        if not pending:
-            self.wait_for_send_queue()
-            assert isinstance(self.xmpp.socket, _Socket)
-            sent = self.xmpp.socket.next_sent(0.2)
-            if sent is None:
-                return None
-            text = sent.decode() if isinstance(sent, bytes) else sent
-            wrapper = ET.fromstring(f'<w xmlns="jabber:component:accept">{text}</w>')
-            pending.extend(ET.tostring(child, encoding="unicode") for child in wrapper)
-        return pending.pop(0)
-
-    def expect(self, xml: str | None) -> None:
-        """The next stanza sent is exactly xml (None: nothing more was sent)."""
-        sent = self._next_stanza()
-        if xml is None:
-            assert sent is None, f"unexpected stanza sent: {sent!r}"
-            return
-        assert sent is not None, "nothing was sent"
-        got = canonicalize(sent, strip_text=True, rewrite_prefixes=True)
-        # Expected stanzas are written without the stream's default namespace.
-        root = xml.replace("\n", "").lstrip()
-        tag = root[1 : root.index(" ")]
-        root = root.replace(f"<{tag} ", f'<{tag} xmlns="jabber:component:accept" ', 1)
-        assert got == canonicalize(root, strip_text=True, rewrite_prefixes=True)
 
     def test_local_fan_out_marks_delivered_and_strips_bcc(self) -> None:
         self.start(sender_mode="trusted")

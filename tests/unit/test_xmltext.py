@@ -37,3 +37,18 @@ def test_namespaced_attribute_survives() -> None:
 def test_inherits_the_parent_default_namespace() -> None:
     element = ET.fromstring('<item xmlns="http://jabber.org/protocol/pubsub" id="1"/>')
     assert serialize(element, "http://jabber.org/protocol/pubsub") == '<item id="1"/>'
+
+
+def test_attribute_values_survive_quotes_and_whitespace() -> None:
+    element = ET.Element("{urn:x}a", {"v": 'say "hi" & <go>\n\tnow\r', "w": "it's"})
+    parsed = ET.fromstring(serialize(element))
+    assert parsed.get("v") == 'say "hi" & <go>\n\tnow\r'
+    assert parsed.get("w") == "it's"
+
+
+def test_text_is_escaped_only_where_needed() -> None:
+    element = ET.Element("{urn:x}a")
+    element.text = "a < b && c > d ]]>"
+    text = serialize(element)
+    assert text == '<a xmlns="urn:x">a &lt; b &amp;&amp; c &gt; d ]]&gt;</a>'
+    assert ET.fromstring(text).text == element.text

@@ -1,0 +1,227 @@
+"""Golden-XML stream tests of the pubsub proxy's handlers, in the style of slixmpp's
+SlixTest (tests/unit/stream.py runs the component on slixmpp's test transport).
+
+Upstream is played by the test: what Herald sends upstream is checked, and the
+test feeds back the answer a server would give.
+"""
+
+from __future__ import annotations
+
+from component.config import PubsubSettings
+from component.pubsub.rules import Registry
+from component.pubsub.service import PubsubComponent
+from tests.unit.stream import StreamTest
+
+PS = "http://jabber.org/protocol/pubsub"
+DISCO = "http://jabber.org/protocol/disco#info"
+ERR = "urn:ietf:params:xml:ns:xmpp-stanzas"
+PRIV = "urn:xmpp:privilege:2"
+FWD = "urn:xmpp:forward:0"
+FORM = "jabber:x:data"
+ORIGIN = "pubsub-origin.example.org"
+ADVERT = f"""<message from="example.org" to="pubsub.example.org">
+  <privilege xmlns="{PRIV}"><perm access="iq">
+    <namespace ns="{PS}" type="both"/></perm></privilege></message>"""
+
+
+def meta(access: str) -> str:
+    """A node's disco#info answer, as upstream gives it, naming its access model."""
+    return f"""<query xmlns="{DISCO}" node="feed"><identity category="pubsub" type="leaf"/>
+      <x xmlns="{FORM}" type="result">
+        <field var="FORM_TYPE" type="hidden"><value>{PS}#meta-data</value></field>
+        <field var="pubsub#access_model"><value>{access}</value></field></x></query>"""
+
+
+REFUSAL = f"""<error type="auth"><forbidden xmlns="{ERR}"/><text xmlns="{ERR}" xml:lang="en">
+Herald cannot make this request on your behalf: the server grants it no XEP-0356
+permission for it, and Herald never makes it as itself.</text></error>""".replace("\n", " ")
+ITEMS = f"""<pubsub xmlns="{PS}"><items node="feed">
+  <item id="a"><entry xmlns="http://www.w3.org/2005/Atom"><title>A</title></entry></item>
+  </items></pubsub>"""
+
+
+class PubsubStanzaTest(StreamTest):
+    """Feeds stanzas to a PubsubComponent and checks the XML it sends."""
+
+    def start(self) -> None:
+        settings = PubsubSettings(
+            jid="pubsub.example.org",
+            secret="s",  # type: ignore[arg-type]
+            upstream=ORIGIN,
+            upstream_timeout=0.5,
+            rules=[{"node": "blog*", "sync": True, "parser": "atom"}],  # type: ignore[list-item]
+        )
+        loop = self.boot(
+            lambda sessions: PubsubComponent(
+                settings,
+                "localhost",
+                5347,
+                sessions,
+                Registry.from_config(settings.rules),
+                trusted_hosts=frozenset({"example.org"}),
+            )
+        )
+        assert isinstance(self.xmpp, PubsubComponent)
+        self.proxy = self.xmpp
+        loop.run_until_complete(self.proxy.prepare())
+
+    def ask(self, payload: str, iq_type: str = "get", iq_id: str = "q1") -> None:
+        self.deliver(
+            f'<iq type="{iq_type}" id="{iq_id}" from="alice@example.org/desk" '
+            f'to="pubsub.example.org">{payload}</iq>'
+        )
+
+    def answer(self, sent: object, payload: str, frm: str = ORIGIN) -> None:
+        """Upstream's result to a request Herald sent (sent: what expect() returned)."""
+        iq_id = sent.get("id")  # type: ignore[attr-defined]
+        self.deliver(
+            f'<iq type="result" id="{iq_id}" from="{frm}" to="pubsub.example.org">{payload}</iq>'
+        )
+
+    def test_items_without_a_node_get_bad_request_and_nodeid_required(self) -> None:
+        self.start()
+        self.ask(f'<pubsub xmlns="{PS}"><items/></pubsub>')
+        self.expect(
+            f"""<iq type="error" id="q1" from="pubsub.example.org" to="alice@example.org/desk">
+              <error type="modify"><bad-request xmlns="{ERR}"/>
+                <text xmlns="{ERR}" xml:lang="en">Items retrieval needs a node.</text>
+                <nodeid-required xmlns="{PS}#errors"/></error></iq>"""
+        )
+        self.expect(None)
+
+    def test_a_write_without_iq_permission_is_refused_not_made_as_herald(self) -> None:
+        self.start()
+        self.ask(
+            f'<pubsub xmlns="{PS}"><publish node="feed"><item id="x"/></publish></pubsub>',
+            "set",
+        )
+        self.expect(
+            f"""<iq type="error" id="q1" from="pubsub.example.org"
+                 to="alice@example.org/desk">{REFUSAL}</iq>"""
+        )
+        self.expect(None)
+
+    def test_a_write_goes_as_the_user_in_a_privileged_iq(self) -> None:
+        self.start()
+        self.deliver(ADVERT)
+        self.ask(
+            f'<pubsub xmlns="{PS}"><retract node="feed"><item id="x"/></retract></pubsub>', "set"
+        )
+        sent = self.expect(
+            f"""<iq type="set" id="*" from="pubsub.example.org" to="alice@example.org">
+              <privileged_iq xmlns="{PRIV}">
+                <iq xmlns="jabber:client" type="set" id="*" from="alice@example.org"
+                    to="{ORIGIN}"><pubsub xmlns="{PS}"><retract node="feed">
+                    <item id="x"/></retract></pubsub></iq></privileged_iq></iq>"""
+        )
+        assert sent is not None
+        inner = sent.find(f"{{{PRIV}}}privileged_iq/{{jabber:client}}iq")
+        assert inner is not None
+        self.answer(
+            sent,
+            f"""<privilege xmlns="{PRIV}"><forwarded xmlns="{FWD}">
+                <iq xmlns="jabber:client" type="result" id="{inner.get("id")}"
+                    from="{ORIGIN}" to="alice@example.org"/></forwarded></privilege>""",
+            frm="alice@example.org",
+        )
+        self.expect(
+            '<iq type="result" id="q1" from="pubsub.example.org" to="alice@example.org/desk"/>'
+        )
+        self.expect(None)
+
+    def test_a_miss_without_permission_reads_as_herald_only_once_proven_open(self) -> None:
+        self.start()
+        request = f'<pubsub xmlns="{PS}"><items node="feed" max_items="1"/></pubsub>'
+        self.ask(request)
+        check = self.expect(
+            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
+              <query xmlns="{DISCO}" node="feed"/></iq>"""
+        )
+        self.answer(check, meta("open"))
+        read = self.expect(
+            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
+              <pubsub xmlns="{PS}"><items node="feed" max_items="1"/></pubsub></iq>"""
+        )
+        self.answer(read, ITEMS)
+        self.expect(
+            f"""<iq type="result" id="q1" from="pubsub.example.org"
+                 to="alice@example.org/desk">{ITEMS}</iq>"""
+        )
+        # Known open a moment ago: the next miss is read at once, as Herald.
+        self.ask(request, iq_id="q2")
+        self.expect(
+            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
+              <pubsub xmlns="{PS}"><items node="feed" max_items="1"/></pubsub></iq>"""
+        )
+
+    def test_a_miss_on_a_node_found_closed_is_refused_without_reading_it(self) -> None:
+        self.start()
+        self.ask(f'<pubsub xmlns="{PS}"><items node="feed"/></pubsub>')
+        check = self.expect(
+            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
+              <query xmlns="{DISCO}" node="feed"/></iq>"""
+        )
+        self.answer(check, meta("whitelist"))
+        self.expect(
+            f"""<iq type="error" id="q1" from="pubsub.example.org"
+                 to="alice@example.org/desk">{REFUSAL}</iq>"""
+        )
+        # and the next request is refused at once: no second look upstream
+        self.ask(f'<pubsub xmlns="{PS}"><items node="feed"/></pubsub>', iq_id="q2")
+        self.expect(
+            f"""<iq type="error" id="q2" from="pubsub.example.org"
+                 to="alice@example.org/desk">{REFUSAL}</iq>"""
+        )
+        self.expect(None)
+
+    def test_a_privileged_miss_goes_as_the_user_until_the_node_is_known_open(self) -> None:
+        self.start()
+        self.deliver(ADVERT)
+        request = f'<pubsub xmlns="{PS}"><items node="feed"/></pubsub>'
+        self.ask(request)
+        first = self.expect(
+            f"""<iq type="get" id="*" from="pubsub.example.org" to="alice@example.org">
+              <privileged_iq xmlns="{PRIV}">
+                <iq xmlns="jabber:client" type="get" id="*" from="alice@example.org"
+                    to="{ORIGIN}">{request}</iq></privileged_iq></iq>"""
+        )
+        check = self.expect(
+            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
+              <query xmlns="{DISCO}" node="feed"/></iq>"""
+        )
+        assert first is not None
+        self.answer(check, meta("open"))
+        inner_id = first.find(f"{{{PRIV}}}privileged_iq/{{jabber:client}}iq").get("id")  # type: ignore[union-attr]
+        self.answer(
+            first,
+            f"""<privilege xmlns="{PRIV}"><forwarded xmlns="{FWD}">
+                <iq xmlns="jabber:client" type="result" id="{inner_id}" from="{ORIGIN}"
+                    to="alice@example.org">{ITEMS}</iq></forwarded></privilege>""",
+            frm="alice@example.org",
+        )
+        self.expect(
+            f"""<iq type="result" id="q1" from="pubsub.example.org"
+                 to="alice@example.org/desk">{ITEMS}</iq>"""
+        )
+        self.ask(request, iq_id="q2")
+        self.expect(
+            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">{request}</iq>"""
+        )
+
+    def test_upstream_errors_are_relayed_with_their_condition(self) -> None:
+        self.start()
+        self.proxy.open_nodes.note((ORIGIN, "feed"), True, self.proxy.loop.time())
+        self.ask(f'<pubsub xmlns="{PS}"><items node="feed"/></pubsub>')
+        read = self.expect(
+            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
+              <pubsub xmlns="{PS}"><items node="feed"/></pubsub></iq>"""
+        )
+        assert read is not None
+        self.deliver(
+            f"""<iq type="error" id="{read.get("id")}" from="{ORIGIN}" to="pubsub.example.org">
+              <error type="cancel"><item-not-found xmlns="{ERR}"/></error></iq>"""
+        )
+        self.expect(
+            f"""<iq type="error" id="q1" from="pubsub.example.org" to="alice@example.org/desk">
+              <error type="cancel"><item-not-found xmlns="{ERR}"/></error></iq>"""
+        )
