@@ -24,10 +24,27 @@ class NodeMeta:
     access_model: str | None = None
     hints: dict[str, str] | None = None  # XEP-0460 fields without their prefix
     node_type: str | None = None  # pubsub#type: the payload namespace, where given
+    max_items: int | None = None  # pubsub#max_items, where given as a number
+    item_expire: int | None = None  # pubsub#item_expire in seconds, where given
+
+    @property
+    def cacheable(self) -> bool:
+        """Shareable, and items do not vanish upstream without a notification."""
+        return shareable(self) and self.item_expire is None
 
 
 def _truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() in ("1", "true")
+
+
+def _count(value: str | None) -> int | None:
+    """A positive integer field; None for absent, "max", or anything unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not (value.isascii() and value.isdecimal()) or len(value) > 9 or int(value) < 1:
+        return None
+    return int(value)
 
 
 def parse_node_meta(query: Element) -> NodeMeta:
@@ -47,6 +64,8 @@ def parse_node_meta(query: Element) -> NodeMeta:
         access_model=fields.get("pubsub#access_model") or None,
         hints=hints or None,
         node_type=fields.get("pubsub#type") or None,
+        max_items=_count(fields.get("pubsub#max_items")),
+        item_expire=_count(fields.get("pubsub#item_expire")),
     )
 
 

@@ -47,6 +47,8 @@ class NodeState:
     sync_state: str
     shareable: bool
     access_model: str | None
+    truncated: bool = False  # upstream holds older items than the cache keeps
+    upstream_max_items: int | None = None
 
     @property
     def serves_from_cache(self) -> bool:
@@ -63,6 +65,8 @@ def _state(record: NodeRecord) -> NodeState:
         record.sync_state,
         record.shareable,
         record.access_model,
+        record.truncated,
+        record.upstream_max_items,
     )
 
 
@@ -133,9 +137,16 @@ class Cache:
         if record is None:
             self.forget(node)
             return replace(node, sync_state=NO_SYNC, shareable=False)
-        state = self._nodes[(node.service, node.name)] = _state(record)
+        state = self._remember(node, record)
         if not state.serves_from_cache:
             self._drop_items(node.id)
+        return state
+
+    def _remember(self, node: NodeState, record: NodeRecord | None) -> NodeState:
+        """Keep the node's new state in memory (a deleted node's stays as it was)."""
+        if record is None:
+            return node
+        state = self._nodes[(node.service, node.name)] = _state(record)
         return state
 
     async def delete(self, node: NodeState) -> None:
@@ -187,27 +198,51 @@ class Cache:
             self._hold(node.id, items)
         return items
 
-    async def replace_items(self, node: NodeState, items: Sequence[ItemInput]) -> None:
+    def limit(self, node: NodeState) -> int:
+        """How many items the node keeps: ours, or upstream's pubsub#max_items if lower."""
+        if node.upstream_max_items is None:
+            return self.max_items_per_node
+        return min(self.max_items_per_node, node.upstream_max_items)
+
+    async def replace_items(
+        self, node: NodeState, items: Sequence[ItemInput], *, more_upstream: bool = False
+    ) -> NodeState:
         """Make the node hold exactly items (a full fetch, oldest first), newest kept.
 
         The fetched order is the truth: everything is rewritten in one transaction, so
         an item stored earlier from a notification (ejabberd sends the last item on
-        subscribe) does not keep an older place.
+        subscribe) does not keep an older place. more_upstream: the fetch stopped at
+        the limit with older items left upstream.
         """
-        keep = list(items)[-self.max_items_per_node :]
+        limit = self.limit(node)
+        keep = list(items)[-limit:]
+        truncated = more_upstream or len(items) > limit
         async with self.sessions() as session:
             await repo.purge_items(session, node.id)
             await repo.upsert_items(session, node.id, keep, utcnow())
+            record = await repo.set_node_state(session, node.id, now=utcnow(), truncated=truncated)
             await session.commit()
         self._drop_items(node.id)
+        return self._remember(node, record)
 
-    async def upsert_items(self, node: NodeState, items: Sequence[ItemInput]) -> None:
-        """Store published items, then trim the node to its limit."""
+    async def upsert_items(self, node: NodeState, items: Sequence[ItemInput]) -> NodeState:
+        """Store published items, then trim the node to its limit.
+
+        Past upstream's own pubsub#max_items, trimming mirrors what upstream dropped;
+        past only ours, upstream still has what went, and the node is truncated.
+        """
         async with self.sessions() as session:
             await repo.upsert_items(session, node.id, items, utcnow())
-            await repo.trim_items(session, node.id, self.max_items_per_node)
+            trimmed = await repo.trim_items(session, node.id, self.limit(node))
+            record = None
+            upstream_keeps_more = (
+                node.upstream_max_items is None or node.upstream_max_items > self.max_items_per_node
+            )
+            if trimmed and upstream_keeps_more and not node.truncated:
+                record = await repo.set_node_state(session, node.id, now=utcnow(), truncated=True)
             await session.commit()
         self._drop_items(node.id)
+        return node if record is None else self._remember(node, record)
 
     async def retract_items(self, node: NodeState, item_ids: Sequence[str]) -> None:
         """Delete retracted items."""
@@ -216,12 +251,14 @@ class Cache:
             await session.commit()
         self._drop_items(node.id)
 
-    async def purge_items(self, node: NodeState) -> None:
-        """Delete all the node's items."""
+    async def purge_items(self, node: NodeState) -> NodeState:
+        """Delete all the node's items (upstream holds none either: not truncated)."""
         async with self.sessions() as session:
             await repo.purge_items(session, node.id)
+            record = await repo.set_node_state(session, node.id, now=utcnow(), truncated=False)
             await session.commit()
         self._drop_items(node.id)
+        return node if record is None else self._remember(node, record)
 
     def _hold(self, node_id: int, items: list[ItemRecord]) -> None:
         if len(items) > self._memory_items:

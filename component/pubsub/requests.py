@@ -6,10 +6,12 @@ so the parser only needs to recognise items retrieval precisely and name the res
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
 from component.pubsub.paging import PagingError, RsmRequest, parse_rsm
+from component.storage.records import ItemRecord
 from component.xmpp.namespaces import PUBSUB_NS, RSM_NS
 
 
@@ -77,6 +79,19 @@ def parse_request(iq_type: str, pubsub: Element) -> PubsubRequest:
     except PagingError as exc:
         raise RequestError(exc.condition, exc.text) from None
     return PubsubRequest(iq_type, namespace, "items", node, max_items, ids, rsm)
+
+
+def answered_by_newest(request: PubsubRequest, held: Sequence[ItemRecord]) -> bool:
+    """Whether a node's newest items alone answer the request exactly.
+
+    For a truncated node (upstream keeps older items than the cache): the newest N
+    by max_items, or items by id when every one is held. All items, and RSM (whose
+    counts and pages span the whole node), need upstream.
+    """
+    if request.item_ids:
+        ids = {record.item_id for record in held}
+        return all(item_id in ids for item_id in request.item_ids)
+    return request.rsm is None and request.max_items is not None and request.max_items <= len(held)
 
 
 def items_payload(request: PubsubRequest) -> Element:

@@ -29,6 +29,7 @@ from component.pubsub.paging import PagingError, paginate
 from component.pubsub.requests import (
     PubsubRequest,
     RequestError,
+    answered_by_newest,
     items_payload,
     parse_request,
 )
@@ -314,8 +315,12 @@ class PubsubComponent(ServiceComponent):
         if node is not None and node.serves_from_cache:
             self.cache.mark_requested(node)
             self._verify_soon(node)
-            await self._answer_from_cache(iq, node, request)
-            return "hit"
+            items = await self.cache.items(node)
+            # A truncated node answers only what its newest items answer; the rest
+            # (all items, RSM counts and pages, ids it lacks) is read upstream.
+            if not node.truncated or answered_by_newest(request, items):
+                self._answer_from_cache(iq, node, request, items)
+                return "hit"
         analyser = self.registry.match(service, request.node, None)
         # PEP nodes are never provably open to Herald (Prosody hides their metadata).
         pep = "@" in service
@@ -370,10 +375,9 @@ class PubsubComponent(ServiceComponent):
         pubsub.append(render_rsm(page))
         return children
 
-    async def _answer_from_cache(
-        self, iq: StanzaBase, node: NodeState, request: PubsubRequest
+    def _answer_from_cache(
+        self, iq: StanzaBase, node: NodeState, request: PubsubRequest, items: list[ItemRecord]
     ) -> None:
-        items = await self.cache.items(node)
         if request.item_ids:
             wanted = set(request.item_ids)
             selected: list[ItemRecord] = [r for r in items if r.item_id in wanted]

@@ -19,6 +19,7 @@ from xml.etree import ElementTree as ET
 from component import metrics
 from component.pubsub.access import NodeMeta, parse_node_meta, shareable
 from component.pubsub.cache import Cache, NodeState, utcnow
+from component.pubsub.eviction import EvictionWatch
 from component.pubsub.openness import OpenNodes
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import (
@@ -88,6 +89,7 @@ class Synchroniser:
         # Every metadata read lands here, so a node found closed for any reason stops
         # being read as Herald on the miss path at once.
         self.open_nodes = OpenNodes(ttl=OPEN_FOR)
+        self.evictions = EvictionWatch(upstream, cache, self.schedule)
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class Synchroniser:
         except UpstreamError as exc:
             log.info("pubsub: cannot check %s/%s: %s", service, name, exc.condition)
             return
-        if not shareable(meta):
+        if not meta.cacheable:
             return
         if known is None and len(self.cache.nodes()) >= MAX_NODES:
             log.warning("pubsub: %d nodes cached; not caching %s/%s", MAX_NODES, service, name)
@@ -151,8 +153,11 @@ class Synchroniser:
                 return
             # Refused metadata (Prosody hides it for non-open nodes): not provably open.
             meta = NodeMeta(exists=True)
-        if not shareable(meta):
+        if not meta.cacheable:
             await self.stop_caching(node, meta)
+        elif meta.max_items != node.upstream_max_items and node.sync_state == COMPLETED:
+            # Upstream now keeps a different number of items: fetch again to match it.
+            self.schedule(node)
 
     # -- scheduling -------------------------------------------------------------------
 
@@ -171,7 +176,8 @@ class Synchroniser:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     async def close(self) -> None:
-        """Cancel running syncs."""
+        """Cancel running syncs and probes."""
+        await self.evictions.close()
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
@@ -191,13 +197,16 @@ class Synchroniser:
         try:
             node = await self.cache.set_state(node, sync_state=IN_PROGRESS)
             meta = await self.node_meta(node.service, node.name)
-            if not shareable(meta):
+            if not meta.cacheable:
                 await self.stop_caching(node, meta)
                 return
+            node = await self.cache.set_state(node, upstream_max_items=meta.max_items)
             self._pending[node.id] = []
             await self._subscribe(node)
-            fetched = await self._fetch_all(node)
-            await self.cache.replace_items(node, [self._item_input(node, i) for i in fetched])
+            fetched, more = await self._fetch_all(node)
+            node = await self.cache.replace_items(
+                node, [self._item_input(node, i) for i in fetched], more_upstream=more
+            )
             async with self._notifications:
                 node = await self.cache.set_state(
                     node,
@@ -211,7 +220,13 @@ class Synchroniser:
                 for event in self._pending.pop(node.id, []):
                     await self._apply(node.service, event)
             metrics.PUBSUB_SYNC_RUNS.labels(result="completed").inc()
-            log.info("pubsub: synced %s/%s (%d items)", node.service, node.name, len(fetched))
+            log.info(
+                "pubsub: synced %s/%s (%d items%s)",
+                node.service,
+                node.name,
+                len(fetched),
+                ", older ones left upstream" if node.truncated else "",
+            )
         except (UpstreamError, SyncFailed) as exc:
             await self._failed(node, str(exc) if isinstance(exc, SyncFailed) else exc.condition)
         except asyncio.CancelledError:
@@ -248,7 +263,7 @@ class Synchroniser:
         )
 
     async def stop_caching(self, node: NodeState, meta: NodeMeta) -> None:
-        """Drop a node that is no longer open (or no longer exists) from the cache."""
+        """Drop a node that is no longer open, whose items expire, or that is gone."""
         await self.cache.purge_items(node)
         if not meta.exists:
             await self.cache.delete(node)
@@ -261,9 +276,12 @@ class Synchroniser:
             access_model=meta.access_model,
             subscribed=False,
         )
-        log.info(
-            "pubsub: %s/%s is not open (%s): not cached", node.service, node.name, meta.access_model
+        why = (
+            f"items expire after {meta.item_expire} s"
+            if shareable(meta)
+            else f"not open ({meta.access_model})"
         )
+        log.info("pubsub: %s/%s: %s: not cached", node.service, node.name, why)
 
     # -- upstream operations ----------------------------------------------------------
 
@@ -288,34 +306,35 @@ class Synchroniser:
         except UpstreamError as exc:
             log.info("pubsub: unsubscribing from %s/%s: %s", node.service, node.name, exc.condition)
 
-    async def _fetch_all(self, node: NodeState) -> list[ReceivedItem]:
-        """Every item, oldest first, up to the limit.
+    async def _fetch_all(self, node: NodeState) -> tuple[list[ReceivedItem], bool]:
+        """Every item, oldest first, up to the limit; and whether older ones were left.
 
         Pages with RSM from the newest page back. An upstream that ignores RSM (no <set/>
         in its answer, as Prosody 0.12) has answered with every item at once. Not every
         RSM upstream says so in disco (ejabberd 23.01 does not), hence the probe.
         """
-        limit = self.cache.max_items_per_node
+        limit = self.cache.limit(node)
         collected: list[ReceivedItem] = []
         seen: set[str] = set()
         before = ""
         # Newest page first (before=""), then older ones, until the limit or the start.
         # The anchor is the page's RSM <first/>, which need not be an item id
         # (ejabberd pages by timestamp).
-        while len(collected) < limit:
+        while True:
             page, first, first_index, paged = await self._fetch_rsm_page(node, before)
             self._rsm[node.service] = paged
             if not paged:
-                return page[-limit:]
+                return page[-limit:], len(page) > limit
             fresh = [i for i in page if i.item_id not in seen]
             if not fresh:
-                break
+                return collected[-limit:], len(collected) > limit
             seen.update(i.item_id for i in fresh)
             collected = fresh + collected
-            if first is None or first_index == 0:
-                break
+            at_start = first is None or first_index == 0
+            if at_start or len(collected) >= limit:
+                return collected[-limit:], len(collected) > limit or not at_start
+            assert first is not None
             before = first
-        return collected[-limit:]
 
     async def _fetch_rsm_page(
         self, node: NodeState, before: str
@@ -373,9 +392,10 @@ class Synchroniser:
             if event.retracted:
                 await self.cache.retract_items(node, list(event.retracted))
             if event.published:
-                await self.cache.upsert_items(
+                node = await self.cache.upsert_items(
                     node, [self._item_input(node, i) for i in event.published]
                 )
+                self.evictions.published(node)
         await self.cache.refresh_gauges()
 
     # -- upkeep -----------------------------------------------------------------------

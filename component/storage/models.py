@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -62,6 +63,12 @@ class PubsubNode(Base):
     subscribed: Mapped[bool] = mapped_column(Boolean, default=False)
     access_model: Mapped[str | None] = mapped_column(String(64))
     shareable: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Upstream holds older items than the cache keeps (beyond max_items_per_node):
+    # only requests the newest items answer are served from the cache.
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The node's pubsub#max_items when its metadata gives one: upstream drops older
+    # items silently past it, so the cache must too.
+    upstream_max_items: Mapped[int | None] = mapped_column(Integer)
     last_requested: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     type: Mapped[str | None] = mapped_column(String(255))
     subtype: Mapped[str | None] = mapped_column(String(255))

@@ -153,6 +153,8 @@ def _node(m: RowMapping) -> NodeRecord:
         subscribed=m["subscribed"],
         access_model=m["access_model"],
         shareable=m["shareable"],
+        truncated=m["truncated"],
+        upstream_max_items=m["upstream_max_items"],
         last_requested=_from_db_or_none(m["last_requested"]),
         type=m["type"],
         subtype=m["subtype"],
@@ -230,6 +232,7 @@ async def ensure_node(
         sync_attempts=0,
         subscribed=False,
         shareable=False,
+        truncated=False,
         # Nodes are created because someone asked for them: that is a request.
         last_requested=now,
     )
@@ -265,6 +268,8 @@ async def set_node_state(
     subscribed: bool | Unset = UNSET,
     sync_attempts: int | Unset = UNSET,
     next_sync_at: datetime | Unset | None = UNSET,
+    truncated: bool | Unset = UNSET,
+    upstream_max_items: int | Unset | None = UNSET,
 ) -> NodeRecord | None:
     """Change only the fields given; return the node as it is now, None if unknown.
 
@@ -292,6 +297,10 @@ async def set_node_state(
         values["sync_attempts"] = sync_attempts
     if not isinstance(next_sync_at, Unset):
         values["next_sync_at"] = None if next_sync_at is None else _utc(next_sync_at)
+    if not isinstance(truncated, Unset):
+        values["truncated"] = truncated
+    if not isinstance(upstream_max_items, Unset):
+        values["upstream_max_items"] = upstream_max_items
     if not values:
         row = (await session.execute(select(_NODES).where(_NODES.c.id == node_id))).first()
     else:

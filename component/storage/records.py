@@ -34,6 +34,8 @@ class NodeRecord:
     subscribed: bool
     access_model: str | None
     shareable: bool
+    truncated: bool
+    upstream_max_items: int | None
     last_requested: datetime | None
     type: str | None
     subtype: str | None

@@ -68,13 +68,15 @@ class Owner:
         self.client = client
         self.ps = client.plugin["xep_0060"]
 
-    async def create(self, node: str, access: str = "open", items: int = 0, **cfg: str) -> None:
+    async def create(
+        self, node: str, access: str = "open", items: int = 0, max_items: int = 1000, **cfg: str
+    ) -> None:
         form = self.client.plugin["xep_0004"].make_form(ftype="submit")
         form.add_field(
             var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/pubsub#node_config"
         )
         form.add_field(var="pubsub#access_model", value=access)
-        form.add_field(var="pubsub#max_items", value="1000")
+        form.add_field(var="pubsub#max_items", value=str(max_items))
         form.add_field(var="pubsub#notify_config", value="1")
         form.add_field(var="pubsub#notify_retract", value="1")
         form.add_field(var="pubsub#notify_delete", value="1")  # ejabberd's default is off
@@ -260,6 +262,71 @@ async def test_notifications_keep_the_cache_in_sync(
         return proxy_of(proxy).cache.node(UPSTREAM_JID, node) is None
 
     await until(gone)
+
+
+async def test_items_upstream_drops_silently_leave_the_cache_too(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    """Past pubsub#max_items upstream drops the oldest items; Prosody says nothing, and
+    neither server publishes the limit. The cache still ends up holding what upstream
+    holds."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-small")
+    await owner.create(node, items=3, max_items=3)
+    await cache_node(proxy, clients["alice"], node)
+    await owner.publish(node, "new-1", "one")
+    await owner.publish(node, "new-2", "two")
+    upstream = await owner.ps.get_items(UPSTREAM_JID, node, timeout=5)
+    expected = [i["id"] for i in upstream["pubsub"]["items"]]
+    assert sorted(expected) == ["item-002", "new-1", "new-2"]
+    cache = proxy_of(proxy).cache
+
+    async def cache_matches_upstream() -> bool:
+        state = cache.node(UPSTREAM_JID, node)
+        if state is None or not state.serves_from_cache:
+            return False
+        return sorted(i.item_id for i in await cache.items(state)) == sorted(expected)
+
+    await until(cache_matches_upstream)
+    hits = requests(proxy, "items", "hit")
+    got, _, _ = await get_items(clients["alice"], node)
+    assert sorted(got) == sorted(expected)
+    assert requests(proxy, "items", "hit") == hits + 1
+
+
+async def test_a_node_beyond_max_items_per_node_is_never_served_short(
+    server: XmppServer, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    """The cache keeps the newest 3 of 5: what those answer is a hit, the rest is read
+    upstream, so no reply is missing items."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-big")
+    await owner.create(node, items=5)
+    herald = await start_proxy(server, db_url, max_items_per_node=3)
+    try:
+        alice = clients["alice"]
+        await cache_node(herald, alice, node)
+        state = proxy_of(herald).cache.node(UPSTREAM_JID, node)
+        assert state is not None
+        assert state.truncated
+        hits, misses = requests(herald, "items", "hit"), requests(herald, "items", "miss")
+        got, _, _ = await get_items(alice, node, max_items=2)
+        assert got == ["item-003", "item-004"]
+        got, _, _ = await get_items(alice, node, ids=("item-002", "item-004"))
+        assert got == ["item-002", "item-004"]
+        assert requests(herald, "items", "hit") == hits + 2
+        got, _, _ = await get_items(alice, node)
+        assert got == [f"item-{i:03d}" for i in range(5)]
+        got, rsm, _ = await get_items(alice, node, rsm={"max": "2", "index": "0"})
+        assert got == ["item-000", "item-001"]
+        assert rsm is not None
+        assert rsm.findtext(f"{{{RSM}}}count") == "5"
+        got, _, _ = await get_items(alice, node, ids=("item-000",))
+        assert got == ["item-000"]
+        assert requests(herald, "items", "miss") == misses + 3
+        assert requests(herald, "items", "hit") == hits + 2
+    finally:
+        await herald.stop()
 
 
 async def test_a_node_no_longer_open_is_dropped(

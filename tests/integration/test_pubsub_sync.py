@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.pubsub.cache import Cache
 from component.pubsub.rules import AnalyserRule, Registry
+from component.pubsub.stanzas import NodeEvent, ReceivedItem
 from component.pubsub.sync import Synchroniser
 from component.pubsub.upstream import UpstreamError
 from component.storage import pubsub_repo as repo
@@ -32,11 +33,14 @@ def reply(xml: str) -> ET.Element:
     return ET.fromstring(f'<iq xmlns="jabber:component:accept" type="result">{xml}</iq>')
 
 
-OPEN_META = reply(
-    f"""<query xmlns="{INFO}" node="{NODE}"><x xmlns="jabber:x:data" type="result">
+def open_meta(**fields: str) -> ET.Element:
+    """An open node's disco#info, with more pubsub#* fields (max_items="2", say)."""
+    more = "".join(f'<field var="pubsub#{k}"><value>{v}</value></field>' for k, v in fields.items())
+    return reply(
+        f"""<query xmlns="{INFO}" node="{NODE}"><x xmlns="jabber:x:data" type="result">
           <field var="FORM_TYPE"><value>http://jabber.org/protocol/pubsub#meta-data</value></field>
-          <field var="pubsub#access_model"><value>open</value></field></x></query>"""
-)
+          <field var="pubsub#access_model"><value>open</value></field>{more}</x></query>"""
+    )
 
 
 class ScriptedUpstream:
@@ -44,6 +48,7 @@ class ScriptedUpstream:
 
     def __init__(self) -> None:
         self.broken = False
+        self.meta = open_meta()
         self.items = ["a", "b", "c"]
         self.calls: list[str] = []
 
@@ -52,7 +57,7 @@ class ScriptedUpstream:
         name = child.tag.partition("}")[2]
         self.calls.append(name if payload.tag.endswith("pubsub") else payload.tag)
         if payload.tag == f"{{{INFO}}}query":
-            return OPEN_META if payload.get("node") else reply(f'<query xmlns="{INFO}"/>')
+            return self.meta if payload.get("node") else reply(f'<query xmlns="{INFO}"/>')
         if name == "subscribe":
             return reply(
                 f'<pubsub xmlns="{PS}"><subscription node="{NODE}" '
@@ -143,3 +148,74 @@ async def test_a_held_lease_blocks_a_second_sync(
     await sync.sync(node)
     assert upstream.calls == []  # it did nothing
     assert cache.node(SERVICE, NODE).sync_state != COMPLETED  # type: ignore[union-attr]
+
+
+def items_event(*ids: str) -> NodeEvent:
+    published = tuple(
+        ReceivedItem(i, f"<x xmlns='urn:x'>{i}</x>", "urn:x", None, None) for i in ids
+    )
+    return NodeEvent("items", NODE, published)
+
+
+async def test_a_node_larger_than_the_limit_is_marked_truncated(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    upstream = ScriptedUpstream()
+    cache = Cache(sessions, max_items_per_node=2)
+    sync = Synchroniser(upstream, cache, Registry.from_config([]), "proxy.example.org", ET.tostring)  # type: ignore[arg-type]
+    node = await cache.ensure(SERVICE, NODE, None)
+    await sync.sync(node)
+    node = cache.node(SERVICE, NODE)  # type: ignore[assignment]
+    assert node.serves_from_cache
+    assert node.truncated
+    assert [i.item_id for i in await cache.items(node)] == ["b", "c"]
+    await sync.apply(SERVICE, items_event("d"))
+    node = cache.node(SERVICE, NODE)  # type: ignore[assignment]
+    assert node.truncated
+    assert [i.item_id for i in await cache.items(node)] == ["c", "d"]
+    await sync.apply(SERVICE, NodeEvent("purge", NODE))
+    assert not cache.node(SERVICE, NODE).truncated  # type: ignore[union-attr]
+
+    # a node that fits is not truncated; outgrowing the limit later makes it so
+    upstream.items = ["a", "b"]
+    await sync.sync(cache.node(SERVICE, NODE))  # type: ignore[arg-type]
+    assert not cache.node(SERVICE, NODE).truncated  # type: ignore[union-attr]
+    await sync.apply(SERVICE, items_event("c"))
+    assert cache.node(SERVICE, NODE).truncated  # type: ignore[union-attr]
+
+
+async def test_upstream_max_items_is_mirrored_not_truncation(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Upstream drops its oldest item past pubsub#max_items without a notification;
+    the cache drops it too, and still holds all that upstream does."""
+    upstream = ScriptedUpstream()
+    upstream.meta = open_meta(max_items="2")
+    upstream.items = ["a", "b"]
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = Synchroniser(upstream, cache, Registry.from_config([]), "proxy.example.org", ET.tostring)  # type: ignore[arg-type]
+    await sync.sync(await cache.ensure(SERVICE, NODE, None))
+    node = cache.node(SERVICE, NODE)
+    assert node is not None
+    assert node.serves_from_cache
+    assert node.upstream_max_items == 2
+    await sync.apply(SERVICE, items_event("c"))
+    node = cache.node(SERVICE, NODE)
+    assert node is not None
+    assert not node.truncated
+    assert [i.item_id for i in await cache.items(node)] == ["b", "c"]
+
+
+async def test_a_node_whose_items_expire_is_not_cached(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    upstream = ScriptedUpstream()
+    upstream.meta = open_meta(item_expire="3600")
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = Synchroniser(upstream, cache, Registry.from_config([]), "proxy.example.org", ET.tostring)  # type: ignore[arg-type]
+    await sync.sync(await cache.ensure(SERVICE, NODE, None))
+    node = cache.node(SERVICE, NODE)
+    assert node is not None
+    assert not node.serves_from_cache
+    assert await cache.items(node) == []
+    assert "items" not in upstream.calls  # never fetched

@@ -8,7 +8,12 @@ import pytest
 
 from component.pubsub.access import NodeMeta, parse_node_meta, shareable
 from component.pubsub.paging import Page
-from component.pubsub.requests import PubsubRequest, RequestError, parse_request
+from component.pubsub.requests import (
+    PubsubRequest,
+    RequestError,
+    answered_by_newest,
+    parse_request,
+)
 from component.pubsub.stanzas import items_result, parse_event
 from component.storage.records import ItemRecord
 
@@ -80,6 +85,52 @@ def test_shareable(fields: dict[str, str], expected: bool) -> None:
 
 def test_missing_node_is_not_shareable() -> None:
     assert not shareable(NodeMeta(exists=False, access_model="open"))
+
+
+@pytest.mark.parametrize(
+    ("max_items", "item_expire", "limit", "cacheable"),
+    [
+        (None, None, None, True),
+        ("20", None, 20, True),
+        ("max", "max", None, True),  # XEP-0060's integer-or-max: no limit
+        ("0", "0", None, True),
+        ("-3", "x", None, True),  # unreadable: as if not given
+        ("10", "3600", 10, False),  # items vanish upstream without a notification
+    ],
+)
+def test_node_limits_from_metadata(
+    max_items: str | None, item_expire: str | None, limit: int | None, cacheable: bool
+) -> None:
+    fields = {"pubsub#access_model": "open"}
+    if max_items is not None:
+        fields["pubsub#max_items"] = max_items
+    if item_expire is not None:
+        fields["pubsub#item_expire"] = item_expire
+    meta = parse_node_meta(meta_query(**fields))
+    assert meta.max_items == limit
+    assert meta.cacheable is cacheable
+
+
+@pytest.mark.parametrize(
+    ("inner", "answered"),
+    [
+        ('<items node="n" max_items="2"/>', True),
+        ('<items node="n" max_items="3"/>', True),
+        ('<items node="n" max_items="4"/>', False),  # older ones are upstream
+        ('<items node="n"/>', False),  # all items
+        ('<items node="n"><item id="b"/><item id="c"/></items>', True),
+        ('<items node="n"><item id="b"/><item id="old"/></items>', False),
+        (
+            '<items node="n" max_items="2"/>'
+            '<set xmlns="http://jabber.org/protocol/rsm"><max>2</max></set>',
+            False,  # RSM counts and pages span the whole node
+        ),
+    ],
+)
+def test_what_a_truncated_node_answers(inner: str, answered: bool) -> None:
+    request = parse_request("get", pubsub(inner))
+    held = [record(i, "<x xmlns='urn:x'/>") for i in ("a", "b", "c")]
+    assert answered_by_newest(request, held) is answered
 
 
 def pubsub(inner: str, ns: str = PS) -> ET.Element:

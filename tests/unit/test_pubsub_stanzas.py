@@ -225,3 +225,39 @@ class PubsubStanzaTest(StreamTest):
             f"""<iq type="error" id="q1" from="pubsub.example.org" to="alice@example.org/desk">
               <error type="cancel"><item-not-found xmlns="{ERR}"/></error></iq>"""
         )
+
+    def test_a_truncated_node_answers_only_what_its_newest_items_answer(self) -> None:
+        from component.storage.records import COMPLETED, ItemInput
+
+        self.start()
+        cache, loop = self.proxy.cache, self.proxy.loop
+
+        async def cache_truncated_node() -> int:
+            node = await cache.ensure(ORIGIN, "blog", None)
+            node = await cache.set_state(node, sync_state=COMPLETED, shareable=True)
+            items = [ItemInput(i, f'<x xmlns="urn:x">{i}</x>') for i in "bc"]
+            await cache.upsert_items(node, items)
+            node = await cache.set_state(node, truncated=True)  # "a" is left upstream
+            return node.id
+
+        node_id = loop.run_until_complete(cache_truncated_node())
+        # known open, verified just now: nothing else goes upstream during the test
+        self.proxy._verified[node_id] = loop.time()
+        self.proxy.open_nodes.note((ORIGIN, "blog"), True, loop.time())
+        self.ask(f'<pubsub xmlns="{PS}"><items node="blog" max_items="1"/></pubsub>')
+        self.expect(
+            f"""<iq type="result" id="q1" from="pubsub.example.org" to="alice@example.org/desk">
+              <pubsub xmlns="{PS}"><items node="blog">
+              <item id="c"><x xmlns="urn:x">c</x></item></items></pubsub></iq>"""
+        )
+        all_items = f'<pubsub xmlns="{PS}"><items node="blog"/></pubsub>'
+        self.ask(all_items, iq_id="q2")
+        read = self.expect(
+            f'<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">{all_items}</iq>'
+        )
+        self.answer(read, all_items)
+        self.expect(
+            f"""<iq type="result" id="q2" from="pubsub.example.org"
+                 to="alice@example.org/desk">{all_items}</iq>"""
+        )
+        self.expect(None)
