@@ -78,6 +78,13 @@ class PubsubStanzaTest(StreamTest):
             f'<iq type="result" id="{iq_id}" from="{frm}" to="pubsub.example.org">{payload}</iq>'
         )
 
+    def expect_refused(self, iq_id: str) -> None:
+        """The next stanza refuses request iq_id: no IQ permission, never as Herald."""
+        self.expect(
+            f"""<iq type="error" id="{iq_id}" from="pubsub.example.org"
+                 to="alice@example.org/desk">{REFUSAL}</iq>"""
+        )
+
     def test_items_without_a_node_get_bad_request_and_nodeid_required(self) -> None:
         self.start()
         self.ask(f'<pubsub xmlns="{PS}"><items/></pubsub>')
@@ -95,10 +102,7 @@ class PubsubStanzaTest(StreamTest):
             f'<pubsub xmlns="{PS}"><publish node="feed"><item id="x"/></publish></pubsub>',
             "set",
         )
-        self.expect(
-            f"""<iq type="error" id="q1" from="pubsub.example.org"
-                 to="alice@example.org/desk">{REFUSAL}</iq>"""
-        )
+        self.expect_refused("q1")
         self.expect(None)
 
     def test_a_write_goes_as_the_user_in_a_privileged_iq(self) -> None:
@@ -162,16 +166,10 @@ class PubsubStanzaTest(StreamTest):
               <query xmlns="{DISCO}" node="feed"/></iq>"""
         )
         self.answer(check, meta("whitelist"))
-        self.expect(
-            f"""<iq type="error" id="q1" from="pubsub.example.org"
-                 to="alice@example.org/desk">{REFUSAL}</iq>"""
-        )
+        self.expect_refused("q1")
         # and the next request is refused at once: no second look upstream
         self.ask(f'<pubsub xmlns="{PS}"><items node="feed"/></pubsub>', iq_id="q2")
-        self.expect(
-            f"""<iq type="error" id="q2" from="pubsub.example.org"
-                 to="alice@example.org/desk">{REFUSAL}</iq>"""
-        )
+        self.expect_refused("q2")
         self.expect(None)
 
     def test_a_privileged_miss_goes_as_the_user_until_the_node_is_known_open(self) -> None:
