@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Herald's demo and tests need on a fresh Debian machine:
 #   the venv (.venv) with Herald and its dev tools; Prosody and prosody-modules;
-#   ejabberd;
+#   ejabberd; promtool (Debian's prometheus package);
 #   with --postgres, a running PostgreSQL on 127.0.0.1:5432.
 # Idempotent: a second run only checks.
 set -euo pipefail
@@ -40,6 +40,13 @@ if ! command -v ejabberdctl >/dev/null; then
   $SUDO apt-get update -qq
   # policy-rc.d keeps the packaged service from starting; tests run their own.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ejabberd >/dev/null
+fi
+
+# --- promtool (checks the shipped Prometheus alert rules) -------------------
+if ! command -v promtool >/dev/null; then
+  echo "bootstrap: installing prometheus (for promtool) with apt-get"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 # --- PostgreSQL ----------------------------------------------------------
