@@ -3,16 +3,18 @@
 XEP-0060 lets a service drop a node's oldest items once it holds pubsub#max_items.
 Neither Prosody 0.12 nor ejabberd 23.01 publishes that limit in the node metadata,
 and Prosody sends no retraction when it drops one (its default limit is 20). So after
-new items arrive on a cached node whose limit is unknown, Herald asks upstream for
-the oldest item it holds, one small request per burst of publications; if upstream
-no longer has it, the node is fetched again, which makes the cache exact.
+N items are published on a cached node whose limit is unknown, Herald asks upstream
+for its N oldest cached items (one small request per burst of publications): those
+upstream no longer has are dropped from the cache too. A burst too large to ask about
+item by item has the node fetched again instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from xml.etree import ElementTree as ET
 
 from component.pubsub.cache import Cache, NodeState
@@ -22,69 +24,77 @@ from component.xmpp.namespaces import PUBSUB_NS
 log = logging.getLogger(__name__)
 
 PROBE_DELAY = 1.0  # seconds: publications arriving meanwhile share one probe
+MAX_PROBED = 50  # items asked about in one probe; a larger burst re-fetches the node
+
+NodeKey = tuple[str, str]
+# Drops the items (id -> the `updated` time they had when probed) from the node,
+# unless they changed since.
+Drop = Callable[[NodeKey, dict[str, datetime]], Awaitable[None]]
 
 
 class EvictionWatch:
-    """Probes nodes after publications; asks for a re-fetch when items went missing."""
+    """Probes nodes after publications, and drops what upstream no longer holds."""
 
     def __init__(
-        self, upstream: Upstream, cache: Cache, refetch: Callable[[NodeState], None]
+        self, upstream: Upstream, cache: Cache, drop: Drop, refetch: Callable[[NodeState], None]
     ) -> None:
         self.upstream = upstream
         self.cache = cache
+        self.drop = drop
         self.refetch = refetch
-        self._due: set[tuple[str, str]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._published: dict[NodeKey, int] = {}
+        self._tasks: dict[NodeKey, asyncio.Task[None]] = {}
 
-    def published(self, node: NodeState) -> None:
-        """Items were just published on the node: check upstream still has the oldest."""
+    def published(self, node: NodeState, count: int) -> None:
+        """count items were just published on the node: probe it soon."""
+        if node.upstream_max_items is not None:
+            return  # the cache is trimmed to upstream's own limit
         key = (node.service, node.name)
-        if node.upstream_max_items is not None or key in self._due:
-            return
-        self._due.add(key)
-        task = asyncio.create_task(self._probe(key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._published[key] = self._published.get(key, 0) + count
+        if key not in self._tasks:
+            task = asyncio.create_task(self._probe(key))
+            self._tasks[key] = task
+            task.add_done_callback(lambda _t: self._tasks.pop(key, None))
 
     async def close(self) -> None:
         """Cancel pending probes."""
-        for task in list(self._tasks):
+        for task in list(self._tasks.values()):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    async def _probe(self, key: tuple[str, str]) -> None:
+    async def _probe(self, key: NodeKey) -> None:
         await asyncio.sleep(PROBE_DELAY)
-        # Publications from now on need a probe of their own: this one may be
-        # answered before upstream has stored them.
-        self._due.discard(key)
-        node = self.cache.node(*key)
-        if node is None or not node.serves_from_cache:
-            return
-        items = await self.cache.items(node)
-        if not items:
-            return
-        oldest = items[0].item_id
+        # Publications from now on get a probe of their own: this one may be answered
+        # before upstream has stored them.
+        self._tasks.pop(key, None)
+        count = self._published.pop(key, 0)
         try:
-            if await self._upstream_has(node, oldest):
+            node = self.cache.node(*key)
+            if node is None or not node.serves_from_cache:
                 return
+            if count > MAX_PROBED:
+                self.refetch(node)
+                return
+            oldest = (await self.cache.items(node))[:count]
+            gone = await self._missing_upstream(node, [item.item_id for item in oldest])
+            if gone:
+                log.info("pubsub: %s/%s: upstream dropped %d old items", *key, len(gone))
+                await self.drop(key, {i.item_id: i.updated for i in oldest if i.item_id in gone})
         except UpstreamError as exc:
             log.debug("pubsub: cannot probe %s/%s: %s", *key, exc.condition)
-            return
         except Exception:
             log.exception("pubsub: probing %s/%s failed", *key)
-            return
-        log.info("pubsub: %s/%s dropped items upstream without notice; re-fetching", *key)
-        self.refetch(node)
 
-    async def _upstream_has(self, node: NodeState, item_id: str) -> bool:
+    async def _missing_upstream(self, node: NodeState, item_ids: list[str]) -> set[str]:
+        """Which of the items upstream no longer has (it answers with those it has)."""
+        if not item_ids:
+            return set()
         pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
         items = ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}items", {"node": node.name})
-        ET.SubElement(items, f"{{{PUBSUB_NS}}}item", {"id": item_id})
-        try:
-            reply = await self.upstream.as_herald("get", node.service, pubsub)
-        except UpstreamError as exc:
-            if exc.condition == "item-not-found":
-                return False
-            raise
+        for item_id in item_ids:
+            ET.SubElement(items, f"{{{PUBSUB_NS}}}item", {"id": item_id})
+        # item-not-found here means the node is gone: raised, and left to its
+        # delete notification or the next verification.
+        reply = await self.upstream.as_herald("get", node.service, pubsub)
         found = reply.findall(f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items/{{{PUBSUB_NS}}}item")
-        return any(element.get("id") == item_id for element in found)
+        return set(item_ids) - {element.get("id") for element in found}

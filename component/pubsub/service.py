@@ -144,6 +144,10 @@ class PubsubComponent(ServiceComponent):
     async def close(self, wait: float = 2.0) -> None:
         if self._upkeep_task is not None:
             self._upkeep_task.cancel()
+        pending = [*self._checks.values(), *self._background]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await self.synchroniser.close()
         await super().close(wait)
 
@@ -316,9 +320,15 @@ class PubsubComponent(ServiceComponent):
             self.cache.mark_requested(node)
             self._verify_soon(node)
             items = await self.cache.items(node)
+            # The node as it is now: a publication may have trimmed it meanwhile.
+            node = self.cache.node(service, request.node)
             # A truncated node answers only what its newest items answer; the rest
             # (all items, RSM counts and pages, ids it lacks) is read upstream.
-            if not node.truncated or answered_by_newest(request, items):
+            if (
+                node is not None
+                and node.serves_from_cache
+                and (not node.truncated or answered_by_newest(request, items))
+            ):
                 self._answer_from_cache(iq, node, request, items)
                 return "hit"
         analyser = self.registry.match(service, request.node, None)

@@ -13,13 +13,14 @@ import logging
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from xml.etree import ElementTree as ET
 
 from component import metrics
 from component.pubsub.access import NodeMeta, parse_node_meta, shareable
 from component.pubsub.cache import Cache, NodeState, utcnow
 from component.pubsub.eviction import EvictionWatch
+from component.pubsub.fetching import PAGE, FetchedPage, FullFetch
 from component.pubsub.openness import OpenNodes
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import (
@@ -36,16 +37,20 @@ log = logging.getLogger(__name__)
 
 RSM_FEATURE = "http://jabber.org/protocol/pubsub#rsm"
 LEASE = timedelta(minutes=5)
-PAGE = 100
 CONCURRENT_SYNCS = 4
 MAX_NODES = 10_000
 CONSIDER_AGAIN = 60.0  # seconds before a node found closed is looked at again
-RECHECK_EVERY = 300.0
+RECHECK_EVERY = 300.0  # seconds between access re-checks of idle cached nodes
 # How long a node's metadata saying "open" lets misses on it be read as Herald. Served
 # nodes are re-verified as often (Prosody 0.12 sends no configuration notifications).
-OPEN_FOR = 5.0  # seconds between access re-checks of idle cached nodes
+OPEN_FOR = 5.0
 # Errors that say nothing about the node: keep serving what is cached.
 TRANSIENT = frozenset({"remote-server-timeout", "remote-server-not-found", "internal-server-error"})
+
+
+def _number(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdecimal() and len(text) < 10 else None
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -89,7 +94,7 @@ class Synchroniser:
         # Every metadata read lands here, so a node found closed for any reason stops
         # being read as Herald on the miss path at once.
         self.open_nodes = OpenNodes(ttl=OPEN_FOR)
-        self.evictions = EvictionWatch(upstream, cache, self.schedule)
+        self.evictions = EvictionWatch(upstream, cache, self._drop_evicted, self.schedule)
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -97,6 +102,8 @@ class Synchroniser:
         """disco#info on the node, as Herald; a missing node is exists=False."""
         query = ET.Element(f"{{{DISCO_INFO_NS}}}query", {"node": node})
         key = (service, node)
+        # What the answer says holds from when it was asked, not from when it came.
+        asked = asyncio.get_running_loop().time()
         try:
             reply = await self.upstream.as_herald("get", service, query)
         except UpstreamError as exc:
@@ -107,7 +114,7 @@ class Synchroniser:
         else:
             found = reply.find(f"{{{DISCO_INFO_NS}}}query")
             meta = NodeMeta(exists=False) if found is None else parse_node_meta(found)
-        self.open_nodes.note(key, shareable(meta), asyncio.get_running_loop().time())
+        self.open_nodes.note(key, shareable(meta), asked)
         return meta
 
     async def consider(
@@ -309,37 +316,23 @@ class Synchroniser:
     async def _fetch_all(self, node: NodeState) -> tuple[list[ReceivedItem], bool]:
         """Every item, oldest first, up to the limit; and whether older ones were left.
 
-        Pages with RSM from the newest page back. An upstream that ignores RSM (no <set/>
-        in its answer, as Prosody 0.12) has answered with every item at once. Not every
-        RSM upstream says so in disco (ejabberd 23.01 does not), hence the probe.
+        Not every RSM upstream says so in disco (ejabberd 23.01 does not), so every
+        fetch asks for RSM and looks at the answer (component/pubsub/fetching.py).
         """
-        limit = self.cache.limit(node)
-        collected: list[ReceivedItem] = []
-        seen: set[str] = set()
-        before = ""
-        # Newest page first (before=""), then older ones, until the limit or the start.
-        # The anchor is the page's RSM <first/>, which need not be an item id
-        # (ejabberd pages by timestamp).
-        while True:
-            page, first, first_index, paged = await self._fetch_rsm_page(node, before)
-            self._rsm[node.service] = paged
-            if not paged:
-                return page[-limit:], len(page) > limit
-            fresh = [i for i in page if i.item_id not in seen]
-            if not fresh:
-                return collected[-limit:], len(collected) > limit
-            seen.update(i.item_id for i in fresh)
-            collected = fresh + collected
-            at_start = first is None or first_index == 0
-            if at_start or len(collected) >= limit:
-                return collected[-limit:], len(collected) > limit or not at_start
-            assert first is not None
-            before = first
+        fetch = FullFetch(self.cache.limit(node))
+        before: str | None = ""
+        while before is not None:
+            page = await self._fetch_rsm_page(node, before)
+            self._rsm[node.service] = page.paged
+            before = fetch.add(page)
+        return fetch.result()
 
-    async def _fetch_rsm_page(
-        self, node: NodeState, before: str
-    ) -> tuple[list[ReceivedItem], str | None, int | None, bool]:
-        """One page: items, the RSM first anchor and its index, and whether RSM was used."""
+    async def _fetch_rsm_page(self, node: NodeState, before: str) -> FetchedPage:
+        """One page, the one before the anchor (the newest page for an empty anchor).
+
+        The anchor is a page's RSM <first/>, which need not be an item id (ejabberd
+        pages by timestamp).
+        """
         pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
         ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}items", {"node": node.name})
         rsm = ET.SubElement(pubsub, f"{{{RSM_NS}}}set")
@@ -350,13 +343,11 @@ class Synchroniser:
         got = [] if items is None else received_items(items, self.serialize)
         answer = reply.find(f"{{{PUBSUB_NS}}}pubsub/{{{RSM_NS}}}set")
         if answer is None:
-            return got, None, None, False
+            return FetchedPage(got, paged=False)
         first = answer.find(f"{{{RSM_NS}}}first")
-        if first is None or not first.text:
-            return got, None, None, True
-        index = first.get("index", "")
-        position = int(index) if index.isascii() and index.isdecimal() else None
-        return got, first.text, position, True
+        anchor = None if first is None or not first.text else first.text
+        index = None if first is None else _number(first.get("index"))
+        return FetchedPage(got, True, anchor, index, _number(answer.findtext(f"{{{RSM_NS}}}count")))
 
     def _item_input(self, node: NodeState, item: ReceivedItem) -> ItemInput:
         parsed = None
@@ -395,8 +386,23 @@ class Synchroniser:
                 node = await self.cache.upsert_items(
                     node, [self._item_input(node, i) for i in event.published]
                 )
-                self.evictions.published(node)
+                self.evictions.published(node, len(event.published))
         await self.cache.refresh_gauges()
+
+    async def _drop_evicted(self, key: tuple[str, str], probed: dict[str, datetime]) -> None:
+        """Drop items upstream no longer holds, unless republished since the probe."""
+        async with self._notifications:
+            node = self.cache.node(*key)
+            if node is None or not node.serves_from_cache or node.id in self._pending:
+                return
+            gone = [
+                i.item_id
+                for i in await self.cache.items(node)
+                if probed.get(i.item_id) == i.updated
+            ]
+            if gone:
+                await self.cache.retract_items(node, gone)
+                await self.cache.refresh_gauges()
 
     # -- upkeep -----------------------------------------------------------------------
 

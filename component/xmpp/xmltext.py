@@ -40,13 +40,15 @@ def _split(tag: str) -> tuple[str, str]:
 
 
 def escape_text(text: str) -> str:
-    """Character data with &, < and > escaped."""
+    """Character data with &, <, > and carriage returns escaped."""
     if "&" in text:
         text = text.replace("&", "&amp;")
     if "<" in text:
         text = text.replace("<", "&lt;")
     if ">" in text:
         text = text.replace(">", "&gt;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")  # a parser would read a bare CR as LF
     return text
 
 
@@ -55,8 +57,8 @@ def quote_attr(value: str) -> str:
     value = escape_text(value)
     if '"' in value:
         value = value.replace('"', "&quot;")
-    if "\n" in value or "\r" in value or "\t" in value:
-        value = value.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    if "\n" in value or "\t" in value:
+        value = value.replace("\n", "&#10;").replace("\t", "&#9;")
     return f'"{value}"'
 
 

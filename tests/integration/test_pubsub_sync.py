@@ -6,6 +6,7 @@ to provoke there, so here the upstream answers from a script.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from xml.etree import ElementTree as ET
 
@@ -67,10 +68,13 @@ class ScriptedUpstream:
             return reply("")
         if self.broken:
             raise UpstreamError(make_error("remote-server-timeout", "scripted", "wait"), "timeout")
+        # By id, like Prosody: only the items it still holds.
+        wanted = {e.get("id") for e in payload.iter(f"{{{PS}}}item")}
         body = "".join(
             f'<item id="{i}"><entry xmlns="http://www.w3.org/2005/Atom"><title>{i}</title>'
             "</entry></item>"
             for i in self.items
+            if not wanted or i in wanted
         )
         return reply(f'<pubsub xmlns="{PS}"><items node="{NODE}">{body}</items></pubsub>')
 
@@ -182,6 +186,7 @@ async def test_a_node_larger_than_the_limit_is_marked_truncated(
     assert not cache.node(SERVICE, NODE).truncated  # type: ignore[union-attr]
     await sync.apply(SERVICE, items_event("c"))
     assert cache.node(SERVICE, NODE).truncated  # type: ignore[union-attr]
+    await sync.close()  # the probes the publications started
 
 
 async def test_upstream_max_items_is_mirrored_not_truncation(
@@ -219,3 +224,47 @@ async def test_a_node_whose_items_expire_is_not_cached(
     assert not node.serves_from_cache
     assert await cache.items(node) == []
     assert "items" not in upstream.calls  # never fetched
+
+
+async def test_items_upstream_dropped_silently_are_dropped_from_the_cache(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from component.pubsub import eviction
+
+    monkeypatch.setattr(eviction, "PROBE_DELAY", 0.01)
+    upstream = ScriptedUpstream()
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = Synchroniser(upstream, cache, Registry.from_config([]), "proxy.example.org", ET.tostring)  # type: ignore[arg-type]
+    try:
+        await sync.sync(await cache.ensure(SERVICE, NODE, None))
+        # upstream holds 3 at most, and drops "a" for "d" without a word
+        upstream.items = ["b", "c", "d"]
+        calls = len(upstream.calls)
+        await sync.apply(SERVICE, items_event("d"))
+
+        async def held() -> list[str]:
+            node = cache.node(SERVICE, NODE)
+            assert node is not None
+            return [i.item_id for i in await cache.items(node)]
+
+        for _ in range(100):
+            if await held() == ["b", "c", "d"]:
+                break
+            await asyncio.sleep(0.01)
+        assert await held() == ["b", "c", "d"]
+        assert upstream.calls[calls:] == ["items"]  # one probe, no re-fetch
+        assert cache.node(SERVICE, NODE).serves_from_cache  # type: ignore[union-attr]
+
+        # a burst too large to ask about item by item: the node is fetched again
+        monkeypatch.setattr(eviction, "MAX_PROBED", 1)
+        upstream.items = ["d", "e", "f"]
+        await sync.apply(SERVICE, items_event("e", "f"))
+        for _ in range(100):
+            if await held() == ["d", "e", "f"]:
+                break
+            await asyncio.sleep(0.01)
+        assert await held() == ["d", "e", "f"]
+        assert "subscribe" in upstream.calls[calls + 1 :]  # a full sync ran
+    finally:
+        await sync.wait_idle()
+        await sync.close()

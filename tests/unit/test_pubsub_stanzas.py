@@ -153,10 +153,16 @@ class PubsubStanzaTest(StreamTest):
         )
         # Known open a moment ago: the next miss is read at once, as Herald.
         self.ask(request, iq_id="q2")
-        self.expect(
+        read = self.expect(
             f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
               <pubsub xmlns="{PS}"><items node="feed" max_items="1"/></pubsub></iq>"""
         )
+        self.answer(read, ITEMS)
+        self.expect(
+            f"""<iq type="result" id="q2" from="pubsub.example.org"
+                 to="alice@example.org/desk">{ITEMS}</iq>"""
+        )
+        self.expect(None)
 
     def test_a_miss_on_a_node_found_closed_is_refused_without_reading_it(self) -> None:
         self.start()
@@ -202,9 +208,15 @@ class PubsubStanzaTest(StreamTest):
                  to="alice@example.org/desk">{ITEMS}</iq>"""
         )
         self.ask(request, iq_id="q2")
-        self.expect(
+        read = self.expect(
             f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">{request}</iq>"""
         )
+        self.answer(read, ITEMS)
+        self.expect(
+            f"""<iq type="result" id="q2" from="pubsub.example.org"
+                 to="alice@example.org/desk">{ITEMS}</iq>"""
+        )
+        self.expect(None)
 
     def test_upstream_errors_are_relayed_with_their_condition(self) -> None:
         self.start()

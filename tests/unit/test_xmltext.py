@@ -52,3 +52,11 @@ def test_text_is_escaped_only_where_needed() -> None:
     text = serialize(element)
     assert text == '<a xmlns="urn:x">a &lt; b &amp;&amp; c &gt; d ]]&gt;</a>'
     assert ET.fromstring(text).text == element.text
+
+
+def test_carriage_returns_survive_parsing() -> None:
+    element = ET.Element("{urn:x}a", {"v": "x\r\ny"})
+    element.text = "line\r\nnext"
+    parsed = ET.fromstring(serialize(element))
+    assert parsed.text == "line\r\nnext"
+    assert parsed.get("v") == "x\r\ny"
