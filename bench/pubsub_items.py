@@ -47,7 +47,8 @@ Paths (SERVER is `prosody` or `ejabberd`):
             the route of floor-self.
   miss-20   For reference: the miss path on small-bench (no rule syncs it either),
             compared with SERVER-20: on Prosody the page is cheaper there, so the fixed
-            cost of the extra hops weighs more. (Half the requests.)
+            cost of the extra hops weighs more; floor-self-20 is floor-self on that
+            node. (Half the requests each.)
   floor-self  The floor for any proxy on that route: the raw component of `memory`,
             addressed as self@mem.localhost, forwards each request as itself and
             relays the reply's bytes without re-serializing. (Measured with half the
@@ -347,6 +348,7 @@ class Bench:
             (UPSTREAM_JID, SMALL_NODE),
             (PROXY_JID, SMALL_NODE),
             (FLOOR_SELF, MISS_NODE),
+            (FLOOR_SELF, SMALL_NODE),
             *((floor, MISS_NODE) for floor in floors),
         ):
             reply = await self.client.iq(items_request(to, node))
@@ -639,6 +641,8 @@ def report(server: str, scenarios: list[Scenario]) -> dict[str, float]:
         f"hit req/s / {server}-20 req/s": by["hit"].rate / by[f"{server}-20"].rate,
         f"hit p99 / {server}-20 p99": by["hit"].percentile(99) / by[f"{server}-20"].percentile(99),
         f"miss-20 p50 / {server}-20 p50 (16)": p50("miss-20") / by[f"{server}-20"].percentile(50),
+        f"floor-self-20 p50 / {server}-20 p50 (16)": p50("floor-self-20")
+        / by[f"{server}-20"].percentile(50),
     }
     floor = "floor-priv" if "floor-priv" in by else "floor-check"
     extra.update(
@@ -683,6 +687,7 @@ def scenarios_for(server: str, privileged: bool, inflight: int) -> list[Scenario
         Scenario("miss-20", PROXY_JID, SMALL_NODE, inflight, "herald", "bypass", scale=0.5),
         floors[0],
         Scenario("floor-self", FLOOR_SELF, MISS_NODE, inflight, "memory", scale=0.5),
+        Scenario("floor-self-20", FLOOR_SELF, SMALL_NODE, inflight, "memory", scale=0.5),
         Scenario(f"{server}-seq", UPSTREAM_JID, MISS_NODE, 1, None),
         Scenario("miss-seq", PROXY_JID, MISS_NODE, 1, "herald", "bypass"),
         floors[1],
