@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
+from component.pubsub.openness import Access
 from component.xmpp.namespaces import DATA_FORMS_NS
 
 META_FORM_TYPE = "http://jabber.org/protocol/pubsub#meta-data"
@@ -67,6 +68,13 @@ def parse_node_meta(query: Element) -> NodeMeta:
         max_items=_count(fields.get("pubsub#max_items")),
         item_expire=_count(fields.get("pubsub#item_expire")),
     )
+
+
+def access_of(meta: NodeMeta) -> Access:
+    """open (shareable), closed, or missing."""
+    if not meta.exists:
+        return "missing"
+    return "open" if shareable(meta) else "closed"
 
 
 def shareable(meta: NodeMeta) -> bool:

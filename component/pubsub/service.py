@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
 from component.config import PubsubSettings
-from component.pubsub.access import shareable
+from component.pubsub.access import access_of
 from component.pubsub.cache import Cache, NodeState
+from component.pubsub.openness import Access
 from component.pubsub.paging import PagingError, paginate
 from component.pubsub.requests import (
     PubsubRequest,
@@ -106,7 +107,7 @@ class PubsubComponent(ServiceComponent):
         self.cache = Cache(sessions, settings.max_items_per_node)
         self._upkeep_task: asyncio.Task[None] | None = None
         self._verified: dict[int, float] = {}
-        self._checks: dict[tuple[str, str], asyncio.Task[bool]] = {}
+        self._checks: dict[tuple[str, str], asyncio.Task[Access]] = {}
         self._background: set[asyncio.Task[None]] = set()
         super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
         self.upstream = Upstream(self, timeout=settings.upstream_timeout)
@@ -177,7 +178,7 @@ class PubsubComponent(ServiceComponent):
         self._verified[node.id] = now
         self._in_background(self.synchroniser.verify(node))
 
-    def _access_check(self, service: str, node: str, sync_as: str | None) -> asyncio.Task[bool]:
+    def _access_check(self, service: str, node: str, sync_as: str | None) -> asyncio.Task[Access]:
         """The node's access check, shared by every request that arrives while it runs."""
         key = (service, node)
         task = self._checks.get(key)
@@ -187,7 +188,7 @@ class PubsubComponent(ServiceComponent):
             task.add_done_callback(lambda done: self._access_checked(key, done))
         return task
 
-    def _access_checked(self, key: tuple[str, str], task: asyncio.Task[bool]) -> None:
+    def _access_checked(self, key: tuple[str, str], task: asyncio.Task[Access]) -> None:
         self._checks.pop(key, None)
         failure = None if task.cancelled() else task.exception()
         if isinstance(failure, UpstreamError):
@@ -195,15 +196,15 @@ class PubsubComponent(ServiceComponent):
         elif failure is not None:
             log.error("pubsub: checking %s/%s failed", *key, exc_info=failure)
 
-    async def _check_access(self, service: str, node: str, sync_as: str | None) -> bool:
-        """Read the node's metadata as Herald and note whether anyone may read it.
+    async def _check_access(self, service: str, node: str, sync_as: str | None) -> Access:
+        """Read the node's metadata as Herald: open, closed or missing (and note it).
 
         A node a sync rule matches is offered to the synchroniser with what was read.
         """
         meta = await self.synchroniser.node_meta(service, node)
         if sync_as is not None:
             self._in_background(self.synchroniser.consider(service, node, sync_as, meta))
-        return shareable(meta)
+        return access_of(meta)
 
     def _in_background(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -343,15 +344,17 @@ class PubsubComponent(ServiceComponent):
         payload = items_payload(request)
         key = (service, request.node)
         now = asyncio.get_running_loop().time()
-        is_open = None if pep else self.open_nodes.known(key, now)
+        access = None if pep else self.open_nodes.known(key, now)
         if not pep and self.open_nodes.needs_refresh(key, now):
-            if is_open is None and self._privileges_for(iq["from"], PUBSUB_NS, "get") is None:
+            if access is None and self._privileges_for(iq["from"], PUBSUB_NS, "get") is None:
                 # Without privileges Herald may read as itself only what anyone could:
                 # checked now, for this request.
-                is_open = await asyncio.shield(self._access_check(service, request.node, sync_as))
+                access = await asyncio.shield(self._access_check(service, request.node, sync_as))
             else:
                 self._access_check(service, request.node, sync_as)
-        if is_open:
+        if access == "missing":
+            raise Refused(_no_such_node(service, request.node))
+        if access == "open":
             reply = await self.upstream.as_herald("get", service, payload)
         else:
             # Not known to be open: only as the user (refused without privileges).
@@ -473,6 +476,10 @@ class PubsubComponent(ServiceComponent):
                 log.exception(
                     "pubsub: cannot apply a %s notification from %s", change.kind, sender.bare
                 )
+
+
+def _no_such_node(service: str, node: str) -> ET.Element:
+    return make_error("item-not-found", f"There is no node {node!r} on {service}.")
 
 
 def _item_id(record: ItemRecord) -> str:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from xml.etree import ElementTree as ET
 
 from component import metrics
-from component.pubsub.access import NodeMeta, parse_node_meta, shareable
+from component.pubsub.access import NodeMeta, access_of, parse_node_meta, shareable
 from component.pubsub.cache import Cache, NodeState, utcnow
 from component.pubsub.eviction import EvictionWatch
 from component.pubsub.fetching import PAGE, FetchedPage, FullFetch
@@ -114,7 +114,7 @@ class Synchroniser:
         else:
             found = reply.find(f"{{{DISCO_INFO_NS}}}query")
             meta = NodeMeta(exists=False) if found is None else parse_node_meta(found)
-        self.open_nodes.note(key, shareable(meta), asked)
+        self.open_nodes.note(key, access_of(meta), asked)
         return meta
 
     async def consider(

@@ -371,7 +371,7 @@ async def test_a_miss_read_as_herald_stops_when_the_node_closes(
     memo = proxy_of(proxy).open_nodes
 
     async def known_open() -> bool:
-        return memo.known((UPSTREAM_JID, node), asyncio.get_running_loop().time()) is True
+        return memo.known((UPSTREAM_JID, node), asyncio.get_running_loop().time()) == "open"
 
     await until(known_open)
     await owner.configure(node, access_model="whitelist")
@@ -434,6 +434,20 @@ async def test_catches_up_after_a_restart(
         await herald.stop()
 
 
+async def test_items_of_a_node_that_does_not_exist_are_item_not_found(
+    server: XmppServer, proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    """As XEP-0060 asks, on both servers: relayed from upstream where Herald reads as
+    the user, found by Herald's own check where it may not (ejabberd 23.01)."""
+    for node in (unique("blog-none"), unique("feed-none")):
+        for _ in range(2):  # and again, once Herald has looked at the node itself
+            with pytest.raises(IqError) as info:
+                await get_items(clients["alice"], node)
+            assert info.value.iq["error"]["condition"] == "item-not-found"
+            if not server.grants_iq_privileges:
+                assert node in info.value.iq["error"]["text"]  # Herald's own answer
+
+
 async def test_whitelist_node_leaks_nothing(
     server: XmppServer, proxy: Herald, clients: dict[str, TestClient]
 ) -> None:
@@ -484,13 +498,16 @@ async def test_writes_go_upstream_as_the_user(
     upstream = await owner.ps.get_items(UPSTREAM_JID, node, timeout=5)
     items = upstream["pubsub"]["items"]
     assert [i["id"] for i in items] == ["from-alice"]
-    # bob has no affiliation: his publish through the proxy fails upstream, as it should
-    with pytest.raises(IqError):
+    # bob has no affiliation: his publish through the proxy fails upstream, as it
+    # should, and the condition comes back as upstream gave it
+    with pytest.raises(IqError) as info:
         await (
             clients["bob"]
             .plugin["xep_0060"]
             .publish(PROXY_JID, node, id="from-bob", payload=entry("no"), timeout=5)
         )
+    assert info.value.iq["error"]["condition"] == "forbidden"
+    assert not info.value.iq["error"]["text"]  # not Herald's own refusal
     # a user of a host that grants Herald nothing is refused, never served as Herald
     with pytest.raises(IqError) as info:
         await (

@@ -220,7 +220,7 @@ class PubsubStanzaTest(StreamTest):
 
     def test_upstream_errors_are_relayed_with_their_condition(self) -> None:
         self.start()
-        self.proxy.open_nodes.note((ORIGIN, "feed"), True, self.proxy.loop.time())
+        self.proxy.open_nodes.note((ORIGIN, "feed"), "open", self.proxy.loop.time())
         self.ask(f'<pubsub xmlns="{PS}"><items node="feed"/></pubsub>')
         read = self.expect(
             f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
@@ -253,7 +253,7 @@ class PubsubStanzaTest(StreamTest):
         node_id = loop.run_until_complete(cache_truncated_node())
         # known open, verified just now: nothing else goes upstream during the test
         self.proxy._verified[node_id] = loop.time()
-        self.proxy.open_nodes.note((ORIGIN, "blog"), True, loop.time())
+        self.proxy.open_nodes.note((ORIGIN, "blog"), "open", loop.time())
         self.ask(f'<pubsub xmlns="{PS}"><items node="blog" max_items="1"/></pubsub>')
         self.expect(
             f"""<iq type="result" id="q1" from="pubsub.example.org" to="alice@example.org/desk">
@@ -269,5 +269,25 @@ class PubsubStanzaTest(StreamTest):
         self.expect(
             f"""<iq type="result" id="q2" from="pubsub.example.org"
                  to="alice@example.org/desk">{all_items}</iq>"""
+        )
+        self.expect(None)
+
+    def test_a_node_that_does_not_exist_is_item_not_found(self) -> None:
+        self.start()
+        self.ask(f'<pubsub xmlns="{PS}"><items node="nope"/></pubsub>')
+        check = self.expect(
+            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
+              <query xmlns="{DISCO}" node="nope"/></iq>"""
+        )
+        assert check is not None
+        self.deliver(
+            f"""<iq type="error" id="{check.get("id")}" from="{ORIGIN}" to="pubsub.example.org">
+              <error type="cancel"><item-not-found xmlns="{ERR}"/></error></iq>"""
+        )
+        self.expect(
+            f"""<iq type="error" id="q1" from="pubsub.example.org" to="alice@example.org/desk">
+              <error type="cancel"><item-not-found xmlns="{ERR}"/>
+              <text xmlns="{ERR}" xml:lang="en">There is no node 'nope' on {ORIGIN}.</text>
+              </error></iq>"""
         )
         self.expect(None)
