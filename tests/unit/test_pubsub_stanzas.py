@@ -7,6 +7,8 @@ test feeds back the answer a server would give.
 
 from __future__ import annotations
 
+from xml.etree import ElementTree as ET
+
 from component.config import PubsubSettings
 from component.pubsub.rules import Registry
 from component.pubsub.service import PubsubComponent
@@ -78,6 +80,37 @@ class PubsubStanzaTest(StreamTest):
             f'<iq type="result" id="{iq_id}" from="{frm}" to="pubsub.example.org">{payload}</iq>'
         )
 
+    def expect_upstream(self, payload: str) -> ET.Element:
+        """The next stanza asks upstream for payload, as Herald itself."""
+        sent = self.expect(
+            f'<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">{payload}</iq>'
+        )
+        assert sent is not None
+        return sent
+
+    def expect_check(self, node: str) -> ET.Element:
+        """The next stanza reads the node's metadata upstream, as Herald."""
+        return self.expect_upstream(f'<query xmlns="{DISCO}" node="{node}"/>')
+
+    def expect_result(self, iq_id: str, payload: str) -> None:
+        """The next stanza answers request iq_id with payload."""
+        self.expect(
+            f"""<iq type="result" id="{iq_id}" from="pubsub.example.org"
+                 to="alice@example.org/desk">{payload}</iq>"""
+        )
+
+    def relayed(self, payload: str, answer: str, iq_id: str) -> None:
+        """Herald reads payload upstream as itself, and relays the answer to iq_id."""
+        self.answer(self.expect_upstream(payload), answer)
+        self.expect_result(iq_id, answer)
+
+    def upstream_error(self, sent: ET.Element, condition: str) -> None:
+        """Upstream's error answer to what Herald sent."""
+        self.deliver(
+            f"""<iq type="error" id="{sent.get("id")}" from="{ORIGIN}" to="pubsub.example.org">
+              <error type="cancel"><{condition} xmlns="{ERR}"/></error></iq>"""
+        )
+
     def expect_refused(self, iq_id: str) -> None:
         """The next stanza refuses request iq_id: no IQ permission, never as Herald."""
         self.expect(
@@ -137,41 +170,17 @@ class PubsubStanzaTest(StreamTest):
         self.start()
         request = f'<pubsub xmlns="{PS}"><items node="feed" max_items="1"/></pubsub>'
         self.ask(request)
-        check = self.expect(
-            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
-              <query xmlns="{DISCO}" node="feed"/></iq>"""
-        )
-        self.answer(check, meta("open"))
-        read = self.expect(
-            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
-              <pubsub xmlns="{PS}"><items node="feed" max_items="1"/></pubsub></iq>"""
-        )
-        self.answer(read, ITEMS)
-        self.expect(
-            f"""<iq type="result" id="q1" from="pubsub.example.org"
-                 to="alice@example.org/desk">{ITEMS}</iq>"""
-        )
+        self.answer(self.expect_check("feed"), meta("open"))
+        self.relayed(request, ITEMS, "q1")
         # Known open a moment ago: the next miss is read at once, as Herald.
         self.ask(request, iq_id="q2")
-        read = self.expect(
-            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
-              <pubsub xmlns="{PS}"><items node="feed" max_items="1"/></pubsub></iq>"""
-        )
-        self.answer(read, ITEMS)
-        self.expect(
-            f"""<iq type="result" id="q2" from="pubsub.example.org"
-                 to="alice@example.org/desk">{ITEMS}</iq>"""
-        )
+        self.relayed(request, ITEMS, "q2")
         self.expect(None)
 
     def test_a_miss_on_a_node_found_closed_is_refused_without_reading_it(self) -> None:
         self.start()
         self.ask(f'<pubsub xmlns="{PS}"><items node="feed"/></pubsub>')
-        check = self.expect(
-            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
-              <query xmlns="{DISCO}" node="feed"/></iq>"""
-        )
-        self.answer(check, meta("whitelist"))
+        self.answer(self.expect_check("feed"), meta("whitelist"))
         self.expect_refused("q1")
         # and the next request is refused at once: no second look upstream
         self.ask(f'<pubsub xmlns="{PS}"><items node="feed"/></pubsub>', iq_id="q2")
@@ -189,12 +198,8 @@ class PubsubStanzaTest(StreamTest):
                 <iq xmlns="jabber:client" type="get" id="*" from="alice@example.org"
                     to="{ORIGIN}">{request}</iq></privileged_iq></iq>"""
         )
-        check = self.expect(
-            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
-              <query xmlns="{DISCO}" node="feed"/></iq>"""
-        )
         assert first is not None
-        self.answer(check, meta("open"))
+        self.answer(self.expect_check("feed"), meta("open"))
         inner_id = first.find(f"{{{PRIV}}}privileged_iq/{{jabber:client}}iq").get("id")  # type: ignore[union-attr]
         self.answer(
             first,
@@ -203,34 +208,17 @@ class PubsubStanzaTest(StreamTest):
                     to="alice@example.org">{ITEMS}</iq></forwarded></privilege>""",
             frm="alice@example.org",
         )
-        self.expect(
-            f"""<iq type="result" id="q1" from="pubsub.example.org"
-                 to="alice@example.org/desk">{ITEMS}</iq>"""
-        )
+        self.expect_result("q1", ITEMS)
         self.ask(request, iq_id="q2")
-        read = self.expect(
-            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">{request}</iq>"""
-        )
-        self.answer(read, ITEMS)
-        self.expect(
-            f"""<iq type="result" id="q2" from="pubsub.example.org"
-                 to="alice@example.org/desk">{ITEMS}</iq>"""
-        )
+        self.relayed(request, ITEMS, "q2")
         self.expect(None)
 
     def test_upstream_errors_are_relayed_with_their_condition(self) -> None:
         self.start()
         self.proxy.open_nodes.note((ORIGIN, "feed"), "open", self.proxy.loop.time())
-        self.ask(f'<pubsub xmlns="{PS}"><items node="feed"/></pubsub>')
-        read = self.expect(
-            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
-              <pubsub xmlns="{PS}"><items node="feed"/></pubsub></iq>"""
-        )
-        assert read is not None
-        self.deliver(
-            f"""<iq type="error" id="{read.get("id")}" from="{ORIGIN}" to="pubsub.example.org">
-              <error type="cancel"><item-not-found xmlns="{ERR}"/></error></iq>"""
-        )
+        request = f'<pubsub xmlns="{PS}"><items node="feed"/></pubsub>'
+        self.ask(request)
+        self.upstream_error(self.expect_upstream(request), "item-not-found")
         self.expect(
             f"""<iq type="error" id="q1" from="pubsub.example.org" to="alice@example.org/desk">
               <error type="cancel"><item-not-found xmlns="{ERR}"/></error></iq>"""
@@ -262,28 +250,13 @@ class PubsubStanzaTest(StreamTest):
         )
         all_items = f'<pubsub xmlns="{PS}"><items node="blog"/></pubsub>'
         self.ask(all_items, iq_id="q2")
-        read = self.expect(
-            f'<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">{all_items}</iq>'
-        )
-        self.answer(read, all_items)
-        self.expect(
-            f"""<iq type="result" id="q2" from="pubsub.example.org"
-                 to="alice@example.org/desk">{all_items}</iq>"""
-        )
+        self.relayed(all_items, all_items, "q2")
         self.expect(None)
 
     def test_a_node_that_does_not_exist_is_item_not_found(self) -> None:
         self.start()
         self.ask(f'<pubsub xmlns="{PS}"><items node="nope"/></pubsub>')
-        check = self.expect(
-            f"""<iq type="get" id="*" from="pubsub.example.org" to="{ORIGIN}">
-              <query xmlns="{DISCO}" node="nope"/></iq>"""
-        )
-        assert check is not None
-        self.deliver(
-            f"""<iq type="error" id="{check.get("id")}" from="{ORIGIN}" to="pubsub.example.org">
-              <error type="cancel"><item-not-found xmlns="{ERR}"/></error></iq>"""
-        )
+        self.upstream_error(self.expect_check("nope"), "item-not-found")
         self.expect(
             f"""<iq type="error" id="q1" from="pubsub.example.org" to="alice@example.org/desk">
               <error type="cancel"><item-not-found xmlns="{ERR}"/>
