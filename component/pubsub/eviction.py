@@ -42,31 +42,30 @@ class EvictionWatch:
         self.cache = cache
         self.drop = drop
         self.refetch = refetch
-        self._published: dict[NodeKey, int] = {}
-        self._tasks: dict[NodeKey, asyncio.Task[None]] = {}
+        self._published: dict[NodeKey, int] = {}  # publications not probed for yet
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def published(self, node: NodeState, count: int) -> None:
         """count items were just published on the node: probe it soon."""
         if node.upstream_max_items is not None:
             return  # the cache is trimmed to upstream's own limit
         key = (node.service, node.name)
-        self._published[key] = self._published.get(key, 0) + count
-        if key not in self._tasks:
+        if key not in self._published:
             task = asyncio.create_task(self._probe(key))
-            self._tasks[key] = task
-            task.add_done_callback(lambda _t: self._tasks.pop(key, None))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._published[key] = self._published.get(key, 0) + count
 
     async def close(self) -> None:
         """Cancel pending probes."""
-        for task in list(self._tasks.values()):
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _probe(self, key: NodeKey) -> None:
         await asyncio.sleep(PROBE_DELAY)
         # Publications from now on get a probe of their own: this one may be answered
         # before upstream has stored them.
-        self._tasks.pop(key, None)
         count = self._published.pop(key, 0)
         try:
             node = self.cache.node(*key)

@@ -175,7 +175,13 @@ class Synchroniser:
             return
         task = asyncio.create_task(self._run(node))
         self._tasks[node.id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(node.id, None))
+        task.add_done_callback(lambda done: self._finished(node.id, done))
+
+    def _finished(self, node_id: int, task: asyncio.Task[None]) -> None:
+        # A sync scheduled after this one finished, but before this callback ran, is
+        # the node's task now: keep it.
+        if self._tasks.get(node_id) is task:
+            del self._tasks[node_id]
 
     async def wait_idle(self) -> None:
         """Wait for every running sync (tests, shutdown)."""
