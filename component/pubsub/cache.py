@@ -225,14 +225,19 @@ class Cache:
         self._drop_items(node.id)
         return self._remember(node, record)
 
-    async def upsert_items(self, node: NodeState, items: Sequence[ItemInput]) -> NodeState:
+    async def upsert_items(
+        self, node: NodeState, items: Sequence[ItemInput], moved: Sequence[str] = ()
+    ) -> NodeState:
         """Store published items, then trim the node to its limit.
 
+        moved: republished ids to move to the newest place (where upstream does so).
         Past upstream's own pubsub#max_items, trimming mirrors what upstream dropped;
         past only ours, upstream still has what went, and the node is truncated.
         """
         async with self.sessions() as session:
             await repo.upsert_items(session, node.id, items, utcnow())
+            if moved:
+                await repo.restamp_items(session, node.id, moved)
             trimmed = await repo.trim_items(session, node.id, self.limit(node))
             record = None
             upstream_keeps_more = (
@@ -243,6 +248,22 @@ class Cache:
             await session.commit()
         self._drop_items(node.id)
         return node if record is None else self._remember(node, record)
+
+    async def held(self, node: NodeState, item_ids: Sequence[str]) -> list[ItemRecord]:
+        """The node's items with these ids (oldest first), from memory when hot."""
+        hot = self._items.get(node.id)
+        if hot is not None:
+            wanted = set(item_ids)
+            return [item for item in hot if item.item_id in wanted]
+        async with self.sessions() as session:
+            return await repo.get_items_by_ids(session, node.id, item_ids)
+
+    async def move_to_newest(self, node: NodeState, item_ids: Sequence[str]) -> None:
+        """Give republished items the place of their last publication."""
+        async with self.sessions() as session:
+            await repo.restamp_items(session, node.id, item_ids)
+            await session.commit()
+        self._drop_items(node.id)
 
     async def retract_items(self, node: NodeState, item_ids: Sequence[str]) -> None:
         """Delete retracted items."""

@@ -5,8 +5,9 @@ Neither Prosody 0.12 nor ejabberd 23.01 publishes that limit in the node metadat
 and Prosody sends no retraction when it drops one (its default limit is 20). So after
 N items are published on a cached node whose limit is unknown, Herald asks upstream
 for its N oldest cached items (one small request per burst of publications): those
-upstream no longer has are dropped from the cache too. A burst too large to ask about
-item by item has the node fetched again instead.
+upstream no longer has are dropped from the cache too. Upstream drops oldest first,
+so once one asked-for item is still there, nothing newer went. A probe that fails has
+the node fetched again, so no dropped item can stay behind.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from component.xmpp.namespaces import PUBSUB_NS
 log = logging.getLogger(__name__)
 
 PROBE_DELAY = 1.0  # seconds: publications arriving meanwhile share one probe
-MAX_PROBED = 50  # items asked about in one probe; a larger burst re-fetches the node
+MAX_PROBED = 50  # items asked about in one request; more are asked in further rounds
 
 NodeKey = tuple[str, str]
 # Drops the items (id -> the `updated` time they had when probed) from the node,
@@ -43,12 +44,14 @@ class EvictionWatch:
         self.drop = drop
         self.refetch = refetch
         self._published: dict[NodeKey, int] = {}  # publications not probed for yet
+        self._running: dict[NodeKey, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def published(self, node: NodeState, count: int) -> None:
         """count items were just published on the node: probe it soon."""
-        if node.upstream_max_items is not None:
-            return  # the cache is trimmed to upstream's own limit
+        if self._closed or node.upstream_max_items is not None:
+            return  # closing, or the cache is trimmed to upstream's own limit
         key = (node.service, node.name)
         if key not in self._published:
             task = asyncio.create_task(self._probe(key))
@@ -57,32 +60,49 @@ class EvictionWatch:
         self._published[key] = self._published.get(key, 0) + count
 
     async def close(self) -> None:
-        """Cancel pending probes."""
+        """Cancel pending probes; publications from now on start none."""
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _probe(self, key: NodeKey) -> None:
         await asyncio.sleep(PROBE_DELAY)
-        # Publications from now on get a probe of their own: this one may be answered
-        # before upstream has stored them.
-        count = self._published.pop(key, 0)
+        # One probe at a time per node: the next one must see what this one dropped.
+        before = self._running.get(key)
+        if before is not None:
+            await asyncio.wait([before])
+        this = asyncio.current_task()
+        assert this is not None
+        self._running[key] = this
         try:
+            # Publications from now on get a probe of their own: this one may be
+            # answered before upstream has stored them.
+            await self._rounds(key, self._published.pop(key, 0))
+        finally:
+            if self._running.get(key) is this:
+                del self._running[key]
+
+    async def _rounds(self, key: NodeKey, count: int) -> None:
+        while count > 0:
             node = self.cache.node(*key)
             if node is None or not node.serves_from_cache:
                 return
-            if count > MAX_PROBED:
+            asked = min(count, MAX_PROBED)
+            count -= asked
+            try:
+                oldest = (await self.cache.items(node))[:asked]
+                gone = await self._missing_upstream(node, [item.item_id for item in oldest])
+            except Exception as exc:
+                reason = exc.condition if isinstance(exc, UpstreamError) else repr(exc)
+                log.info("pubsub: cannot probe %s/%s (%s); fetching it again", *key, reason)
                 self.refetch(node)
                 return
-            oldest = (await self.cache.items(node))[:count]
-            gone = await self._missing_upstream(node, [item.item_id for item in oldest])
             if gone:
                 log.info("pubsub: %s/%s: upstream dropped %d old items", *key, len(gone))
                 await self.drop(key, {i.item_id: i.updated for i in oldest if i.item_id in gone})
-        except UpstreamError as exc:
-            log.debug("pubsub: cannot probe %s/%s: %s", *key, exc.condition)
-        except Exception:
-            log.exception("pubsub: probing %s/%s failed", *key)
+            if len(gone) < len(oldest):
+                return  # one of them is still there: nothing newer went
 
     async def _missing_upstream(self, node: NodeState, item_ids: list[str]) -> set[str]:
         """Which of the items upstream no longer has (it answers with those it has)."""
@@ -92,8 +112,8 @@ class EvictionWatch:
         items = ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}items", {"node": node.name})
         for item_id in item_ids:
             ET.SubElement(items, f"{{{PUBSUB_NS}}}item", {"id": item_id})
-        # item-not-found here means the node is gone: raised, and left to its
-        # delete notification or the next verification.
+        # item-not-found here means the node is gone: raised, and the node is fetched
+        # again, which finds that out.
         reply = await self.upstream.as_herald("get", node.service, pubsub)
         found = reply.findall(f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items/{{{PUBSUB_NS}}}item")
         return set(item_ids) - {element.get("id") for element in found}

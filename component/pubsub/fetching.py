@@ -5,7 +5,8 @@ each page's ``<first/>``, until it holds the limit or reaches the node's start. 
 upstream that ignores RSM (Prosody 0.12) answers the first request with every item.
 Whether items were left upstream decides whether the node is truncated, so every
 doubt counts as "more": an upstream that repeats a page, or gives no anchor to page
-on, leaves the node truncated unless its RSM ``<count/>`` says otherwise.
+on, leaves the node truncated unless its RSM ``<count/>`` shows every item was
+collected.
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ class FullFetch:
             return None
         self._seen.update(item.item_id for item in fresh)
         self.collected = fresh + self.collected
-        # A short page is not proof of the start: a server may cap its pages.
+        # A short page is not proof of the start: a server may cap its pages. The count
+        # decides only where no index says otherwise.
         self._at_start = page.first_index == 0 or (
-            self._count is not None and len(self.collected) >= self._count
+            page.first_index is None
+            and self._count is not None
+            and len(self.collected) >= self._count
         )
         if self._at_start or len(self.collected) >= self.limit or page.first is None:
             return None
@@ -66,6 +70,4 @@ class FullFetch:
     def result(self) -> tuple[list[ReceivedItem], bool]:
         """The newest items up to the limit, oldest first; and whether more are upstream."""
         kept = self.collected[-self.limit :]
-        if self._count is not None:
-            return kept, self._count > len(kept)
         return kept, len(self.collected) > self.limit or not self._at_start

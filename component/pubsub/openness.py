@@ -43,6 +43,9 @@ class OpenNodes:
     def note(self, key: NodeKey, access: Access, now: float) -> None:
         """Record a check's outcome. "missing" is not kept: a node may be created the
         next moment, and saying item-not-found is only right for a fresh check."""
+        found = self._seen.get(key)
+        if found is not None and found[1] > now:
+            return  # an answer to a later question is already here
         if access == "missing":
             self._seen.pop(key, None)
             return

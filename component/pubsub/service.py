@@ -75,6 +75,7 @@ KINDS = frozenset(
     }
 )
 UPKEEP_EVERY = 30.0
+Checked = tuple[Access, float]  # what an access check found, and when it asked
 
 
 class Refused(Exception):
@@ -107,7 +108,7 @@ class PubsubComponent(ServiceComponent):
         self.cache = Cache(sessions, settings.max_items_per_node)
         self._upkeep_task: asyncio.Task[None] | None = None
         self._verified: dict[int, float] = {}
-        self._checks: dict[tuple[str, str], asyncio.Task[Access]] = {}
+        self._checks: dict[tuple[str, str], asyncio.Task[Checked]] = {}
         self._background: set[asyncio.Task[None]] = set()
         super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
         self.upstream = Upstream(self, timeout=settings.upstream_timeout)
@@ -178,7 +179,7 @@ class PubsubComponent(ServiceComponent):
         self._verified[node.id] = now
         self._in_background(self.synchroniser.verify(node))
 
-    def _access_check(self, service: str, node: str, sync_as: str | None) -> asyncio.Task[Access]:
+    def _access_check(self, service: str, node: str, sync_as: str | None) -> asyncio.Task[Checked]:
         """The node's access check, shared by every request that arrives while it runs."""
         key = (service, node)
         task = self._checks.get(key)
@@ -188,7 +189,7 @@ class PubsubComponent(ServiceComponent):
             task.add_done_callback(lambda done: self._access_checked(key, done))
         return task
 
-    def _access_checked(self, key: tuple[str, str], task: asyncio.Task[Access]) -> None:
+    def _access_checked(self, key: tuple[str, str], task: asyncio.Task[Checked]) -> None:
         self._checks.pop(key, None)
         failure = None if task.cancelled() else task.exception()
         if isinstance(failure, UpstreamError):
@@ -196,15 +197,17 @@ class PubsubComponent(ServiceComponent):
         elif failure is not None:
             log.error("pubsub: checking %s/%s failed", *key, exc_info=failure)
 
-    async def _check_access(self, service: str, node: str, sync_as: str | None) -> Access:
-        """Read the node's metadata as Herald: open, closed or missing (and note it).
+    async def _check_access(self, service: str, node: str, sync_as: str | None) -> Checked:
+        """Read the node's metadata as Herald: open, closed or missing (and note it),
+        with the loop time the question was asked.
 
         A node a sync rule matches is offered to the synchroniser with what was read.
         """
+        asked = asyncio.get_running_loop().time()
         meta = await self.synchroniser.node_meta(service, node)
         if sync_as is not None:
             self._in_background(self.synchroniser.consider(service, node, sync_as, meta))
-        return access_of(meta)
+        return access_of(meta), asked
 
     def _in_background(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -349,7 +352,12 @@ class PubsubComponent(ServiceComponent):
             if access is None and self._privileges_for(iq["from"], PUBSUB_NS, "get") is None:
                 # Without privileges Herald may read as itself only what anyone could:
                 # checked now, for this request.
-                access = await asyncio.shield(self._access_check(service, request.node, sync_as))
+                access, asked = await asyncio.shield(
+                    self._access_check(service, request.node, sync_as)
+                )
+                if access == "missing" and asked < now:
+                    # Asked before this request came: the node may exist by now.
+                    access, _ = await self._check_access(service, request.node, sync_as)
             else:
                 self._access_check(service, request.node, sync_as)
         if access == "missing":

@@ -22,6 +22,7 @@ from component.pubsub.cache import Cache, NodeState, utcnow
 from component.pubsub.eviction import EvictionWatch
 from component.pubsub.fetching import PAGE, FetchedPage, FullFetch
 from component.pubsub.openness import OpenNodes
+from component.pubsub.ordering import RepublishOrder
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import (
     NodeEvent,
@@ -95,6 +96,8 @@ class Synchroniser:
         # being read as Herald on the miss path at once.
         self.open_nodes = OpenNodes(ttl=OPEN_FOR)
         self.evictions = EvictionWatch(upstream, cache, self._drop_evicted, self.schedule)
+        self.order = RepublishOrder(upstream)
+        self._chores: set[asyncio.Task[None]] = set()
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -113,7 +116,8 @@ class Synchroniser:
             meta = NodeMeta(exists=False)
         else:
             found = reply.find(f"{{{DISCO_INFO_NS}}}query")
-            meta = NodeMeta(exists=False) if found is None else parse_node_meta(found)
+            # An answer without a <query/> proves nothing, not even that the node is gone.
+            meta = NodeMeta(exists=True) if found is None else parse_node_meta(found)
         self.open_nodes.note(key, access_of(meta), asked)
         return meta
 
@@ -182,6 +186,9 @@ class Synchroniser:
         # the node's task now: keep it.
         if self._tasks.get(node_id) is task:
             del self._tasks[node_id]
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            log.error("pubsub: sync bookkeeping failed", exc_info=failure)
 
     async def wait_idle(self) -> None:
         """Wait for every running sync (tests, shutdown)."""
@@ -189,11 +196,14 @@ class Synchroniser:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     async def close(self) -> None:
-        """Cancel running syncs and probes."""
-        await self.evictions.close()
+        """Cancel running syncs, then the probes they may have started."""
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        await self.evictions.close()
+        for task in list(self._chores):
+            task.cancel()
+        await asyncio.gather(*self._chores, return_exceptions=True)
 
     async def _run(self, node: NodeState) -> None:
         async with self._slots:
@@ -389,11 +399,46 @@ class Synchroniser:
             if event.retracted:
                 await self.cache.retract_items(node, list(event.retracted))
             if event.published:
-                node = await self.cache.upsert_items(
-                    node, [self._item_input(node, i) for i in event.published]
-                )
-                self.evictions.published(node, len(event.published))
+                await self._publish(node, event)
         await self.cache.refresh_gauges()
+
+    async def _publish(self, node: NodeState, event: NodeEvent) -> None:
+        ids = [item.item_id for item in event.published]
+        again = [item.item_id for item in await self.cache.held(node, ids)]
+        moves = self.order.moves(node.service)
+        node = await self.cache.upsert_items(
+            node, [self._item_input(node, i) for i in event.published], moved=again if moves else ()
+        )
+        self.evictions.published(node, len(ids))
+        if again and moves is None:
+            await self._learn_order(node, again)
+
+    async def _learn_order(self, node: NodeState, again: list[str]) -> None:
+        """Find out, in the background, where this service puts republished items."""
+        held = await self.cache.items(node)
+        place = {item.item_id: n for n, item in enumerate(held)}
+        newer = next((i.item_id for i in reversed(held) if i.item_id not in again), None)
+        older = [i for i in again if newer is not None and place.get(i, -1) < place[newer]]
+        if newer is None or not older:
+            return  # the republished items were the newest anyway: nothing to learn
+        key = (node.service, node.name)
+
+        async def learn() -> None:
+            if await self.order.learn(node.service, node.name, older[0], newer):
+                async with self._notifications:
+                    current = self.cache.node(*key)
+                    if current is not None:
+                        await self.cache.move_to_newest(current, again)
+
+        task = asyncio.create_task(learn())
+        self._chores.add(task)
+        task.add_done_callback(self._chore_done)
+
+    def _chore_done(self, task: asyncio.Task[None]) -> None:
+        self._chores.discard(task)
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            log.error("pubsub: background work failed", exc_info=failure)
 
     async def _drop_evicted(self, key: tuple[str, str], probed: dict[str, datetime]) -> None:
         """Drop items upstream no longer holds, unless republished since the probe."""

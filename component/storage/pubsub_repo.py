@@ -73,6 +73,7 @@ __all__ = [
     "release_sync",
     "renew_sync",
     "replace_items",
+    "restamp_items",
     "retract_items",
     "set_node_state",
     "touch_node",
@@ -506,6 +507,21 @@ async def upsert_items(
 async def retract_items(session: AsyncSession, node_id: int, item_ids: Iterable[str]) -> int:
     """Delete these items of the node; return how many existed."""
     return await _delete_ids(session, node_id, item_ids)
+
+
+@_observed
+async def restamp_items(session: AsyncSession, node_id: int, item_ids: Iterable[str]) -> int:
+    """Move these items to the place of their last publication (created = updated),
+    for services that treat a republished item as the newest; return how many."""
+    moved = 0
+    for chunk in _chunks(list(dict.fromkeys(item_ids))):
+        result = await session.execute(
+            update(_ITEMS)
+            .where(_ITEMS.c.node_id == node_id, _ITEMS.c.item_id.in_(chunk))
+            .values(created=_ITEMS.c.updated)
+        )
+        moved += _rowcount(result)
+    return moved
 
 
 @_observed

@@ -294,6 +294,39 @@ async def test_items_upstream_drops_silently_leave_the_cache_too(
     assert requests(proxy, "items", "hit") == hits + 1
 
 
+async def test_a_republished_item_takes_the_place_upstream_gives_it(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    """Prosody moves an item published again to the newest place, ejabberd keeps its
+    place; answers from the cache follow upstream either way."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-edit")
+    await owner.create(node, items=3)
+    await cache_node(proxy, clients["alice"], node)
+    cache = proxy_of(proxy).cache
+
+    async def upstream_order() -> list[str]:
+        found = await owner.ps.get_items(UPSTREAM_JID, node, timeout=5)
+        return [i["id"] for i in found["pubsub"]["items"]]
+
+    for round_ in range(2):  # the first teaches Herald the service's order
+        await owner.publish(node, f"item-00{round_}", f"edited {round_}")
+        expected = await upstream_order()
+
+        async def follows_upstream(expected: list[str] = expected) -> bool:
+            state = cache.node(UPSTREAM_JID, node)
+            assert state is not None
+            return [i.item_id for i in await cache.items(state)] == expected
+
+        await until(follows_upstream)
+        hits = requests(proxy, "items", "hit")
+        got, _, reply = await get_items(clients["alice"], node, max_items=1)
+        assert got == expected[-1:]
+        assert requests(proxy, "items", "hit") == hits + 1
+    titles = [t.text for t in reply.xml.iter(f"{{{ATOM}}}title")]
+    assert titles in (["edited 1"], ["title 2"])
+
+
 async def test_a_node_beyond_max_items_per_node_is_never_served_short(
     server: XmppServer, db_url: str, clients: dict[str, TestClient]
 ) -> None:

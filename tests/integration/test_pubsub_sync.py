@@ -49,6 +49,7 @@ class ScriptedUpstream:
 
     def __init__(self) -> None:
         self.broken = False
+        self.fail_next = 0  # items requests that time out, one-off
         self.meta = open_meta()
         self.items = ["a", "b", "c"]
         self.calls: list[str] = []
@@ -66,7 +67,8 @@ class ScriptedUpstream:
             )
         if name == "unsubscribe":
             return reply("")
-        if self.broken:
+        if self.broken or self.fail_next:
+            self.fail_next = max(0, self.fail_next - 1)
             raise UpstreamError(make_error("remote-server-timeout", "scripted", "wait"), "timeout")
         # By id, like Prosody: only the items it still holds.
         wanted = {e.get("id") for e in payload.iter(f"{{{PS}}}item")}
@@ -255,16 +257,29 @@ async def test_items_upstream_dropped_silently_are_dropped_from_the_cache(
         assert upstream.calls[calls:] == ["items"]  # one probe, no re-fetch
         assert cache.node(SERVICE, NODE).serves_from_cache  # type: ignore[union-attr]
 
-        # a burst too large to ask about item by item: the node is fetched again
+        # a burst larger than one request asks: further rounds, oldest first
         monkeypatch.setattr(eviction, "MAX_PROBED", 1)
         upstream.items = ["d", "e", "f"]
+        calls = len(upstream.calls)
         await sync.apply(SERVICE, items_event("e", "f"))
         for _ in range(100):
             if await held() == ["d", "e", "f"]:
                 break
             await asyncio.sleep(0.01)
         assert await held() == ["d", "e", "f"]
-        assert "subscribe" in upstream.calls[calls + 1 :]  # a full sync ran
+        assert upstream.calls[calls:] == ["items", "items"]
+
+        # a probe that fails has the node fetched again: nothing dropped stays
+        upstream.items = ["e", "f", "g"]
+        upstream.fail_next = 1
+        calls = len(upstream.calls)
+        await sync.apply(SERVICE, items_event("g"))
+        for _ in range(200):
+            if await held() == ["e", "f", "g"]:
+                break
+            await asyncio.sleep(0.01)
+        assert await held() == ["e", "f", "g"]
+        assert "subscribe" in upstream.calls[calls:]  # a full sync ran
     finally:
         await sync.wait_idle()
         await sync.close()

@@ -108,3 +108,10 @@ def test_a_page_without_an_anchor_ends_the_fetch() -> None:
         return FetchedPage(items(400, 500), True, None, None, 500)
 
     assert run(answer, 300) == (100, True, 1)
+
+
+def test_an_index_that_contradicts_the_count_leaves_the_node_truncated() -> None:
+    def answer(_before: str) -> FetchedPage:
+        return FetchedPage(items(90, 100), True, None, 90, 10)
+
+    assert run(answer, 300) == (10, True, 1)

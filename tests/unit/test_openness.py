@@ -37,3 +37,10 @@ def test_forget_and_bound() -> None:
         memo.note(("s", name), "open", 0.0)
     assert memo.known(("s", "a"), 0.0) is None  # the least recently noted went
     assert memo.known(("s", "c"), 0.0) == "open"
+
+
+def test_an_answer_to_an_older_question_does_not_overwrite_a_newer_one() -> None:
+    memo = OpenNodes(ttl=5.0)
+    memo.note(KEY, "closed", 10.0)  # asked at 10 (after a configuration change)
+    memo.note(KEY, "open", 9.0)  # asked at 9, answered late
+    assert memo.known(KEY, 11.0) == "closed"
