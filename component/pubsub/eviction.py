@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from xml.etree import ElementTree as ET
 
+from component.background import Background
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.xmpp.namespaces import PUBSUB_NS
@@ -45,7 +46,7 @@ class EvictionWatch:
         self.refetch = refetch
         self._published: dict[NodeKey, int] = {}  # publications not probed for yet
         self._running: dict[NodeKey, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._probes = Background("pubsub: an eviction probe")
         self._closed = False
 
     def published(self, node: NodeState, count: int) -> None:
@@ -54,17 +55,13 @@ class EvictionWatch:
             return  # closing, or the cache is trimmed to upstream's own limit
         key = (node.service, node.name)
         if key not in self._published:
-            task = asyncio.create_task(self._probe(key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._probes.start(self._probe(key))
         self._published[key] = self._published.get(key, 0) + count
 
     async def close(self) -> None:
         """Cancel pending probes; publications from now on start none."""
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._probes.close()
 
     async def _probe(self, key: NodeKey) -> None:
         await asyncio.sleep(PROBE_DELAY)

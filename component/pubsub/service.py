@@ -22,6 +22,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
+from component.background import Background
 from component.config import PubsubSettings
 from component.pubsub.access import access_of
 from component.pubsub.cache import Cache, NodeState
@@ -109,7 +110,7 @@ class PubsubComponent(ServiceComponent):
         self._upkeep_task: asyncio.Task[None] | None = None
         self._verified: dict[int, float] = {}
         self._checks: dict[tuple[str, str], asyncio.Task[Checked]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background("pubsub: background work")
         super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
         self.upstream = Upstream(self, timeout=settings.upstream_timeout)
         self.synchroniser = Synchroniser(
@@ -146,10 +147,11 @@ class PubsubComponent(ServiceComponent):
     async def close(self, wait: float = 2.0) -> None:
         if self._upkeep_task is not None:
             self._upkeep_task.cancel()
-        pending = [*self._checks.values(), *self._background]
-        for task in pending:
+        checks = list(self._checks.values())
+        for task in checks:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*checks, return_exceptions=True)
+        await self._background.close()
         await self.synchroniser.close()
         await super().close(wait)
 
@@ -177,7 +179,7 @@ class PubsubComponent(ServiceComponent):
         if now - self._verified.get(node.id, 0.0) < OPEN_FOR:
             return
         self._verified[node.id] = now
-        self._in_background(self.synchroniser.verify(node))
+        self._background.start(self.synchroniser.verify(node))
 
     def _access_check(self, service: str, node: str, sync_as: str | None) -> asyncio.Task[Checked]:
         """The node's access check, shared by every request that arrives while it runs."""
@@ -206,13 +208,8 @@ class PubsubComponent(ServiceComponent):
         asked = asyncio.get_running_loop().time()
         meta = await self.synchroniser.node_meta(service, node)
         if sync_as is not None:
-            self._in_background(self.synchroniser.consider(service, node, sync_as, meta))
+            self._background.start(self.synchroniser.consider(service, node, sync_as, meta))
         return access_of(meta), asked
-
-    def _in_background(self, work: Any) -> None:
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # -- helpers -------------------------------------------------------------------
 

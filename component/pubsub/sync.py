@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from xml.etree import ElementTree as ET
 
 from component import metrics
+from component.background import Background
 from component.pubsub.access import NodeMeta, access_of, parse_node_meta, shareable
 from component.pubsub.cache import Cache, NodeState, utcnow
 from component.pubsub.eviction import EvictionWatch
@@ -97,7 +98,7 @@ class Synchroniser:
         self.open_nodes = OpenNodes(ttl=OPEN_FOR)
         self.evictions = EvictionWatch(upstream, cache, self._drop_evicted, self.schedule)
         self.order = RepublishOrder(upstream)
-        self._chores: set[asyncio.Task[None]] = set()
+        self._chores = Background("pubsub: learning an item order")
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -201,9 +202,7 @@ class Synchroniser:
             task.cancel()
         await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
         await self.evictions.close()
-        for task in list(self._chores):
-            task.cancel()
-        await asyncio.gather(*self._chores, return_exceptions=True)
+        await self._chores.close()
 
     async def _run(self, node: NodeState) -> None:
         async with self._slots:
@@ -430,15 +429,7 @@ class Synchroniser:
                     if current is not None:
                         await self.cache.move_to_newest(current, again)
 
-        task = asyncio.create_task(learn())
-        self._chores.add(task)
-        task.add_done_callback(self._chore_done)
-
-    def _chore_done(self, task: asyncio.Task[None]) -> None:
-        self._chores.discard(task)
-        failure = None if task.cancelled() else task.exception()
-        if failure is not None:
-            log.error("pubsub: background work failed", exc_info=failure)
+        self._chores.start(learn())
 
     async def _drop_evicted(self, key: tuple[str, str], probed: dict[str, datetime]) -> None:
         """Drop items upstream no longer holds, unless republished since the probe."""
