@@ -9,10 +9,13 @@ import socket
 from typing import Any
 
 from slixmpp import ComponentXMPP
-from slixmpp.stanza import StreamError
+from slixmpp.stanza import Handshake, StreamError
+from slixmpp.xmlstream import StanzaBase
 
 from component import metrics
 from component.xmpp.backoff import Backoff
+from component.xmpp.namespaces import COMPONENT_NS
+from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,17 @@ class ServiceComponent(ComponentXMPP):
 
     def setup(self) -> None:
         """Register the service's identity, features and handlers."""
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, data: StanzaBase | str, use_filters: bool = True) -> None:
+        # Every stanza object leaves through our serialiser: slixmpp's drops namespaced
+        # attributes (an Atom <link thr:count='5'/> loses its count) from payloads
+        # forwarded upstream. No outgoing filters are registered on components. The
+        # handshake stays an object: slixmpp lets only that through before the session.
+        if isinstance(data, StanzaBase) and not isinstance(data, Handshake):
+            data = serialize(data.xml, COMPONENT_NS)
+        super().send(data, use_filters)
 
     # -- connection state --------------------------------------------------
 

@@ -264,3 +264,21 @@ class PubsubStanzaTest(StreamTest):
               </error></iq>"""
         )
         self.expect(None)
+
+    def test_a_forwarded_payload_keeps_its_namespaced_attributes(self) -> None:
+        # slixmpp's own serialiser would drop thr:count from the published entry.
+        self.start()
+        self.deliver(ADVERT)
+        thr = "http://purl.org/syndication/thread/1.0"
+        publish = (
+            f'<pubsub xmlns="{PS}"><publish node="feed"><item id="x">'
+            f'<entry xmlns="http://www.w3.org/2005/Atom" xmlns:thr="{thr}">'
+            '<link rel="replies" thr:count="5"/></entry></item></publish></pubsub>'
+        )
+        self.ask(publish, "set")
+        self.expect(
+            f"""<iq type="set" id="*" from="pubsub.example.org" to="alice@example.org">
+              <privileged_iq xmlns="{PRIV}">
+                <iq xmlns="jabber:client" type="set" id="*" from="alice@example.org"
+                    to="{ORIGIN}">{publish}</iq></privileged_iq></iq>"""
+        )
