@@ -39,7 +39,6 @@ from component.xmpp.connection import ServiceComponent
 from component.xmpp.errors import make_error
 from component.xmpp.namespaces import COMPONENT_NS, DATA_FORMS_NS
 from component.xmpp.privilege import HostPrivileges, parse_advertisement, wrap_message
-from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
 
@@ -335,14 +334,8 @@ class MulticastComponent(ServiceComponent):
             # XEP-0356 only forwards a bare-JID sender.
             inner = writer.element(item.to, item.addresses, sender=original["from"].bare)
             envelope = wrap_message(route.privileges, self.boundjid.bare, inner)
-            return self._serialize(envelope)
+            return self.stanza_text(envelope)
         return writer.text(item.to, item.addresses)
-
-    @staticmethod
-    def _serialize(xml: ET.Element) -> str:
-        # xmltext, as for the copies: slixmpp's serialiser drops namespaced attributes
-        # of the payload forwarded inside a privileged envelope.
-        return serialize(xml, COMPONENT_NS)
 
     def _send_error(self, stanza: StanzaBase, refused: StanzaRefused) -> None:
         attrs = {"from": self.boundjid.bare, "to": str(stanza["from"]), "type": "error"}
@@ -350,7 +343,7 @@ class MulticastComponent(ServiceComponent):
             attrs["id"] = stanza["id"]
         reply = ET.Element(f"{{{COMPONENT_NS}}}{stanza.name}", attrs)
         reply.append(make_error(refused.condition, refused.text, refused.etype))
-        self.send_raw(self._serialize(reply))
+        self.send_element(reply)
 
     # -- presence (§5) ----------------------------------------------------------
 
@@ -381,5 +374,5 @@ class MulticastComponent(ServiceComponent):
                 f"{{{COMPONENT_NS}}}presence",
                 {"from": sender, "to": recipient, "type": "unavailable"},
             )
-            self.send_raw(self._serialize(out))
+            self.send_element(out)
         log.info("multicast: sent unavailable from %s to %d recipients", sender, len(recipients))

@@ -213,17 +213,13 @@ class PubsubComponent(ServiceComponent):
 
     # -- helpers -------------------------------------------------------------------
 
-    def _send_xml(self, xml: ET.Element) -> None:
-        # Our serialiser, not slixmpp's: payloads keep their namespaced attributes.
-        self.send_raw(serialize(xml, COMPONENT_NS))
-
     def _reply(self, iq: StanzaBase, children: list[ET.Element], itype: str = "result") -> None:
         out = ET.Element(
             f"{{{COMPONENT_NS}}}iq",
             {"type": itype, "id": iq["id"], "from": str(iq["to"]), "to": str(iq["from"])},
         )
         out.extend(children)
-        self._send_xml(out)
+        self.send_element(out)
 
     def _target(self, iq: StanzaBase) -> str:
         to: JID = iq["to"]

@@ -7,6 +7,7 @@ import logging
 import re
 import socket
 from typing import Any
+from xml.etree import ElementTree as ET
 
 from slixmpp import ComponentXMPP
 from slixmpp.stanza import Handshake, StreamError
@@ -58,6 +59,15 @@ class ServiceComponent(ComponentXMPP):
         if isinstance(data, StanzaBase) and not isinstance(data, Handshake):
             data = serialize(data.xml, COMPONENT_NS)
         super().send(data, use_filters)
+
+    @staticmethod
+    def stanza_text(xml: ET.Element) -> str:
+        """A stanza built as an ElementTree element (component namespace), as text."""
+        return serialize(xml, COMPONENT_NS)
+
+    def send_element(self, xml: ET.Element) -> None:
+        """Send a stanza built as an ElementTree element."""
+        self.send_raw(self.stanza_text(xml))
 
     # -- connection state --------------------------------------------------
 
