@@ -11,6 +11,15 @@ ADDR = "http://jabber.org/protocol/address"
 ERR = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
+def message_permission_from(host: str) -> str:
+    """A XEP-0356 advertisement granting outgoing messages, sent by host."""
+    return f"""<message from="{host}" to="multicast.example.org">
+                 <privilege xmlns="urn:xmpp:privilege:2">
+                   <perm access="message" type="outgoing"/>
+                 </privilege>
+               </message>"""
+
+
 class MulticastStanzaTest(StreamTest):
     """Feeds stanzas to a MulticastComponent and checks the XML it sends."""
 
@@ -63,13 +72,7 @@ class MulticastStanzaTest(StreamTest):
 
     def test_privileged_copy_is_wrapped_in_client_namespace(self) -> None:
         self.start(sender_mode="privileged")
-        self.deliver(
-            """<message from="example.org" to="multicast.example.org">
-                 <privilege xmlns="urn:xmpp:privilege:2">
-                   <perm access="message" type="outgoing"/>
-                 </privilege>
-               </message>"""
-        )
+        self.deliver(message_permission_from("example.org"))
         self.expect(None)  # the advertisement is never answered
         self.deliver(
             f"""<message from="alice@example.org/desk" to="multicast.example.org">
@@ -143,12 +146,6 @@ class MulticastStanzaTest(StreamTest):
 
     def test_privileges_from_a_foreign_host_are_ignored(self) -> None:
         self.start(sender_mode="privileged")
-        self.deliver(
-            """<message from="evil.example" to="multicast.example.org">
-                 <privilege xmlns="urn:xmpp:privilege:2">
-                   <perm access="message" type="outgoing"/>
-                 </privilege>
-               </message>"""
-        )
+        self.deliver(message_permission_from("evil.example"))
         self.expect(None)
         assert self.xmpp.privileges == {}
