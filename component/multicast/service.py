@@ -38,7 +38,7 @@ from component.storage import multicast_repo
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.errors import make_error
 from component.xmpp.namespaces import COMPONENT_NS, DATA_FORMS_NS
-from component.xmpp.privilege import HostPrivileges, parse_advertisement, wrap_message
+from component.xmpp.privilege import HostPrivileges, wrap_message
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +140,17 @@ class MulticastComponent(ServiceComponent):
         discovery_wait: float = 3.0,
     ) -> None:
         self.settings = settings
-        # Hosts whose privilege advertisements count (anyone can send one over s2s).
-        self.trusted_hosts = trusted_hosts or frozenset(settings.local_domains)
         self.sessions = sessions
         self.local_domains = frozenset(d.lower() for d in settings.local_domains)
-        self.privileges: dict[str, HostPrivileges] = {}
         self.privileges_settled = asyncio.Event()
         self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-        super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
+        super().__init__(
+            settings.jid,
+            settings.secret.get_secret_value(),
+            host,
+            port,
+            trusted_hosts or frozenset(settings.local_domains),
+        )
         self.discovery = RemoteDiscovery(
             SlixmppDisco(self),
             sessions,
@@ -198,7 +201,7 @@ class MulticastComponent(ServiceComponent):
         if not sender.user:
             # From a server or service: mod_privilege's advertisement, or noise.
             # Never bounce these: Prosody closes the stream if we do.
-            self._maybe_privileges(sender, msg.xml)
+            self.take_privileges(sender, msg.xml)
             return
         await self._multicast(msg, "message")
 
@@ -212,22 +215,8 @@ class MulticastComponent(ServiceComponent):
             await self._broadcast_unavailable(pres)
         # Other presence without <addresses/> (probes, subscriptions) needs no answer.
 
-    def _maybe_privileges(self, sender: JID, xml: ET.Element) -> None:
-        granted = parse_advertisement(sender.bare, xml)
-        if granted is None:
-            return
-        if granted.host not in self.trusted_hosts:
-            log.warning("multicast: ignoring a privilege advertisement from %s", sender.bare)
-            return
-        self.privileges[granted.host] = granted
+    def privileges_granted(self, granted: HostPrivileges) -> None:
         self.privileges_settled.set()
-        log.info(
-            "multicast: %s grants %s (message=%s, presence=%s)",
-            granted.host,
-            granted.namespace,
-            granted.message,
-            granted.presence,
-        )
 
     # -- the service ------------------------------------------------------------
 

@@ -53,7 +53,7 @@ from component.xmpp.namespaces import (
     PUBSUB_OWNER_NS,
     RSM_NS,
 )
-from component.xmpp.privilege import HostPrivileges, parse_advertisement
+from component.xmpp.privilege import HostPrivileges
 from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
@@ -102,16 +102,16 @@ class PubsubComponent(ServiceComponent):
         trusted_hosts: frozenset[str],
     ) -> None:
         self.settings = settings
-        self.trusted_hosts = trusted_hosts
         self.upstream_jid = settings.upstream
         self.registry = registry
-        self.privileges: dict[str, HostPrivileges] = {}
         self.cache = Cache(sessions, settings.max_items_per_node)
         self._upkeep_task: asyncio.Task[None] | None = None
         self._verified: dict[int, float] = {}
         self._checks: dict[tuple[str, str], asyncio.Task[Checked]] = {}
         self._background = Background("pubsub: background work")
-        super().__init__(settings.jid, settings.secret.get_secret_value(), host, port)
+        super().__init__(
+            settings.jid, settings.secret.get_secret_value(), host, port, trusted_hosts
+        )
         self.upstream = Upstream(self, timeout=settings.upstream_timeout)
         self.synchroniser = Synchroniser(
             self.upstream, self.cache, registry, self.boundjid.bare, serialize
@@ -453,18 +453,7 @@ class PubsubComponent(ServiceComponent):
         if msg["type"] == "error" or sender.user:
             # Never answer; PEP notifications are not cached (not provably open).
             return
-        granted = parse_advertisement(sender.bare, msg.xml)
-        if granted is not None:
-            if granted.host not in self.trusted_hosts:
-                log.warning("pubsub: ignoring a privilege advertisement from %s", sender.bare)
-                return
-            self.privileges[granted.host] = granted
-            log.info(
-                "pubsub: %s grants %s (iq: %s)",
-                granted.host,
-                granted.namespace,
-                ", ".join(f"{k}={v}" for k, v in granted.iq.items()) or "none",
-            )
+        if self.take_privileges(sender, msg.xml):
             return
         event = msg.xml.find(f"{{{PUBSUB_EVENT_NS}}}event")
         if event is None:

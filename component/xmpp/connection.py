@@ -9,13 +9,14 @@ import socket
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from slixmpp import ComponentXMPP
+from slixmpp import JID, ComponentXMPP
 from slixmpp.stanza import Handshake, StreamError
 from slixmpp.xmlstream import StanzaBase
 
 from component import metrics
 from component.xmpp.backoff import Backoff
 from component.xmpp.namespaces import COMPONENT_NS
+from component.xmpp.privilege import HostPrivileges, parse_advertisement
 from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,13 @@ class ServiceComponent(ComponentXMPP):
     #: label value for metrics and log lines: "multicast" or "pubsub"
     service_name = "service"
 
-    def __init__(self, jid: str, secret: str, host: str, port: int) -> None:
+    def __init__(
+        self, jid: str, secret: str, host: str, port: int, trusted_hosts: frozenset[str]
+    ) -> None:
+        # Hosts whose XEP-0356 advertisements count (anyone can send one over s2s), and
+        # what they granted.
+        self.trusted_hosts = trusted_hosts
+        self.privileges: dict[str, HostPrivileges] = {}
         # fix_error_ns: without it every error from Prosody parses as
         # feature-not-implemented, because slixmpp looks in jabber:client.
         super().__init__(jid, secret, host, port, fix_error_ns=True)  # type: ignore[no-untyped-call]
@@ -48,6 +55,30 @@ class ServiceComponent(ComponentXMPP):
 
     def setup(self) -> None:
         """Register the service's identity, features and handlers."""
+
+    # -- privileges (XEP-0356) ----------------------------------------------
+
+    def take_privileges(self, sender: JID, xml: ET.Element) -> bool:
+        """Keep the permissions a message from one of our own hosts advertises.
+
+        True when the message is an advertisement (kept, or ignored as coming from
+        a host that is not ours): it needs no other handling, and no answer.
+        """
+        granted = parse_advertisement(sender.bare, xml)
+        if granted is None:
+            return False
+        if granted.host not in self.trusted_hosts:
+            log.warning(
+                "%s: ignoring a privilege advertisement from %s", self.service_name, sender.bare
+            )
+            return True
+        self.privileges[granted.host] = granted
+        log.info("%s: %s grants %s", self.service_name, granted.host, granted.summary())
+        self.privileges_granted(granted)
+        return True
+
+    def privileges_granted(self, granted: HostPrivileges) -> None:
+        """Called with each advertisement kept."""
 
     # -- sending -------------------------------------------------------------
 

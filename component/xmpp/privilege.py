@@ -26,6 +26,14 @@ class HostPrivileges:
     presence: str = "none"
     iq: dict[str, str] = field(default_factory=dict)  # namespace -> get | set | both
 
+    def summary(self) -> str:
+        """The permissions, for a log line."""
+        iq = ", ".join(f"{ns}={kind}" for ns, kind in self.iq.items()) or "none"
+        return (
+            f"{self.namespace} (message={self.message}, presence={self.presence}, "
+            f"roster={self.roster}, iq: {iq})"
+        )
+
     def can_send_messages(self) -> bool:
         """Whether we may send messages on behalf of this host's users."""
         return self.message == "outgoing"
