@@ -38,6 +38,7 @@ from component.storage import multicast_repo
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.errors import make_error
 from component.xmpp.namespaces import COMPONENT_NS, DATA_FORMS_NS
+from component.xmpp.numbers import count_in
 from component.xmpp.privilege import HostPrivileges, wrap_message
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,9 @@ def _limits(query: ET.Element) -> dict[str, int]:
             continue
         limits: dict[str, int] = {}
         for kind in ("message", "presence"):
-            value = (fields.get(kind) or [""])[0].strip()
-            # ASCII digits only: str.isdigit() accepts '²', which int() refuses.
-            if value.isascii() and value.isdecimal() and 0 < len(value) <= 9 and int(value):
-                limits[kind] = int(value)
+            limit = count_in((fields.get(kind) or [""])[0], minimum=1)
+            if limit is not None:
+                limits[kind] = limit
         return limits
     return {}
 

@@ -12,6 +12,7 @@ from xml.etree.ElementTree import Element
 
 from component.pubsub.openness import Access
 from component.xmpp.namespaces import DATA_FORMS_NS
+from component.xmpp.numbers import count_in
 
 META_FORM_TYPE = "http://jabber.org/protocol/pubsub#meta-data"
 HINTS = "{urn:xmpp:pubsub-caching:0}"
@@ -38,16 +39,6 @@ def _truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() in ("1", "true")
 
 
-def _count(value: str | None) -> int | None:
-    """A positive integer field; None for absent, "max", or anything unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not (value.isascii() and value.isdecimal()) or len(value) > 9 or int(value) < 1:
-        return None
-    return int(value)
-
-
 def parse_node_meta(query: Element) -> NodeMeta:
     """Read a disco#info <query/> for a node (identities, features, metadata form)."""
     fields: dict[str, str] = {}
@@ -65,8 +56,9 @@ def parse_node_meta(query: Element) -> NodeMeta:
         access_model=fields.get("pubsub#access_model") or None,
         hints=hints or None,
         node_type=fields.get("pubsub#type") or None,
-        max_items=_count(fields.get("pubsub#max_items")),
-        item_expire=_count(fields.get("pubsub#item_expire")),
+        # "max" (XEP-0060's integer-or-max) and 0 read as no limit
+        max_items=count_in(fields.get("pubsub#max_items"), minimum=1),
+        item_expire=count_in(fields.get("pubsub#item_expire"), minimum=1),
     )
 
 

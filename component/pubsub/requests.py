@@ -13,6 +13,7 @@ from xml.etree.ElementTree import Element
 from component.pubsub.paging import PagingError, RsmRequest, parse_rsm
 from component.storage.records import ItemRecord
 from component.xmpp.namespaces import PUBSUB_NS, RSM_NS
+from component.xmpp.numbers import count_in
 
 
 class RequestError(Exception):
@@ -64,13 +65,11 @@ def parse_request(iq_type: str, pubsub: Element) -> PubsubRequest:
         raise RequestError("bad-request", "Items are retrieved with an IQ of type get.")
     if node is None:
         raise RequestError("bad-request", "Items retrieval needs a node.", "nodeid-required")
-    max_items = None
     raw = action.get("max_items")
-    if raw is not None:
+    max_items = count_in(raw, minimum=1)
+    if raw is not None and max_items is None:
         raw = raw.strip()
-        if not (raw.isascii() and raw.isdecimal()) or len(raw) > 9 or int(raw) < 1:
-            raise RequestError("bad-request", f"max_items must be a positive integer, not {raw!r}.")
-        max_items = int(raw)
+        raise RequestError("bad-request", f"max_items must be a positive integer, not {raw!r}.")
     ids = tuple(item.get("id", "") for item in action.findall(f"{{{PUBSUB_NS}}}item"))
     if any(not i for i in ids):
         raise RequestError("bad-request", "An <item/> in an items request needs an id.")

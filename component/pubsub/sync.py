@@ -34,6 +34,7 @@ from component.pubsub.stanzas import (
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import COMPLETED, ERROR, IN_PROGRESS, NO_SYNC, ItemInput
 from component.xmpp.namespaces import DISCO_INFO_NS, PUBSUB_NS, RSM_NS
+from component.xmpp.numbers import count_in
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,6 @@ RECHECK_EVERY = 300.0  # seconds between access re-checks of idle cached nodes
 OPEN_FOR = 5.0
 # Errors that say nothing about the node: keep serving what is cached.
 TRANSIENT = frozenset({"remote-server-timeout", "remote-server-not-found", "internal-server-error"})
-
-
-def _number(text: str | None) -> int | None:
-    text = (text or "").strip()
-    return int(text) if text.isascii() and text.isdecimal() and len(text) < 10 else None
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -361,8 +357,10 @@ class Synchroniser:
             return FetchedPage(got, paged=False)
         first = answer.find(f"{{{RSM_NS}}}first")
         anchor = None if first is None or not first.text else first.text
-        index = None if first is None else _number(first.get("index"))
-        return FetchedPage(got, True, anchor, index, _number(answer.findtext(f"{{{RSM_NS}}}count")))
+        index = None if first is None else count_in(first.get("index"))
+        return FetchedPage(
+            got, True, anchor, index, count_in(answer.findtext(f"{{{RSM_NS}}}count"))
+        )
 
     def _item_input(self, node: NodeState, item: ReceivedItem) -> ItemInput:
         parsed = None
