@@ -143,6 +143,8 @@ class MulticastComponent(ServiceComponent):
         self.sessions = sessions
         self.local_domains = frozenset(d.lower() for d in settings.local_domains)
         self.privileges_settled = asyncio.Event()
+        # sender -> (its lock, how many of its presences hold or await it)
+        self._presence_order: dict[str, tuple[asyncio.Lock, int]] = {}
         self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         super().__init__(
             settings.jid,
@@ -208,6 +210,23 @@ class MulticastComponent(ServiceComponent):
     async def _on_presence(self, pres: StanzaBase) -> None:
         if pres["type"] == "error" or not pres["from"].user:
             return
+        # One sender's presences are handled in arrival order: an unavailable that
+        # follows a multicast presence must find its recipients already recorded,
+        # though the multicast waits on discovery and the database meanwhile.
+        sender = str(pres["from"])
+        lock, users = self._presence_order.get(sender, (asyncio.Lock(), 0))
+        self._presence_order[sender] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._serve_presence(pres)
+        finally:
+            lock, users = self._presence_order[sender]
+            if users == 1:
+                del self._presence_order[sender]
+            else:
+                self._presence_order[sender] = (lock, users - 1)
+
+    async def _serve_presence(self, pres: StanzaBase) -> None:
         if pres.xml.find(ADDRESSES_TAG) is not None:
             await self._multicast(pres, "presence")
             return
