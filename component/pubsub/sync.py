@@ -178,6 +178,10 @@ class Synchroniser:
         self._tasks[node.id] = task
         task.add_done_callback(lambda done: self._finished(node.id, done))
 
+    def syncing(self, node: NodeState) -> bool:
+        """Whether a sync of the node is running or queued in this process."""
+        return node.id in self._tasks
+
     def _finished(self, node_id: int, task: asyncio.Task[None]) -> None:
         # A sync scheduled after this one finished, but before this callback ran, is
         # the node's task now: keep it.
@@ -467,7 +471,7 @@ class Synchroniser:
                 self.schedule(node)
         for record in idle_nodes:
             node = self.cache.node(record.service, record.name)
-            if node is None or node.id in self._tasks:
+            if node is None or self.syncing(node):
                 continue
             if record.subscribed:
                 await self._unsubscribe(node)
@@ -475,7 +479,7 @@ class Synchroniser:
             log.info("pubsub: %s/%s idle; unsubscribed and dropped", node.service, node.name)
         loop_now = asyncio.get_running_loop().time()
         for node in self.cache.nodes():
-            if node.id in self._tasks:
+            if self.syncing(node):
                 continue
             # A sync interrupted by a crash leaves in-progress behind; its lease expires.
             if node.sync_state == IN_PROGRESS:

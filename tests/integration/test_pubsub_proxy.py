@@ -207,8 +207,15 @@ async def cache_node(herald: Herald, reader: TestClient, node: str, timeout: flo
 
 def synced(herald: Herald, node: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        state = proxy_of(herald).cache.node(UPSTREAM_JID, node)
-        return state is not None and state.sync_state == COMPLETED
+        service = proxy_of(herald)
+        state = service.cache.node(UPSTREAM_JID, node)
+        # Completed is set before the sync's last steps (lease release, gauges): wait
+        # for those too, or the next step races them (upkeep skips syncing nodes).
+        return (
+            state is not None
+            and state.sync_state == COMPLETED
+            and not service.synchroniser.syncing(state)
+        )
 
     return check
 
