@@ -2,7 +2,7 @@
 vs. a memory component, on Prosody and on ejabberd.
 
 Run:
-    cd /work/main && /tmp/v/bin/python -m bench.pubsub_items
+    .venv/bin/python -m bench.pubsub_items
         [--server prosody|ejabberd|both] [--requests 2000] [--warmup 200] [--runs 3]
         [--inflight 16] [--seq-requests 400]
         [--profile DIR]  # then sample Herald with py-spy (pip install py-spy) on hit and miss

@@ -156,7 +156,15 @@ async def start_proxy(server: XmppServer, db_url: str, **pubsub: Any) -> Herald:
     herald = Herald(settings)
     await herald.start()
     await asyncio.wait_for(herald.wait_connected(), 10)
-    await asyncio.sleep(0.3)  # the privilege advertisement follows the handshake
+    if server.grants_iq_privileges:
+        # The privilege advertisement follows the handshake: wait for it, or the
+        # first privileged request would be refused.
+        async def advertised() -> bool:
+            return bool(proxy_of(herald).privileges)
+
+        await until(advertised)
+    else:
+        await asyncio.sleep(0.3)  # whatever the server advertises has arrived
     return herald
 
 
