@@ -25,13 +25,19 @@ class TestClient(ClientXMPP):  # type: ignore[misc]
         self.messages: asyncio.Queue[Any] = asyncio.Queue()
         self.presences: asyncio.Queue[Any] = asyncio.Queue()
         self.online = asyncio.Event()
+        self._available = asyncio.Event()
         self.add_event_handler("session_start", self._started)
         self.add_event_handler("message", self._message)
         self.add_event_handler("message_error", self._message)
         self.add_event_handler("presence", self._presence)
 
     async def _started(self, _event: Any) -> None:
+        # Online once the server has our initial presence: it reflects it back to us
+        # (RFC 6121 4.2.2). Before that, a message to our bare JID from another
+        # connection may be stored offline rather than delivered.
+        self._available.clear()
         self.send_presence()
+        await asyncio.wait_for(self._available.wait(), 10)
         self.online.set()
 
     def _message(self, msg: Any) -> None:
@@ -40,7 +46,9 @@ class TestClient(ClientXMPP):  # type: ignore[misc]
         self.messages.put_nowait(msg)
 
     def _presence(self, pres: Any) -> None:
-        if pres["from"].bare != self.boundjid.bare:
+        if pres["from"] == self.boundjid:
+            self._available.set()
+        elif pres["from"].bare != self.boundjid.bare:
             self.presences.put_nowait(pres)
 
     async def start(self, port: int, timeout: float = 10.0) -> None:

@@ -13,6 +13,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from component.app import Herald
+from component.pubsub.service import PubsubComponent
 from tests.conftest import MULTICAST_JID, PROXY_JID, UPSTREAM_JID, USERS
 from tests.harness.client import TestClient
 from tests.harness.herald import settings_for
@@ -89,12 +90,19 @@ async def test_counters_move_by_the_traffic(herald: tuple[Herald, int], prosody:
         # pubsub: a miss, then (once synced) a hit, then an error
         alice_ps = clients["alice"].plugin["xep_0060"]
         await alice_ps.get_items(PROXY_JID, "metrics-node", timeout=5)
-        service = next(s for s in herald[0].services if s.service_name == "pubsub")
-        for _ in range(100):
-            node = service.cache.node(UPSTREAM_JID, "metrics-node")  # type: ignore[attr-defined]
-            if node is not None and node.serves_from_cache:
+        service = next(s for s in herald[0].services if isinstance(s, PubsubComponent))
+        # Synced: served from the cache, and the sync's last steps (the gauges) done.
+        for _ in range(200):
+            node = service.cache.node(UPSTREAM_JID, "metrics-node")
+            if (
+                node is not None
+                and node.serves_from_cache
+                and not service.synchroniser.syncing(node)
+            ):
                 break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("metrics-node was not synced within 10 s")
         await alice_ps.get_items(PROXY_JID, "metrics-node", timeout=5)
         with pytest.raises(IqError):
             await alice_ps.get_items(PROXY_JID, "metrics-no-such-node", max_items=0, timeout=5)
