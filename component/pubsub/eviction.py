@@ -16,12 +16,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from xml.etree import ElementTree as ET
 
 from component.background import Background
 from component.pubsub.cache import Cache, NodeState
+from component.pubsub.requests import items_payload, items_read
+from component.pubsub.stanzas import result_items
 from component.pubsub.upstream import Upstream, UpstreamError
-from component.xmpp.namespaces import PUBSUB_NS
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,8 @@ class EvictionWatch:
         """Which of the items upstream no longer has (it answers with those it has)."""
         if not item_ids:
             return set()
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        items = ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}items", {"node": node.name})
-        for item_id in item_ids:
-            ET.SubElement(items, f"{{{PUBSUB_NS}}}item", {"id": item_id})
+        payload = items_payload(items_read(node.name, item_ids=item_ids))
         # item-not-found here means the node is gone: raised, and the node is fetched
         # again, which finds that out.
-        reply = await self.upstream.as_herald("get", node.service, pubsub)
-        found = reply.findall(f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items/{{{PUBSUB_NS}}}item")
-        return set(item_ids) - {element.get("id") for element in found}
+        reply = await self.upstream.as_herald("get", node.service, payload)
+        return set(item_ids) - {element.get("id") for element in result_items(reply)}

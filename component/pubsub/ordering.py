@@ -13,10 +13,10 @@ and the next republication asks again.
 from __future__ import annotations
 
 import logging
-from xml.etree import ElementTree as ET
 
+from component.pubsub.requests import items_payload, items_read
+from component.pubsub.stanzas import result_items
 from component.pubsub.upstream import Upstream, UpstreamError
-from component.xmpp.namespaces import PUBSUB_NS
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,14 @@ class RepublishOrder:
             return self._moves.get(service)
         self._asking.add(service)
         try:
-            pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-            ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}items", {"node": node, "max_items": "1"})
-            reply = await self.upstream.as_herald("get", service, pubsub)
+            payload = items_payload(items_read(node, max_items=1))
+            reply = await self.upstream.as_herald("get", service, payload)
         except UpstreamError as exc:
             log.debug("pubsub: cannot learn %s's item order: %s", service, exc.condition)
             return None
         finally:
             self._asking.discard(service)
-        path = f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items/{{{PUBSUB_NS}}}item"
-        newest = [element.get("id") for element in reply.findall(path)]
+        newest = [element.get("id") for element in result_items(reply)]
         if newest == [republished]:
             self._moves[service] = True
         elif newest == [newer]:

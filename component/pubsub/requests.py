@@ -93,6 +93,17 @@ def answered_by_newest(request: PubsubRequest, held: Sequence[ItemRecord]) -> bo
     return request.rsm is None and request.max_items is not None and request.max_items <= len(held)
 
 
+def items_read(
+    node: str,
+    *,
+    max_items: int | None = None,
+    item_ids: Sequence[str] = (),
+    rsm: RsmRequest | None = None,
+) -> PubsubRequest:
+    """An items retrieval Herald makes on its own account (sync, probes)."""
+    return PubsubRequest("get", PUBSUB_NS, "items", node, max_items, tuple(item_ids), rsm)
+
+
 def items_payload(request: PubsubRequest) -> Element:
     """A clean <pubsub><items/></pubsub> for the request, to send upstream.
 

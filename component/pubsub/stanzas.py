@@ -40,6 +40,11 @@ class NodeEvent:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+def result_items(reply: Element) -> list[Element]:
+    """The <item/> elements of an items result <iq/>."""
+    return reply.findall(f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items/{{{PUBSUB_NS}}}item")
+
+
 def received_items(items: Iterable[Element], serialize: Serializer) -> list[ReceivedItem]:
     """The <item/> children of an items result or event, with their payloads."""
     found = []

@@ -24,12 +24,15 @@ from component.pubsub.eviction import EvictionWatch
 from component.pubsub.fetching import PAGE, FetchedPage, FullFetch
 from component.pubsub.openness import OpenNodes
 from component.pubsub.ordering import RepublishOrder
+from component.pubsub.paging import RsmRequest
+from component.pubsub.requests import items_payload, items_read
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import (
     NodeEvent,
     ReceivedItem,
     Serializer,
     received_items,
+    result_items,
 )
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import COMPLETED, ERROR, IN_PROGRESS, NO_SYNC, ItemInput
@@ -348,14 +351,9 @@ class Synchroniser:
         The anchor is a page's RSM <first/>, which need not be an item id (ejabberd
         pages by timestamp).
         """
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}items", {"node": node.name})
-        rsm = ET.SubElement(pubsub, f"{{{RSM_NS}}}set")
-        ET.SubElement(rsm, f"{{{RSM_NS}}}max").text = str(PAGE)
-        ET.SubElement(rsm, f"{{{RSM_NS}}}before").text = before
-        reply = await self.upstream.as_herald("get", node.service, pubsub)
-        items = reply.find(f"{{{PUBSUB_NS}}}pubsub/{{{PUBSUB_NS}}}items")
-        got = [] if items is None else received_items(items, self.serialize)
+        request = items_read(node.name, rsm=RsmRequest(max=PAGE, before=before))
+        reply = await self.upstream.as_herald("get", node.service, items_payload(request))
+        got = received_items(result_items(reply), self.serialize)
         answer = reply.find(f"{{{PUBSUB_NS}}}pubsub/{{{RSM_NS}}}set")
         if answer is None:
             return FetchedPage(got, paged=False)

@@ -7,15 +7,18 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from component.pubsub.access import NodeMeta, parse_node_meta, shareable
-from component.pubsub.paging import Page
+from component.pubsub.paging import Page, RsmRequest
 from component.pubsub.requests import (
     PubsubRequest,
     RequestError,
     answered_by_newest,
+    items_payload,
+    items_read,
     parse_request,
 )
-from component.pubsub.stanzas import items_result, parse_event
+from component.pubsub.stanzas import items_result, parse_event, result_items
 from component.storage.records import ItemRecord
+from component.xmpp.xmltext import serialize
 
 PS = "http://jabber.org/protocol/pubsub"
 EV = "http://jabber.org/protocol/pubsub#event"
@@ -175,6 +178,51 @@ def test_malformed_requests(iq_type: str, inner: str, condition: str) -> None:
         parse_request(iq_type, pubsub(inner))
     assert info.value.condition == condition
     assert info.value.text
+
+
+@pytest.mark.parametrize(
+    ("request_", "xml"),
+    [
+        # the sync's page request: the newest page, then the one before an anchor
+        (
+            items_read("blog", rsm=RsmRequest(max=100, before="")),
+            f'<pubsub xmlns="{PS}"><items node="blog"/>'
+            '<set xmlns="http://jabber.org/protocol/rsm"><max>100</max><before/></set></pubsub>',
+        ),
+        (
+            items_read("blog", rsm=RsmRequest(max=100, before="a&b")),
+            f'<pubsub xmlns="{PS}"><items node="blog"/>'
+            '<set xmlns="http://jabber.org/protocol/rsm"><max>100</max>'
+            "<before>a&amp;b</before></set></pubsub>",
+        ),
+        # the eviction probe, and the republish-order question
+        (
+            items_read("blog", item_ids=["1", "2"]),
+            f'<pubsub xmlns="{PS}"><items node="blog"><item id="1"/><item id="2"/></items>'
+            "</pubsub>",
+        ),
+        (
+            items_read("blog", max_items=1),
+            f'<pubsub xmlns="{PS}"><items node="blog" max_items="1"/></pubsub>',
+        ),
+    ],
+)
+def test_herald_own_items_requests(request_: PubsubRequest, xml: str) -> None:
+    assert request_.is_items_read
+    assert serialize(items_payload(request_)) == xml
+    # and the request, read back, is the same request
+    assert parse_request("get", items_payload(request_)) == request_
+
+
+def test_result_items_are_the_items_of_an_items_result() -> None:
+    reply = ET.fromstring(
+        f'<iq xmlns="jabber:component:accept" type="result"><pubsub xmlns="{PS}">'
+        '<items node="n"><item id="a"/><item id="b"/></items>'
+        '<set xmlns="http://jabber.org/protocol/rsm"><count>2</count></set></pubsub></iq>'
+    )
+    assert [item.get("id") for item in result_items(reply)] == ["a", "b"]
+    empty = ET.fromstring('<iq xmlns="jabber:component:accept" type="result"/>')
+    assert result_items(empty) == []
 
 
 def test_other_actions_are_named_for_forwarding() -> None:
