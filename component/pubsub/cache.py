@@ -247,7 +247,7 @@ class Cache:
                 record = await repo.set_node_state(session, node.id, now=utcnow(), truncated=True)
             await session.commit()
         self._drop_items(node.id)
-        return node if record is None else self._remember(node, record)
+        return self._remember(node, record)
 
     async def held(self, node: NodeState, item_ids: Sequence[str]) -> list[ItemRecord]:
         """The node's items with these ids (oldest first), from memory when hot."""
@@ -279,7 +279,7 @@ class Cache:
             record = await repo.set_node_state(session, node.id, now=utcnow(), truncated=False)
             await session.commit()
         self._drop_items(node.id)
-        return node if record is None else self._remember(node, record)
+        return self._remember(node, record)
 
     def _hold(self, node_id: int, items: list[ItemRecord]) -> None:
         if len(items) > self._memory_items:
