@@ -7,6 +7,7 @@ to provoke there, so here the upstream answers from a script.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from xml.etree import ElementTree as ET
 
@@ -81,6 +82,19 @@ class ScriptedUpstream:
         return reply(f'<pubsub xmlns="{PS}"><items node="{NODE}">{body}</items></pubsub>')
 
 
+def synchroniser(
+    upstream: ScriptedUpstream, cache: Cache, registry: Registry | None = None
+) -> Synchroniser:
+    """A synchroniser over the scripted upstream (no rules unless given)."""
+    return Synchroniser(
+        upstream,  # type: ignore[arg-type]
+        cache,
+        Registry.from_config([]) if registry is None else registry,
+        "proxy.example.org",
+        ET.tostring,  # type: ignore[arg-type]
+    )
+
+
 def runs(result: str) -> float:
     return REGISTRY.get_sample_value("herald_pubsub_sync_runs_total", {"result": result}) or 0
 
@@ -91,7 +105,7 @@ async def test_failed_sync_is_never_half_cached_and_is_retried(
     upstream = ScriptedUpstream()
     cache = Cache(sessions, max_items_per_node=2)
     registry = Registry.from_config([AnalyserRule(node="blog", sync=True, parser="atom")])
-    sync = Synchroniser(upstream, cache, registry, "proxy.example.org", ET.tostring)  # type: ignore[arg-type]
+    sync = synchroniser(upstream, cache, registry)
     node = await cache.ensure(SERVICE, NODE, "rule-1")
 
     await sync.sync(node)
@@ -145,7 +159,7 @@ async def test_a_held_lease_blocks_a_second_sync(
     upstream = ScriptedUpstream()
     cache = Cache(sessions, max_items_per_node=10)
     registry = Registry.from_config([])
-    sync = Synchroniser(upstream, cache, registry, "proxy.example.org", ET.tostring)  # type: ignore[arg-type]
+    sync = synchroniser(upstream, cache, registry)
     node = await cache.ensure(SERVICE, NODE, None)
     # another Herald process holds the lease
     assert await repo.try_acquire_sync(
@@ -154,6 +168,17 @@ async def test_a_held_lease_blocks_a_second_sync(
     await sync.sync(node)
     assert upstream.calls == []  # it did nothing
     assert cache.node(SERVICE, NODE).sync_state != COMPLETED  # type: ignore[union-attr]
+
+
+async def settles(
+    held: Callable[[], Awaitable[list[str]]], expected: list[str], tries: int
+) -> None:
+    """Wait (tries x 10 ms at most) for held() to be expected, then assert it is."""
+    for _ in range(tries):
+        if await held() == expected:
+            break
+        await asyncio.sleep(0.01)
+    assert await held() == expected
 
 
 def items_event(*ids: str) -> NodeEvent:
@@ -168,7 +193,7 @@ async def test_a_node_larger_than_the_limit_is_marked_truncated(
 ) -> None:
     upstream = ScriptedUpstream()
     cache = Cache(sessions, max_items_per_node=2)
-    sync = Synchroniser(upstream, cache, Registry.from_config([]), "proxy.example.org", ET.tostring)  # type: ignore[arg-type]
+    sync = synchroniser(upstream, cache)
     node = await cache.ensure(SERVICE, NODE, None)
     await sync.sync(node)
     node = cache.node(SERVICE, NODE)  # type: ignore[assignment]
@@ -200,7 +225,7 @@ async def test_upstream_max_items_is_mirrored_not_truncation(
     upstream.meta = open_meta(max_items="2")
     upstream.items = ["a", "b"]
     cache = Cache(sessions, max_items_per_node=10)
-    sync = Synchroniser(upstream, cache, Registry.from_config([]), "proxy.example.org", ET.tostring)  # type: ignore[arg-type]
+    sync = synchroniser(upstream, cache)
     await sync.sync(await cache.ensure(SERVICE, NODE, None))
     node = cache.node(SERVICE, NODE)
     assert node is not None
@@ -219,7 +244,7 @@ async def test_a_node_whose_items_expire_is_not_cached(
     upstream = ScriptedUpstream()
     upstream.meta = open_meta(item_expire="3600")
     cache = Cache(sessions, max_items_per_node=10)
-    sync = Synchroniser(upstream, cache, Registry.from_config([]), "proxy.example.org", ET.tostring)  # type: ignore[arg-type]
+    sync = synchroniser(upstream, cache)
     await sync.sync(await cache.ensure(SERVICE, NODE, None))
     node = cache.node(SERVICE, NODE)
     assert node is not None
@@ -236,7 +261,7 @@ async def test_items_upstream_dropped_silently_are_dropped_from_the_cache(
     monkeypatch.setattr(eviction, "PROBE_DELAY", 0.01)
     upstream = ScriptedUpstream()
     cache = Cache(sessions, max_items_per_node=10)
-    sync = Synchroniser(upstream, cache, Registry.from_config([]), "proxy.example.org", ET.tostring)  # type: ignore[arg-type]
+    sync = synchroniser(upstream, cache)
     try:
         await sync.sync(await cache.ensure(SERVICE, NODE, None))
         # upstream holds 3 at most, and drops "a" for "d" without a word
@@ -249,11 +274,7 @@ async def test_items_upstream_dropped_silently_are_dropped_from_the_cache(
             assert node is not None
             return [i.item_id for i in await cache.items(node)]
 
-        for _ in range(100):
-            if await held() == ["b", "c", "d"]:
-                break
-            await asyncio.sleep(0.01)
-        assert await held() == ["b", "c", "d"]
+        await settles(held, ["b", "c", "d"], tries=100)
         assert upstream.calls[calls:] == ["items"]  # one probe, no re-fetch
         assert cache.node(SERVICE, NODE).serves_from_cache  # type: ignore[union-attr]
 
@@ -262,11 +283,7 @@ async def test_items_upstream_dropped_silently_are_dropped_from_the_cache(
         upstream.items = ["d", "e", "f"]
         calls = len(upstream.calls)
         await sync.apply(SERVICE, items_event("e", "f"))
-        for _ in range(100):
-            if await held() == ["d", "e", "f"]:
-                break
-            await asyncio.sleep(0.01)
-        assert await held() == ["d", "e", "f"]
+        await settles(held, ["d", "e", "f"], tries=100)
         assert upstream.calls[calls:] == ["items", "items"]
 
         # a probe that fails has the node fetched again: nothing dropped stays
@@ -274,11 +291,7 @@ async def test_items_upstream_dropped_silently_are_dropped_from_the_cache(
         upstream.fail_next = 1
         calls = len(upstream.calls)
         await sync.apply(SERVICE, items_event("g"))
-        for _ in range(200):
-            if await held() == ["e", "f", "g"]:
-                break
-            await asyncio.sleep(0.01)
-        assert await held() == ["e", "f", "g"]
+        await settles(held, ["e", "f", "g"], tries=200)
         assert "subscribe" in upstream.calls[calls:]  # a full sync ran
     finally:
         await sync.wait_idle()
