@@ -49,14 +49,18 @@ class NodeState:
     access_model: str | None
     truncated: bool = False  # upstream holds older items than the cache keeps
     upstream_max_items: int | None = None
+    # Fetched, or re-fetched, since this process last connected. Notifications sent
+    # while Herald was away (stopped, crashed, disconnected) are lost, so a node the
+    # database calls completed is only trusted once it has been fetched again.
+    confirmed: bool = False
 
     @property
     def serves_from_cache(self) -> bool:
         """In sync and readable by anyone: requests may be answered from the cache."""
-        return self.sync_state == COMPLETED and self.shareable
+        return self.sync_state == COMPLETED and self.shareable and self.confirmed
 
 
-def _state(record: NodeRecord) -> NodeState:
+def _state(record: NodeRecord, confirmed: bool = False) -> NodeState:
     return NodeState(
         record.id,
         record.service,
@@ -67,6 +71,7 @@ def _state(record: NodeRecord) -> NodeState:
         record.access_model,
         record.truncated,
         record.upstream_max_items,
+        confirmed and record.sync_state == COMPLETED,
     )
 
 
@@ -129,25 +134,51 @@ class Cache:
         state = self._nodes[(service, name)] = _state(record)
         return state
 
-    async def set_state(self, node: NodeState, **changes: object) -> NodeState:
-        """Change the node's stored state (set_node_state keywords); returns the new state."""
+    async def set_state(
+        self, node: NodeState, *, confirm: bool = False, **changes: object
+    ) -> NodeState:
+        """Change the node's stored state (set_node_state keywords); returns the new state.
+
+        confirm: the node was just fetched in full, so its completed state is trusted.
+        """
         async with self.sessions() as session:
             record = await repo.set_node_state(session, node.id, now=utcnow(), **changes)  # type: ignore[arg-type]
             await session.commit()
         if record is None:
             self.forget(node)
-            return replace(node, sync_state=NO_SYNC, shareable=False)
-        state = self._remember(node, record)
+            return replace(node, sync_state=NO_SYNC, shareable=False, confirmed=False)
+        state = self._remember(node, record, confirm)
         if not state.serves_from_cache:
             self._drop_items(node.id)
         return state
 
-    def _remember(self, node: NodeState, record: NodeRecord | None) -> NodeState:
-        """Keep the node's new state in memory (a deleted node's stays as it was)."""
+    def _remember(
+        self, node: NodeState, record: NodeRecord | None, confirm: bool = False
+    ) -> NodeState:
+        """Keep the node's new state in memory (a deleted node's stays as it was).
+
+        Whether it is confirmed carries over from what memory held, unless a sync
+        confirms it now; a state other than completed always unconfirms it.
+        """
         if record is None:
             return node
-        state = self._nodes[(node.service, node.name)] = _state(record)
+        held = self._nodes.get((node.service, node.name))
+        confirmed = confirm or (held is not None and held.id == record.id and held.confirmed)
+        state = self._nodes[(node.service, node.name)] = _state(record, confirmed)
         return state
+
+    def unconfirm(self, node: NodeState) -> NodeState | None:
+        """Stop answering the node from the cache until a sync confirms it again."""
+        held = self._nodes.get((node.service, node.name))
+        if held is None:
+            return None
+        state = self._nodes[(node.service, node.name)] = replace(held, confirmed=False)
+        return state
+
+    def unconfirm_all(self) -> None:
+        """After a reconnect: no node is answered from the cache until re-fetched."""
+        for key, held in list(self._nodes.items()):
+            self._nodes[key] = replace(held, confirmed=False)
 
     async def delete(self, node: NodeState) -> None:
         """Forget the node and its items, in the database and in memory."""

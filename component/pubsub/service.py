@@ -36,7 +36,7 @@ from component.pubsub.requests import (
     parse_request,
 )
 from component.pubsub.rules import Registry
-from component.pubsub.stanzas import items_result, parse_event
+from component.pubsub.stanzas import items_result, parse_event, written_events
 from component.pubsub.sync import OPEN_FOR, RSM_FEATURE, Synchroniser
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import ItemRecord
@@ -174,12 +174,34 @@ class PubsubComponent(ServiceComponent):
                 log.exception("pubsub: upkeep failed")
 
     def _verify_soon(self, node: NodeState) -> None:
-        """Re-read a served node's access model in the background, at most every few s."""
+        """Re-read a served node's access model in the background, before what is
+        known of it expires, so that steady reads never wait for a check."""
         now = asyncio.get_running_loop().time()
-        if now - self._verified.get(node.id, 0.0) < OPEN_FOR:
+        if now - self._verified.get(node.id, -OPEN_FOR) < OPEN_FOR / 2:
             return
         self._verified[node.id] = now
         self._background.start(self.synchroniser.verify(node))
+
+    async def _open_now(self, node: NodeState) -> bool:
+        """Whether the cached node may be served: its metadata said "open" within the
+        window. When that is older (a quiet node), the check completes first,
+        shared by every request that needs it. Prosody 0.12 closes nodes silently.
+        """
+        key = (node.service, node.name)
+        access = self.open_nodes.known(key, asyncio.get_running_loop().time())
+        if access is None:
+            try:
+                access, asked = await asyncio.shield(
+                    self._access_check(node.service, node.name, None)
+                )
+            except UpstreamError:
+                return False  # unknown now: the request goes upstream
+            self._verified[node.id] = asked
+        if access != "open":
+            self._background.start(self.synchroniser.verify(node))  # drops it
+            return False
+        self._verify_soon(node)
+        return True
 
     def _access_check(self, service: str, node: str, sync_as: str | None) -> asyncio.Task[Checked]:
         """The node's access check, shared by every request that arrives while it runs."""
@@ -307,15 +329,17 @@ class PubsubComponent(ServiceComponent):
             return await self._read(iq, service, request)
         # Writes and owner requests only ever go upstream as the user.
         reply = await self._as_user(iq, request.namespace, service, payload)
+        if request.node is not None and self.cache.node(service, request.node) is not None:
+            # Applied before the answer, so the client's next read already sees it.
+            await self.synchroniser.written(service, written_events(request, payload, reply))
         self._reply(iq, list(reply))
         return "bypass"
 
     async def _read(self, iq: StanzaBase, service: str, request: PubsubRequest) -> str:
         assert request.node is not None
         node = self.cache.node(service, request.node)
-        if node is not None and node.serves_from_cache:
+        if node is not None and node.serves_from_cache and await self._open_now(node):
             self.cache.mark_requested(node)
-            self._verify_soon(node)
             items = await self.cache.items(node)
             # The node as it is now: a publication may have trimmed it meanwhile.
             node = self.cache.node(service, request.node)
@@ -426,11 +450,8 @@ class PubsubComponent(ServiceComponent):
         node = asked.get("node")
         query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
         known = None if node is None else self.cache.node(service, node)
-        if (
-            namespace == DISCO_ITEMS_NS
-            and node is not None
-            and not (known is not None and known.serves_from_cache)
-        ):
+        served = known is not None and known.serves_from_cache and await self._open_now(known)
+        if namespace == DISCO_ITEMS_NS and node is not None and not served:
             # A node's items list is content: only as the user, or if in the cache.
             reply = await self._as_user(iq, namespace, service, query)
         else:
@@ -459,13 +480,18 @@ class PubsubComponent(ServiceComponent):
         if event is None:
             return
         # Only the node's own service may change it: the cache is keyed by sender.
-        for change in parse_event(event, serialize):
-            try:
-                await self.synchroniser.apply(sender.bare, change)
-            except Exception:
-                log.exception(
-                    "pubsub: cannot apply a %s notification from %s", change.kind, sender.bare
-                )
+        try:
+            changes = parse_event(event, serialize)
+        except Exception as exc:  # a payload too deep to serialise, say
+            for child in event:
+                name = child.get("node")
+                if name is not None:
+                    self.synchroniser.out_of_service(
+                        sender.bare, name, f"unreadable notification: {exc!r}"
+                    )
+            return
+        for change in changes:
+            await self.synchroniser.apply(sender.bare, change)
 
 
 def _no_such_node(service: str, node: str) -> ET.Element:

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element
 
 from component.pubsub.paging import Page
+from component.pubsub.requests import PubsubRequest
 from component.storage.records import ItemRecord
-from component.xmpp.namespaces import PUBSUB_EVENT_NS, PUBSUB_NS, RSM_NS
+from component.xmpp.namespaces import PUBSUB_EVENT_NS, PUBSUB_NS, PUBSUB_OWNER_NS, RSM_NS
 from component.xmpp.xmltext import escape_text, quote_attr
 
 Serializer = Callable[[Element], str]
@@ -33,7 +34,7 @@ class ReceivedItem:
 class NodeEvent:
     """One <event/> notification, reduced to what the cache applies."""
 
-    kind: str  # items | purge | delete | configuration
+    kind: str  # items | purge | delete | configuration | stale (re-fetch the node)
     node: str
     published: tuple[ReceivedItem, ...] = ()
     retracted: tuple[str, ...] = ()
@@ -85,6 +86,36 @@ def parse_event(event: Element, serialize: Serializer) -> list[NodeEvent]:
         elif kind in ("purge", "delete", "configuration"):
             events.append(NodeEvent(kind, node))
     return events
+
+
+def written_events(request: PubsubRequest, payload: Element, reply: Element) -> list[NodeEvent]:
+    """The notifications a write accepted upstream stands for, to apply to the cache.
+
+    A publication is named by id only (an item without payload), so the item is read
+    back as upstream stores it; one whose id nobody told us re-fetches the node.
+    """
+    node = request.node
+    if node is None:
+        return []
+    action = request.action
+    if action == "retract":
+        gone = tuple(i.get("id", "") for i in payload.iter(f"{{{PUBSUB_NS}}}item") if i.get("id"))
+        return [NodeEvent("items", node, retracted=gone)]
+    if action == "publish":
+        ids = [i.get("id", "") for i in reply.iter(f"{{{PUBSUB_NS}}}item")]
+        ids = ids or [i.get("id", "") for i in payload.iter(f"{{{PUBSUB_NS}}}item")]
+        if not ids or not all(ids):
+            return [NodeEvent("stale", node)]  # upstream chose an id it did not say
+        return [NodeEvent("items", node, published=tuple(_named(i) for i in ids))]
+    if action in ("purge", "delete"):
+        return [NodeEvent(action, node)]
+    if action == "configure" and request.namespace == PUBSUB_OWNER_NS:
+        return [NodeEvent("configuration", node)]
+    return []
+
+
+def _named(item_id: str) -> ReceivedItem:
+    return ReceivedItem(item_id, "", None, None, None)
 
 
 def item_xml(record: ItemRecord) -> str:

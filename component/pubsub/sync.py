@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from xml.etree import ElementTree as ET
 
@@ -22,6 +20,7 @@ from component.pubsub.access import NodeMeta, access_of, parse_node_meta, sharea
 from component.pubsub.cache import Cache, NodeState, utcnow
 from component.pubsub.eviction import EvictionWatch
 from component.pubsub.fetching import PAGE, FetchedPage, FullFetch
+from component.pubsub.leases import abandoned_by, this_process
 from component.pubsub.openness import OpenNodes
 from component.pubsub.ordering import RepublishOrder
 from component.pubsub.paging import RsmRequest
@@ -79,7 +78,10 @@ class Synchroniser:
         self.registry = registry
         self.proxy_jid = proxy_jid
         self.serialize = serialize
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        me = this_process()
+        self.owner = str(me)
+        self._abandoned = abandoned_by(me)
+        self.lease = LEASE
         self._tasks: dict[int, asyncio.Task[None]] = {}
         # Notifications for a node whose fetch is running here wait for it to finish,
         # then apply on top of what was fetched. (Re-fetching instead would loop on
@@ -150,7 +152,14 @@ class Synchroniser:
         if known is None and len(self.cache.nodes()) >= MAX_NODES:
             log.warning("pubsub: %d nodes cached; not caching %s/%s", MAX_NODES, service, name)
             return
-        self.schedule(known or await self.cache.ensure(service, name, analyser))
+        try:
+            node = known or await self.cache.ensure(service, name, analyser)
+        except Exception as exc:
+            # The database is down: ask again at the next request, not in a minute.
+            self._considered.pop(key, None)
+            log.warning("pubsub: cannot record %s/%s now: %s", service, name, str(exc)[:200])
+            return
+        self.schedule(node)
 
     async def verify(self, node: NodeState) -> None:
         """Re-read a cached node's access model; stop caching it if it is not open now."""
@@ -216,11 +225,24 @@ class Synchroniser:
         from component.storage import pubsub_repo as repo
 
         sessions = self.cache.sessions
-        if not await repo.try_acquire_sync(sessions, node.id, self.owner, utcnow(), LEASE):
+        # The lease and the in-progress state are one UPDATE: a crash can never leave
+        # the lease taken and the node still marked completed.
+        if not await repo.try_acquire_sync(
+            sessions,
+            node.id,
+            self.owner,
+            utcnow(),
+            self.lease,
+            sync_state=IN_PROGRESS,
+            abandoned=self._abandoned,
+        ):
             log.debug("pubsub: %s/%s is being synced elsewhere", node.service, node.name)
             return
+        this_sync = asyncio.current_task()
+        assert this_sync is not None
+        keeper = asyncio.create_task(self._keep_lease(node, this_sync))
         try:
-            node = await self.cache.set_state(node, sync_state=IN_PROGRESS)
+            node = await self.cache.set_state(node)  # in progress, as just written
             meta = await self.node_meta(node.service, node.name)
             if not meta.cacheable:
                 await self.stop_caching(node, meta)
@@ -235,6 +257,7 @@ class Synchroniser:
             async with self._notifications:
                 node = await self.cache.set_state(
                     node,
+                    confirm=True,
                     sync_state=COMPLETED,
                     shareable=True,
                     access_model=meta.access_model,
@@ -260,9 +283,38 @@ class Synchroniser:
             log.exception("pubsub: sync of %s/%s crashed", node.service, node.name)
             await self._failed(node, "internal error")
         finally:
+            keeper.cancel()
             self._pending.pop(node.id, None)
             await repo.release_sync(sessions, node.id, self.owner)
             await self.cache.refresh_gauges()
+
+    async def _keep_lease(self, node: NodeState, sync: asyncio.Task[None]) -> None:
+        """Renew the node's lease while its sync runs; stop the sync if it is lost.
+
+        A sync may outlast one lease (a large node over a slow link); without renewal
+        another process would start the same sync meanwhile.
+        """
+        from component.storage import pubsub_repo as repo
+
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                held = await repo.renew_sync(
+                    self.cache.sessions, node.id, self.owner, utcnow(), self.lease
+                )
+            except Exception as exc:  # the database may be back before the lease ends
+                log.warning(
+                    "pubsub: cannot renew the lease of %s/%s: %s", node.service, node.name, exc
+                )
+                continue
+            if not held:
+                log.warning(
+                    "pubsub: lost the sync lease of %s/%s; leaving the sync to its holder",
+                    node.service,
+                    node.name,
+                )
+                sync.cancel()
+                return
 
     async def _failed(self, node: NodeState, reason: str) -> None:
         from component.storage import pubsub_repo as repo
@@ -288,19 +340,24 @@ class Synchroniser:
         )
 
     async def stop_caching(self, node: NodeState, meta: NodeMeta) -> None:
-        """Drop a node that is no longer open, whose items expire, or that is gone."""
-        await self.cache.purge_items(node)
+        """Drop a node that is no longer open, whose items expire, or that is gone.
+
+        It stops being served before anything else happens: never an empty answer
+        from a node being dropped.
+        """
+        self.cache.unconfirm(node)
         if not meta.exists:
             await self.cache.delete(node)
             return
-        await self._unsubscribe(node)
-        await self.cache.set_state(
+        node = await self.cache.set_state(
             node,
             sync_state=NO_SYNC,
             shareable=False,
             access_model=meta.access_model,
             subscribed=False,
         )
+        await self.cache.purge_items(node)
+        await self._unsubscribe(node)
         why = (
             f"items expire after {meta.item_expire} s"
             if shareable(meta)
@@ -374,9 +431,58 @@ class Synchroniser:
     # -- notifications ----------------------------------------------------------------
 
     async def apply(self, service: str, event: NodeEvent) -> None:
-        """Apply one notification from `service` to the cached node it concerns."""
+        """Apply one notification from `service` to the cached node it concerns.
+
+        One that cannot be applied takes the node out of service until a re-fetch:
+        nothing is dropped while the node goes on being served.
+        """
         async with self._notifications:
-            await self._apply(service, event)
+            try:
+                await self._apply(service, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.out_of_service(service, event.node, f"{event.kind} notification: {exc!r}")
+
+    def out_of_service(self, service: str, name: str, why: str) -> None:
+        """Stop answering the node from the cache, and fetch it again."""
+        node = self.cache.node(service, name)
+        if node is None:
+            return
+        log.warning("pubsub: %s/%s: %s; re-fetching it", service, name, why[:300])
+        self.cache.unconfirm(node)
+        if node.sync_state not in (NO_SYNC,):
+            self.schedule(node)
+
+    async def written(self, service: str, events: list[NodeEvent]) -> None:
+        """A write Herald forwarded was accepted upstream: apply it as the notification
+        it would have caused (Prosody 0.12 notifies a retraction only when asked to)."""
+        for event in events:
+            await self.apply(service, event)
+
+    async def refresh_items(self, node: NodeState, item_ids: list[str]) -> None:
+        """Read these items upstream as Herald; store what upstream holds now.
+
+        For notifications without payloads (pubsub#deliver_payloads off) and for
+        publications made through the proxy.
+        """
+        request = items_read(node.name, item_ids=item_ids)
+        try:
+            reply = await self.upstream.as_herald("get", node.service, items_payload(request))
+        except UpstreamError as exc:
+            if exc.condition != "item-not-found":
+                raise
+            found = []
+        else:
+            found = received_items(result_items(reply), self.serialize)
+        held = {item.item_id for item in found}
+        gone = [i for i in item_ids if i not in held]
+        if gone:
+            await self.cache.retract_items(node, gone)
+        wanted = set(item_ids)
+        found = [item for item in found if item.item_id in wanted]
+        if found:
+            await self._publish(node, NodeEvent("items", node.name, tuple(found)))
 
     async def _apply(self, service: str, event: NodeEvent) -> None:
         node = self.cache.node(service, event.node)
@@ -393,12 +499,22 @@ class Synchroniser:
         elif event.kind == "purge":
             await self.cache.purge_items(node)
         elif event.kind == "configuration":
+            # What was known of its access no longer holds until checked again.
+            self.open_nodes.forget((service, event.node))
             await self.verify(node)
+        elif event.kind == "stale":
+            self.out_of_service(service, event.node, "changed in a way Herald cannot apply")
         elif event.kind == "items":
             if event.retracted:
                 await self.cache.retract_items(node, list(event.retracted))
-            if event.published:
-                await self._publish(node, event)
+            # Without payloads (pubsub#deliver_payloads off) an item is only its id:
+            # fetch it rather than store it empty.
+            bare = [item.item_id for item in event.published if not item.payload]
+            full = tuple(item for item in event.published if item.payload)
+            if full:
+                await self._publish(node, replace(event, published=full))
+            if bare:
+                await self.refresh_items(node, bare)
         await self.cache.refresh_gauges()
 
     async def _publish(self, node: NodeState, event: NodeEvent) -> None:
@@ -449,7 +565,11 @@ class Synchroniser:
     # -- upkeep -----------------------------------------------------------------------
 
     def resync_all(self) -> None:
-        """Re-fetch every synced node: notifications sent while we were away are lost."""
+        """Re-fetch every synced node: notifications sent while we were away are lost.
+
+        Until its re-fetch completes, no node is answered from the cache.
+        """
+        self.cache.unconfirm_all()
         for node in self.cache.nodes():
             if node.sync_state in (COMPLETED, IN_PROGRESS):
                 self.schedule(node)
@@ -479,8 +599,11 @@ class Synchroniser:
         for node in self.cache.nodes():
             if self.syncing(node):
                 continue
-            # A sync interrupted by a crash leaves in-progress behind; its lease expires.
-            if node.sync_state == IN_PROGRESS:
+            # A sync interrupted by a crash leaves in-progress behind; a completed node
+            # not re-fetched since we connected (its lease was held elsewhere) waits too.
+            if node.sync_state == IN_PROGRESS or (
+                node.sync_state == COMPLETED and not node.confirmed
+            ):
                 self.schedule(node)
                 continue
             if loop_now - self._rechecked.get(node.id, 0.0) < RECHECK_EVERY:

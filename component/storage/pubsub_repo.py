@@ -368,33 +368,57 @@ async def try_acquire_sync(
     owner: str,
     now: datetime,
     lease: timedelta,
+    *,
+    sync_state: str | None = None,
+    abandoned: Callable[[str], bool] | None = None,
 ) -> bool:
     """Take the node's sync lease until ``now + lease``; True only for the one winner.
 
     A single conditional UPDATE, committed at once: the database serialises the
     contenders (PostgreSQL re-checks the WHERE after a concurrent commit, SQLite has one
     writer), so exactly one sees rowcount 1. A lease held by anyone, the same owner
-    included, blocks until it is released or has expired. The hosts' clocks must agree
-    to well within the lease.
+    included, blocks until it is released or has expired, unless ``abandoned`` says
+    its holder is gone (a dead process): then it is taken over at once, by one
+    contender only (the UPDATE names the holder it replaces). The hosts' clocks must
+    agree to well within the lease.
+
+    sync_state: set in the same UPDATE, so no crash can leave the lease taken and the
+    state unchanged.
     """
     if lease <= timedelta(0):
         raise ValueError("a sync lease must be positive")
+    if sync_state is not None and sync_state not in SYNC_STATES:
+        raise ValueError(f"unknown sync state {sync_state!r}; expected one of {SYNC_STATES}")
     now = _utc(now)
-    statement = (
-        update(_NODES)
-        .where(
-            _NODES.c.id == node_id,
-            or_(
-                _NODES.c.sync_owner.is_(None),
-                _NODES.c.sync_lease_until.is_(None),
-                _NODES.c.sync_lease_until < now,
-            ),
+    values: dict[str, Any] = {"sync_owner": owner, "sync_lease_until": now + lease}
+    if sync_state is not None:
+        values["sync_state"] = sync_state
+        values["sync_state_updated"] = case(
+            (_NODES.c.sync_state == sync_state, _NODES.c.sync_state_updated),
+            else_=literal(now, _NODES.c.sync_state_updated.type),
         )
-        .values(sync_owner=owner, sync_lease_until=now + lease)
+    free = or_(
+        _NODES.c.sync_owner.is_(None),
+        _NODES.c.sync_lease_until.is_(None),
+        _NODES.c.sync_lease_until < now,
     )
     async with sessions.begin() as session:
-        result = await session.execute(statement)
-    return _rowcount(result) == 1
+        result = await session.execute(
+            update(_NODES).where(_NODES.c.id == node_id, free).values(values)
+        )
+        if _rowcount(result) == 1:
+            return True
+        if abandoned is None:
+            return False
+        holder = await session.scalar(select(_NODES.c.sync_owner).where(_NODES.c.id == node_id))
+        if holder is None or holder == owner or not abandoned(holder):
+            return False
+        result = await session.execute(
+            update(_NODES)
+            .where(_NODES.c.id == node_id, _NODES.c.sync_owner == holder)
+            .values(values)
+        )
+        return _rowcount(result) == 1
 
 
 @_observed

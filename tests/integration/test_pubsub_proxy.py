@@ -393,7 +393,8 @@ async def test_a_node_no_longer_open_is_dropped(
         with contextlib.suppress(IqError):
             await get_items(clients["bob"], node)
         state = cache.node(UPSTREAM_JID, node)
-        return state is not None and not state.serves_from_cache
+        # it stops being served first, then its items go
+        return state is not None and not state.serves_from_cache and not await cache.items(state)
 
     await until(not_cached, timeout=10)
     state = cache.node(UPSTREAM_JID, node)

@@ -54,6 +54,7 @@ class ScriptedUpstream:
         self.meta = open_meta()
         self.items = ["a", "b", "c"]
         self.calls: list[str] = []
+        self.delay = 0.0  # seconds each items request takes
 
     async def as_herald(self, iq_type: str, to: str, payload: ET.Element) -> ET.Element:
         child = payload[0] if len(payload) else payload
@@ -68,6 +69,7 @@ class ScriptedUpstream:
             )
         if name == "unsubscribe":
             return reply("")
+        await asyncio.sleep(self.delay)
         if self.broken or self.fail_next:
             self.fail_next = max(0, self.fail_next - 1)
             raise UpstreamError(make_error("remote-server-timeout", "scripted", "wait"), "timeout")
@@ -168,6 +170,110 @@ async def test_a_held_lease_blocks_a_second_sync(
     await sync.sync(node)
     assert upstream.calls == []  # it did nothing
     assert cache.node(SERVICE, NODE).sync_state != COMPLETED  # type: ignore[union-attr]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has just exited (and was reaped)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+async def test_a_lease_left_by_a_dead_process_is_taken_over_at_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Killed during a resync, a Herald leaves its lease behind on a node the database
+    still calls completed. After the restart that node is not served as it was, and
+    its sync takes the dead process's lease at once instead of waiting it out."""
+    import socket
+    from datetime import timedelta
+
+    upstream = ScriptedUpstream()
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = synchroniser(upstream, cache)
+    node = await cache.ensure(SERVICE, NODE, None)
+    await sync.sync(node)
+    await cache.upsert_items(cache.node(SERVICE, NODE), [ItemInput("stale", "<x xmlns='urn:x'/>")])  # type: ignore[arg-type]
+    dead = f"{socket.gethostname()}:{dead_pid()}:0badc0de"
+    assert await repo.try_acquire_sync(
+        sessions, node.id, dead, datetime.now(UTC), timedelta(minutes=5)
+    )
+
+    restarted = Cache(sessions, max_items_per_node=10)
+    await restarted.load()
+    node = restarted.node(SERVICE, NODE)  # type: ignore[assignment]
+    assert node.sync_state == COMPLETED
+    assert not node.serves_from_cache  # completed in the database is not enough
+    await synchroniser(upstream, restarted).sync(node)
+    node = restarted.node(SERVICE, NODE)  # type: ignore[assignment]
+    assert node.serves_from_cache
+    assert [i.item_id for i in await restarted.items(node)] == ["a", "b", "c"]
+    async with sessions() as session:
+        record = await repo.get_node_by_id(session, node.id)
+    assert record is not None
+    assert record.sync_owner is None
+
+
+async def test_the_lease_and_the_state_change_together(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """While a sync holds the lease, the database already says in-progress: a crash
+    at any point after taking the lease leaves a node no restart trusts."""
+    upstream = ScriptedUpstream()
+    upstream.delay = 0.3
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = synchroniser(upstream, cache)
+    node = await cache.ensure(SERVICE, NODE, None)
+    await sync.sync(node)
+    running = asyncio.create_task(sync.sync(cache.node(SERVICE, NODE)))  # type: ignore[arg-type]
+    seen: list[str] = []
+    while not running.done():
+        async with sessions() as session:
+            record = await repo.get_node_by_id(session, node.id)
+        assert record is not None
+        if record.sync_owner is not None and record.sync_state not in seen[-1:]:
+            seen.append(record.sync_state)
+        await asyncio.sleep(0.002)
+    await running
+    print(f"states seen while the lease was held, in order: {seen}")
+    # completed is set before the lease is given back, never the other way round
+    assert seen[0] == "in-progress"
+    assert set(seen) <= {"in-progress", "completed"}
+
+
+async def test_a_sync_longer_than_its_lease_keeps_it(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from component.pubsub import sync as sync_module
+
+    monkeypatch.setattr(sync_module, "LEASE", timedelta(seconds=0.6))
+    upstream = ScriptedUpstream()
+    upstream.delay = 2.0
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = synchroniser(upstream, cache)
+    node = await cache.ensure(SERVICE, NODE, None)
+    running = asyncio.create_task(sync.sync(node))
+    taken = tries = 0
+    while not running.done():
+        await asyncio.sleep(0.1)
+        async with sessions() as session:
+            record = await repo.get_node_by_id(session, node.id)
+        if record is None or record.sync_state == COMPLETED:
+            break  # done: the lease is given back next
+        tries += 1
+        now = datetime.now(UTC)
+        if await repo.try_acquire_sync(sessions, node.id, "other", now, timedelta(seconds=1)):
+            taken += 1
+            await repo.release_sync(sessions, node.id, "other")
+    await running
+    print(f"another process took a 0.6 s lease during a 2 s sync: {taken} of {tries} tries")
+    assert taken == 0
+    assert cache.node(SERVICE, NODE).serves_from_cache  # type: ignore[union-attr]
 
 
 async def settles(

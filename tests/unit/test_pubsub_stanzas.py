@@ -232,7 +232,8 @@ class PubsubStanzaTest(StreamTest):
 
         async def cache_truncated_node() -> int:
             node = await cache.ensure(ORIGIN, "blog", None)
-            node = await cache.set_state(node, sync_state=COMPLETED, shareable=True)
+            # as a sync in this run leaves it
+            node = await cache.set_state(node, confirm=True, sync_state=COMPLETED, shareable=True)
             items = [ItemInput(i, f'<x xmlns="urn:x">{i}</x>') for i in "bc"]
             await cache.upsert_items(node, items)
             node = await cache.set_state(node, truncated=True)  # "a" is left upstream
@@ -252,6 +253,44 @@ class PubsubStanzaTest(StreamTest):
         self.ask(all_items, iq_id="q2")
         self.relayed(all_items, all_items, "q2")
         self.expect(None)
+
+    def _cache_blog(self) -> None:
+        """A node synced in this run, whose openness nobody checked lately."""
+        from component.storage.records import COMPLETED, ItemInput
+
+        cache = self.proxy.cache
+
+        async def cache_it() -> None:
+            node = await cache.ensure(ORIGIN, "blog", None)
+            node = await cache.set_state(node, confirm=True, sync_state=COMPLETED, shareable=True)
+            await cache.upsert_items(node, [ItemInput("c", '<x xmlns="urn:x">c</x>')])
+
+        self.proxy.loop.run_until_complete(cache_it())
+
+    def test_a_hit_on_a_quiet_node_waits_for_its_openness_check(self) -> None:
+        self.start()
+        self._cache_blog()
+        self.ask(f'<pubsub xmlns="{PS}"><items node="blog"/></pubsub>')
+        self.answer(self.expect_check("blog"), meta("open"))
+        self.expect_result(
+            "q1",
+            f"""<pubsub xmlns="{PS}"><items node="blog">
+              <item id="c"><x xmlns="urn:x">c</x></item></items></pubsub>""",
+        )
+        # open a moment ago: the next read is answered at once
+        self.ask(f'<pubsub xmlns="{PS}"><items node="blog"/></pubsub>', iq_id="q2")
+        self.expect_result(
+            "q2",
+            f"""<pubsub xmlns="{PS}"><items node="blog">
+              <item id="c"><x xmlns="urn:x">c</x></item></items></pubsub>""",
+        )
+
+    def test_a_quiet_node_found_closed_is_not_served_from_the_cache(self) -> None:
+        self.start()
+        self._cache_blog()
+        self.ask(f'<pubsub xmlns="{PS}"><items node="blog"/></pubsub>')
+        self.answer(self.expect_check("blog"), meta("whitelist"))
+        self.expect_refused("q1")  # as the user only, and alice's host grants nothing
 
     def test_a_node_that_does_not_exist_is_item_not_found(self) -> None:
         self.start()
