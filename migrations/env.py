@@ -8,12 +8,21 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from component.storage.migrate import check_foreign_keys, foreign_keys_enforced
 from component.storage.models import Base
 
 target_metadata = Base.metadata
 
 
 def _configure_and_run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite and foreign_keys_enforced(connection):
+        # A batch-mode table rebuild drops the old table: with foreign keys on, that
+        # cascades and deletes the rows of every table referring to it.
+        raise RuntimeError(
+            "SQLite migrations must run with foreign keys off; "
+            "use component.storage.migrate (herald migrate), which does that"
+        )
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -23,6 +32,9 @@ def _configure_and_run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            # nothing enforced foreign keys during the migration: check before commit
+            check_foreign_keys(connection)
 
 
 async def _run_standalone(url: str) -> None:

@@ -17,14 +17,20 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("pubsub_nodes", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("truncated", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
-        batch_op.add_column(sa.Column("upstream_max_items", sa.Integer(), nullable=True))
+    # Plain ALTER TABLE ADD COLUMN, on SQLite too (DEFAULT 0 NOT NULL is allowed there).
+    # In batch mode the SQL-expression default made Alembic rebuild pubsub_nodes on
+    # SQLite (copy, drop, rename), which is slower and, with foreign keys on, deleted
+    # every pubsub item through ON DELETE CASCADE. The schema is the same either way.
+    op.add_column(
+        "pubsub_nodes",
+        sa.Column("truncated", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
+    op.add_column("pubsub_nodes", sa.Column("upstream_max_items", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    # Dropping columns rebuilds the table on SQLite; migrate.py runs it with foreign
+    # keys off, so the rebuild cannot cascade into pubsub_items.
     with op.batch_alter_table("pubsub_nodes", schema=None) as batch_op:
         batch_op.drop_column("upstream_max_items")
         batch_op.drop_column("truncated")
