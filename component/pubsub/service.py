@@ -167,6 +167,9 @@ class PubsubComponent(ServiceComponent):
         idle = timedelta(seconds=self.settings.node_idle_timeout)
         while True:
             await asyncio.sleep(UPKEEP_EVERY)
+            # Paused while disconnected: every upstream step would fail, and the
+            # reconnect re-fetches the cached nodes anyway.
+            await self.connected_event.wait()
             try:
                 await self.synchroniser.upkeep(idle)
                 self.cache.forget_gone(self._verified)

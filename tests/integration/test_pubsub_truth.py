@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -20,6 +21,7 @@ from component.app import Herald
 from component.pubsub.sync import OPEN_FOR
 from tests.conftest import PROXY_JID, UPSTREAM_JID, XmppServer
 from tests.harness.client import TestClient
+from tests.harness.prosody import Prosody
 from tests.integration.test_pubsub_proxy import (
     ATOM,
     PUBSUB,
@@ -237,3 +239,43 @@ def _entry(title: str) -> ET.Element:
     element = ET.Element(f"{{{ATOM}}}entry")
     ET.SubElement(element, f"{{{ATOM}}}title").text = title
     return element
+
+
+async def test_requests_while_disconnected_fail_at_once_and_privileges_are_forgotten(
+    own_prosody: Prosody, tmp_path: Path
+) -> None:
+    """A request Herald makes while its stream is down fails at once; it is never
+    queued and sent after the reconnect, when its caller has long given up. What
+    the server granted is forgotten with the stream, and taken anew from the next
+    advertisement."""
+    from component.pubsub.upstream import UpstreamError
+    from component.xmpp.namespaces import DISCO_INFO_NS
+
+    herald = await start_proxy(own_prosody, f"sqlite+aiosqlite:///{tmp_path}/h.db")
+    proxy = proxy_of(herald)
+    try:
+        assert proxy.privileges
+        await asyncio.to_thread(own_prosody.stop)
+
+        async def down() -> bool:
+            return not proxy.connected_event.is_set()
+
+        await until(down)
+        assert proxy.privileges == {}
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as info:
+            await proxy.upstream.as_herald(
+                "get", UPSTREAM_JID, ET.Element(f"{{{DISCO_INFO_NS}}}query")
+            )
+        took = time.monotonic() - started
+        print(f"disconnected: a request failed after {took * 1000:.1f} ms ({info.value.condition})")
+        assert took < 0.5
+        await asyncio.to_thread(own_prosody.start)
+        await asyncio.wait_for(herald.wait_connected(), 20)
+
+        async def advertised() -> bool:
+            return bool(proxy.privileges)
+
+        await until(advertised)
+    finally:
+        await herald.stop()
