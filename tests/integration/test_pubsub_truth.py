@@ -279,3 +279,57 @@ async def test_requests_while_disconnected_fail_at_once_and_privileges_are_forgo
         await until(advertised)
     finally:
         await herald.stop()
+
+
+async def reads_agree_within(
+    herald: Herald, reader: TestClient, owner: Owner, node: str, bound: float
+) -> float:
+    """Read through the proxy until it answers what upstream holds; the seconds it took."""
+    expected = await upstream_ids(owner, node)
+    started = time.monotonic()
+    while (await get_items(reader, node))[0] != expected:
+        assert time.monotonic() - started < bound, "the cache did not follow upstream"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def test_changes_upstream_never_notifies_are_found_within_the_interval(
+    server: XmppServer, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    """pubsub#notify_retract off, and a retraction without notify: no notification
+    ever comes. A node being read is compared with upstream at least every
+    reconcile_interval, and the retraction shows."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-silent")
+    await owner.create(node, items=3, notify_retract="0")
+    herald = await start_proxy(server, db_url, reconcile_interval=1.0)
+    try:
+        await cache_node(herald, clients["alice"], node)
+        await owner.ps.retract(UPSTREAM_JID, node, "item-001", timeout=5)
+        took = await reads_agree_within(herald, clients["alice"], owner, node, 1.0 + 3.0)
+        print(f"silent retraction visible through the proxy after {took:.2f} s (interval 1 s)")
+    finally:
+        await herald.stop()
+
+
+async def test_a_subscription_the_owner_removed_is_made_again(
+    server: XmppServer, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    """The owner drops Herald's subscription: notifications stop, silently. The
+    comparison sees it, subscribes again and re-fetches the node."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-unsub")
+    await owner.create(node, items=2)
+    herald = await start_proxy(server, db_url, reconcile_interval=1.0)
+    try:
+        await cache_node(herald, clients["alice"], node)
+        await owner.ps.modify_subscriptions(
+            UPSTREAM_JID, node, subscriptions=[(PROXY_JID, "none")], timeout=5
+        )
+        await owner.publish(node, "unseen", "after the unsubscription")
+        took = await reads_agree_within(herald, clients["alice"], owner, node, 1.0 + 5.0)
+        print(f"lost subscription repaired, new item visible after {took:.2f} s (interval 1 s)")
+        found = await owner.ps.get_node_subscriptions(UPSTREAM_JID, node, timeout=5)
+        assert PROXY_JID in [s["jid"].bare for s in found["pubsub_owner"]["subscriptions"]]
+    finally:
+        await herald.stop()
