@@ -1,6 +1,7 @@
 """Shared fixtures: real servers on loopback, databases on SQLite and PostgreSQL.
 
-Under CI=true a missing Prosody or PostgreSQL fails the test instead of skipping it.
+Under CI (any truthy value: 1, true, yes, on) a missing Prosody or PostgreSQL fails
+the test instead of skipping it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tests.harness.prosody import ComponentSpec, Prosody
 
 XmppServer = Prosody | Ejabberd
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
 POSTGRES_URL = os.environ.get(
     "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -51,7 +52,7 @@ USERS = {
 def missing(what: str) -> None:
     """Skip locally, fail in CI: CI must never pass by skipping integration tests."""
     if IN_CI:
-        pytest.fail(f"{what} is required in CI (CI=true)")
+        pytest.fail(f"{what} is required in CI (CI={os.environ['CI']})")
     pytest.skip(f"{what} is not available")
 
 
