@@ -11,6 +11,8 @@ postgres@127.0.0.1:5432/test.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -129,14 +131,21 @@ def standard_ejabberd(root: Path) -> Ejabberd:
 
 
 @pytest.fixture(scope="session")
-def ejabberd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ejabberd]:
+def ejabberd() -> Iterator[Ejabberd]:
     """An ejabberd shared by the session."""
     if not Ejabberd.available():
         missing("ejabberd")
-    server = standard_ejabberd(tmp_path_factory.mktemp("ejabberd"))
-    server.start()
-    yield server
-    server.stop()
+    # Outside pytest's temporary directories: every pytest session that starts on the
+    # machine resets /tmp/pytest-of-root to 0700, and the ejabberd user, which runs the
+    # node, could then no longer reach its files (seen with two suites at once).
+    root = Path(tempfile.mkdtemp(prefix="herald-ejabberd-"))
+    server = standard_ejabberd(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=["prosody", "ejabberd"])
