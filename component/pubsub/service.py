@@ -27,6 +27,7 @@ from component.background import Background
 from component.config import PubsubSettings
 from component.pubsub.access import access_of
 from component.pubsub.cache import Cache, NodeState
+from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
 from component.pubsub.openness import Access
 from component.pubsub.paging import PagingError, paginate
 from component.pubsub.requests import (
@@ -204,41 +205,66 @@ class PubsubComponent(ServiceComponent):
         self._verified[node.id] = now
         self._background.start(self.synchroniser.verify(node))
 
-    async def _open_now(self, node: NodeState) -> bool:
-        """Whether the cached node may be served: its metadata said "open" within the
-        window. When that is older (a quiet node), the check completes first,
-        shared by every request that needs it. Prosody 0.12 closes nodes silently.
-        """
-        key = (node.service, node.name)
-        access = self.open_nodes.known(key, asyncio.get_running_loop().time())
-        if access is None:
-            try:
-                access, asked = await asyncio.shield(
-                    self._access_check(node.service, node.name, None)
-                )
-            except UpstreamError:
-                return False  # unknown now: the request goes upstream
-            self._verified[node.id] = asked
-        if access != "open":
-            self._background.start(self.synchroniser.verify(node))  # drops it
-            return False
-        self._verify_soon(node)
-        return await self._compared(node)
+    async def _decide(
+        self,
+        iq: StanzaBase,
+        kind: Kind,
+        service: str,
+        name: str,
+        sync_as: str | None,
+        answers: Callable[[NodeState], Awaitable[bool]],
+    ) -> tuple[Action, NodeState | None]:
+        """Gather what decide() needs, carry out its checks and comparisons, and
+        return what it finally says (with the node as it is then).
 
-    async def _compared(self, node: NodeState) -> bool:
-        """Whether the node agreed with upstream within the reconcile interval (where
-        upstream does not promise every notification); compares first if not."""
-        due = self.synchroniser.reconcile_due(node)
-        if due == "soon":
-            self._background.start(_quietly(self.synchroniser.reconciling(node)))
-        elif due == "now":
-            try:
-                await asyncio.shield(self.synchroniser.reconciling(node))
-            except UpstreamError:
-                return False  # not compared: the request goes upstream
-            current = self.cache.node(node.service, node.name)
-            return current is not None and current.serves_from_cache
-        return True
+        A check (shared per node) or a comparison (shared per node) runs at most
+        once per request, so at most three decisions are made.
+        """
+        key = (service, name)
+        pep = "@" in service
+        privileged = self._privileges_for(iq["from"], PUBSUB_NS, "get") is not None
+        checked: Access | None = None
+        comparison: Comparison = "done"
+        for _ in range(3):
+            node = self.cache.node(service, name)
+            cached = node is not None and node.serves_from_cache
+            fits = cached and node is not None and await answers(node)
+            node = self.cache.node(service, name)  # as it is now, after any await
+            cached = cached and node is not None and node.serves_from_cache
+            now = asyncio.get_running_loop().time()
+            access = checked or (None if pep else self.open_nodes.known(key, now))
+            if cached and node is not None and comparison == "done":
+                due = self.synchroniser.reconcile_due(node)
+                if due == "now":
+                    comparison = "due"
+                elif due == "soon":
+                    self._background.start(_quietly(self.synchroniser.reconciling(node)))
+            action = decide(Situation(kind, cached, fits, access, comparison, pep, privileged))
+            if action is Action.CHECK_FIRST:
+                checked, asked = await asyncio.shield(self._access_check(service, name, sync_as))
+                if checked == "missing" and asked < now:
+                    # Asked before this request came: the node may exist by now.
+                    checked, _ = await self._check_access(service, name, sync_as)
+                if node is not None:
+                    self._verified[node.id] = asked
+            elif action is Action.COMPARE_FIRST:
+                assert node is not None
+                try:
+                    await asyncio.shield(self.synchroniser.reconciling(node))
+                    comparison = "done"
+                except UpstreamError:
+                    comparison = "failed"
+            else:
+                if cached and node is not None and access in ("closed", "missing"):
+                    self._background.start(self.synchroniser.verify(node))  # drops it
+                elif action is Action.FROM_CACHE and node is not None:
+                    self._verify_soon(node)
+                elif not pep and self.open_nodes.needs_refresh(key, now) and checked is None:
+                    self._access_check(service, name, sync_as)  # for the next requests
+                if node is not None:
+                    self.cache.mark_requested(node)
+                return action, node
+        raise AssertionError("decide() asked for more than one check and one comparison")
 
     def _access_check(self, service: str, node: str, sync_as: str | None) -> asyncio.Task[Checked]:
         """The node's access check, shared by every request that arrives while it runs."""
@@ -374,49 +400,28 @@ class PubsubComponent(ServiceComponent):
 
     async def _read(self, iq: StanzaBase, service: str, request: PubsubRequest) -> str:
         assert request.node is not None
-        node = self.cache.node(service, request.node)
-        if node is not None and node.serves_from_cache and await self._open_now(node):
-            self.cache.mark_requested(node)
-            items = await self.cache.items(node)
-            # The node as it is now: a publication may have trimmed it meanwhile.
-            node = self.cache.node(service, request.node)
-            # A truncated node answers only what its newest items answer; the rest
-            # (all items, RSM counts and pages, ids it lacks) is read upstream.
-            if (
-                node is not None
-                and node.serves_from_cache
-                and (not node.truncated or answered_by_newest(request, items))
-            ):
-                self._answer_from_cache(iq, node, request, items)
-                return "hit"
         analyser = self.registry.match(service, request.node, None)
         # PEP nodes are never provably open to Herald (Prosody hides their metadata).
-        pep = "@" in service
-        cacheable = analyser is not None and analyser.sync and not pep
+        cacheable = analyser is not None and analyser.sync and "@" not in service
         sync_as = analyser.name if cacheable and analyser is not None else None
-        result = "miss" if cacheable else "bypass"
-        if node is not None:
-            self.cache.mark_requested(node)
+        held: list[ItemRecord] = []
+
+        async def answers(node: NodeState) -> bool:
+            # A truncated node answers only what its newest items answer; the rest
+            # (all items, RSM counts and pages, ids it lacks) is read upstream.
+            held[:] = await self.cache.items(node)
+            return not node.truncated or answered_by_newest(request, held)
+
+        action, node = await self._decide(iq, "read", service, request.node, sync_as, answers)
+        if action is Action.FROM_CACHE:
+            assert node is not None
+            self._answer_from_cache(iq, node, request, held)
+            return "hit"
+        if action is Action.REFUSE_MISSING:
+            raise Refused(_no_such_node(service, request.node))
         # Sent upstream rebuilt from what was parsed, never as the client wrote it.
         payload = items_payload(request)
-        key = (service, request.node)
-        now = asyncio.get_running_loop().time()
-        access = None if pep else self.open_nodes.known(key, now)
-        if not pep and self.open_nodes.needs_refresh(key, now):
-            if access is None and self._privileges_for(iq["from"], PUBSUB_NS, "get") is None:
-                # Without privileges Herald may read as itself only what anyone could:
-                # checked now, for this request.
-                access, asked = await asyncio.shield(
-                    self._access_check(service, request.node, sync_as)
-                )
-                if access == "missing" and asked < now:
-                    # Asked before this request came: the node may exist by now.
-                    access, _ = await self._check_access(service, request.node, sync_as)
-            else:
-                self._access_check(service, request.node, sync_as)
-        if access == "missing":
-            raise Refused(_no_such_node(service, request.node))
-        if access == "open":
+        if action is Action.AS_HERALD:
             reply = await self.upstream.as_herald("get", service, payload)
         else:
             # Not known to be open: only as the user (refused without privileges).
@@ -425,7 +430,7 @@ class PubsubComponent(ServiceComponent):
         if request.rsm is not None:
             children = self._page_upstream(children, request)
         self._reply(iq, children)
-        return result
+        return "miss" if cacheable else "bypass"
 
     def _page_upstream(
         self, children: list[ET.Element], request: PubsubRequest
@@ -486,13 +491,14 @@ class PubsubComponent(ServiceComponent):
         service = self._target(iq)
         node = asked.get("node")
         query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
-        known = None if node is None else self.cache.node(service, node)
-        served = known is not None and known.serves_from_cache and await self._open_now(known)
-        if namespace == DISCO_ITEMS_NS and node is not None and not served:
+        action = Action.AS_HERALD
+        if namespace == DISCO_ITEMS_NS and node is not None:
+            action, _ = await self._decide(iq, "listing", service, node, None, _always)
+        if action in (Action.FROM_CACHE, Action.AS_HERALD):
+            reply = await self.upstream.as_herald("get", service, query)
+        else:
             # A node's items list is content: only as the user, or if in the cache.
             reply = await self._as_user(iq, namespace, service, query)
-        else:
-            reply = await self.upstream.as_herald("get", service, query)
         children = list(reply)
         if namespace == DISCO_INFO_NS and node is None:
             for answer in children:
@@ -529,6 +535,10 @@ class PubsubComponent(ServiceComponent):
             return
         for change in changes:
             await self.synchroniser.apply(sender.bare, change)
+
+
+async def _always(_node: NodeState) -> bool:
+    return True
 
 
 async def _quietly(task: asyncio.Task[None]) -> None:
