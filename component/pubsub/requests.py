@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
-from component.pubsub.paging import PagingError, RsmRequest, parse_rsm
+from component.paging import PagingError, RsmRequest, parse_rsm
 from component.storage.records import ItemRecord
 from component.xmpp.namespaces import PUBSUB_NS, RSM_NS
 from component.xmpp.numbers import count_in

@@ -25,11 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from component import metrics
 from component.background import Background
 from component.config import PubsubSettings
+from component.paging import PagingError, paginate
 from component.pubsub.access import access_of
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
 from component.pubsub.openness import Access
-from component.pubsub.paging import PagingError, paginate
 from component.pubsub.requests import (
     PubsubRequest,
     RequestError,
@@ -447,7 +447,7 @@ class PubsubComponent(ServiceComponent):
             page = paginate(elements, lambda e: e.get("id", ""), request.rsm, request.max_items)
         except PagingError as exc:
             raise Refused(make_error(exc.condition, exc.text, "cancel")) from None
-        from component.pubsub.paging import render_rsm
+        from component.paging import render_rsm
 
         for element in elements:
             items.remove(element)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element
 
-from component.pubsub.paging import Page
+from component.paging import Page
 from component.pubsub.requests import PubsubRequest
 from component.storage.records import ItemRecord
 from component.xmpp.namespaces import PUBSUB_EVENT_NS, PUBSUB_NS, PUBSUB_OWNER_NS, RSM_NS

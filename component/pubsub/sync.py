@@ -17,6 +17,7 @@ from xml.etree import ElementTree as ET
 from component import metrics
 from component.background import Background
 from component.keyed_locks import KeyedLocks
+from component.paging import RsmRequest
 from component.pubsub.access import NodeMeta, access_of, parse_node_meta, shareable
 from component.pubsub.cache import Cache, NodeState, utcnow
 from component.pubsub.eviction import EvictionWatch
@@ -24,7 +25,6 @@ from component.pubsub.fetching import PAGE, FetchedPage, FullFetch
 from component.pubsub.leases import abandoned_by, this_process
 from component.pubsub.openness import OpenNodes
 from component.pubsub.ordering import RepublishOrder
-from component.pubsub.paging import RsmRequest
 from component.pubsub.requests import items_payload, items_read
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import (

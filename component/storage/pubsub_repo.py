@@ -9,7 +9,7 @@ a session factory and commit their own short transaction.
 
 Ordering: "chronological" is by ``created``, then by insertion order (the row id).
 An update keeps both, so a republished item keeps its place. ``page_items`` returns
-what ``component.pubsub.paging.paginate`` returns for the items in that order.
+what ``component.paging.paginate`` returns for the items in that order.
 
 Times are timezone-aware UTC going in and coming out. SQLite stores a DateTime as
 text without its zone, so every time is converted to UTC before it is bound (text
@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from component.pubsub.paging import Page, PagingError, RsmRequest
+from component.paging import Page, PagingError, RsmRequest
 from component.storage.models import Base
 from component.storage.records import (
     ERROR,

@@ -15,7 +15,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from component.pubsub.paging import Page, PagingError, RsmRequest, paginate
+from component.paging import Page, PagingError, RsmRequest, paginate
 from component.storage import migrate
 from component.storage import pubsub_repo as repo
 from component.storage.engine import create_engine, session_factory

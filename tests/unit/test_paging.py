@@ -6,7 +6,7 @@ from xml.etree.ElementTree import fromstring
 
 import pytest
 
-from component.pubsub.paging import (
+from component.paging import (
     Page,
     PagingError,
     RsmRequest,

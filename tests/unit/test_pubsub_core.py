@@ -6,8 +6,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
+from component.paging import Page, RsmRequest
 from component.pubsub.access import NodeMeta, parse_node_meta, shareable
-from component.pubsub.paging import Page, RsmRequest
 from component.pubsub.requests import (
     PubsubRequest,
     RequestError,
