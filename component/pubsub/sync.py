@@ -248,6 +248,7 @@ class Synchroniser:
         ):
             log.debug("pubsub: %s/%s is being synced elsewhere", node.service, node.name)
             return
+        key = (node.service, node.name)
         this_sync = asyncio.current_task()
         assert this_sync is not None
         keeper = asyncio.create_task(self._keep_lease(node, this_sync))
@@ -266,6 +267,14 @@ class Synchroniser:
                 node, [self._item_input(node, i) for i in fetched], more_upstream=more
             )
             async with self._order.hold((node.service, node.name)):
+                current = self.cache.node(node.service, node.name)
+                if current is None or current.sync_state != IN_PROGRESS:
+                    # Stopped meanwhile (closed, deleted): that decision stands; what
+                    # this sync read under the old metadata is not kept.
+                    if current is not None:
+                        await self.cache.purge_items(current)
+                    log.info("pubsub: %s/%s stopped being cached during its sync", *key)
+                    return
                 node = await self.cache.set_state(
                     node,
                     confirm=True,

@@ -276,6 +276,29 @@ async def test_a_sync_longer_than_its_lease_keeps_it(
     assert cache.node(SERVICE, NODE).serves_from_cache  # type: ignore[union-attr]
 
 
+async def test_a_sync_that_ends_after_the_node_closed_does_not_revive_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The node is found closed while its fetch runs: the sync must not then mark it
+    completed and shareable from the metadata it read before."""
+    from component.pubsub.access import NodeMeta
+
+    upstream = ScriptedUpstream()
+    upstream.delay = 0.3
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = synchroniser(upstream, cache)
+    node = await cache.ensure(SERVICE, NODE, None)
+    running = asyncio.create_task(sync.sync(node))
+    await asyncio.sleep(0.1)  # fetching
+    await sync.stop_caching(cache.node(SERVICE, NODE), NodeMeta(True, "whitelist"))  # type: ignore[arg-type]
+    await running
+    node = cache.node(SERVICE, NODE)  # type: ignore[assignment]
+    print(f"after the race: {node.sync_state}, shareable={node.shareable}")
+    assert not node.serves_from_cache
+    assert node.sync_state != COMPLETED
+    assert await cache.items(node) == []
+
+
 async def settles(
     held: Callable[[], Awaitable[list[str]]], expected: list[str], tries: int
 ) -> None:
