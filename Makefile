@@ -6,10 +6,13 @@ demo:
 	bash tests/bootstrap.sh
 	.venv/bin/python -m tests.harness.demo
 
-# Install what the tests need (venv, Prosody, PostgreSQL started) and run them all.
+# Install what the tests need (venv, servers, a PostgreSQL) and run them all.
+# The bootstrap writes the PostgreSQL URL to use to .pgtest/url; a private cluster it
+# started for the tests is stopped afterwards, whatever their result.
 test:
 	bash tests/bootstrap.sh --postgres
-	.venv/bin/python -m pytest -q -p no:cacheprovider
+	HERALD_TEST_POSTGRES_URL="$$(cat .pgtest/url)" .venv/bin/python -m pytest -q -p no:cacheprovider; \
+	status=$$?; bash tests/bootstrap.sh --stop-postgres; exit $$status
 
 lint:
 	.venv/bin/ruff check component tests migrations bench

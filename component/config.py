@@ -166,6 +166,9 @@ class PubsubSettings(_ServiceSettings):
     max_items_per_node: int = Field(default=5000, ge=1)
     node_idle_timeout: int = Field(default=7 * 86400, ge=60)
     upstream_timeout: float = Field(default=10.0, gt=0, le=120)
+    # Seconds: a cached node whose upstream does not promise notifications (XEP-0460
+    # always-notify) is compared with upstream at least this often while it is read.
+    reconcile_interval: float = Field(default=60.0, gt=0, le=86400)
     rules: list[AnalyserRule] = Field(default_factory=list)
 
     @field_validator("upstream")

@@ -55,7 +55,9 @@ PUBSUB_UPSTREAM_SECONDS = Histogram(
 PUBSUB_UPSTREAM_REQUESTS = Counter(
     "herald_pubsub_upstream_requests",
     "Requests Herald sent upstream, by outcome",
-    ["outcome"],  # ok | error (an XMPP error reply) | timeout
+    # ok | error (an XMPP error reply) | timeout | disconnected (not sent: the stream
+    # to the server was down, so the request failed at once)
+    ["outcome"],
 )
 PUBSUB_SYNC_RUNS = Counter(
     "herald_pubsub_sync_runs",
@@ -106,7 +108,7 @@ for _route in ("local", "remote_service", "remote_direct"):
     MULTICAST_RECIPIENTS.labels(route=_route)
 for _result in ("hit", "miss"):
     MULTICAST_REMOTE_DISCO.labels(result=_result)
-for _outcome in ("ok", "error", "timeout"):
+for _outcome in ("ok", "error", "timeout", "disconnected"):
     PUBSUB_UPSTREAM_REQUESTS.labels(outcome=_outcome)
 for _result in ("completed", "failed"):
     PUBSUB_SYNC_RUNS.labels(result=_result)

@@ -1,14 +1,22 @@
 """Shared fixtures: real servers on loopback, databases on SQLite and PostgreSQL.
 
-Under CI=true a missing Prosody or PostgreSQL fails the test instead of skipping it.
+Under CI (any truthy value: 1, true, yes, on) a missing Prosody or PostgreSQL fails
+the test instead of skipping it.
+
+PostgreSQL: $HERALD_TEST_POSTGRES_URL, else the URL tests/bootstrap.sh --postgres
+recorded in .pgtest/url (the machine's server, or a private cluster it runs), else
+postgres@127.0.0.1:5432/test.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import text
@@ -22,10 +30,22 @@ from tests.harness.prosody import ComponentSpec, Prosody
 
 XmppServer = Prosody | Ejabberd
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-POSTGRES_URL = os.environ.get(
-    "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+# Written by tests/bootstrap.sh --postgres: the PostgreSQL it checked or started.
+RECORDED_POSTGRES_URL = ROOT / ".pgtest" / "url"
+
+
+def postgres_test_url() -> str:
+    """The test PostgreSQL: the environment, else what the bootstrap recorded, else default."""
+    if url := os.environ.get("HERALD_TEST_POSTGRES_URL", "").strip():
+        return url
+    if RECORDED_POSTGRES_URL.is_file():
+        return RECORDED_POSTGRES_URL.read_text(encoding="utf-8").strip()
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+POSTGRES_URL = postgres_test_url()
 
 MULTICAST_JID, MULTICAST_SECRET = "multicast.localhost", "multicast-secret"
 # A second multicast component that may only send through XEP-0356 privileges.
@@ -48,10 +68,10 @@ USERS = {
 }
 
 
-def missing(what: str) -> None:
+def missing(what: str) -> NoReturn:
     """Skip locally, fail in CI: CI must never pass by skipping integration tests."""
     if IN_CI:
-        pytest.fail(f"{what} is required in CI (CI=true)")
+        pytest.fail(f"{what} is required in CI (CI={os.environ['CI']})")
     pytest.skip(f"{what} is not available")
 
 
@@ -111,14 +131,21 @@ def standard_ejabberd(root: Path) -> Ejabberd:
 
 
 @pytest.fixture(scope="session")
-def ejabberd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ejabberd]:
+def ejabberd() -> Iterator[Ejabberd]:
     """An ejabberd shared by the session."""
     if not Ejabberd.available():
         missing("ejabberd")
-    server = standard_ejabberd(tmp_path_factory.mktemp("ejabberd"))
-    server.start()
-    yield server
-    server.stop()
+    # Outside pytest's temporary directories: every pytest session that starts on the
+    # machine resets /tmp/pytest-of-root to 0700, and the ejabberd user, which runs the
+    # node, could then no longer reach its files (seen with two suites at once).
+    root = Path(tempfile.mkdtemp(prefix="herald-ejabberd-"))
+    server = standard_ejabberd(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=["prosody", "ejabberd"])
@@ -167,7 +194,10 @@ def postgres_url() -> str:
         ):
             pass
     except psycopg.Error as exc:
-        missing(f"PostgreSQL at {url.render_as_string(hide_password=True)} ({exc})")
+        missing(
+            f"PostgreSQL at {url.render_as_string(hide_password=True)} ({exc}; "
+            "tests/bootstrap.sh --postgres sets one up)"
+        )
     return POSTGRES_URL
 
 

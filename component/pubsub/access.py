@@ -30,6 +30,11 @@ class NodeMeta:
     item_expire: int | None = None  # pubsub#item_expire in seconds, where given
 
     @property
+    def always_notify(self) -> bool:
+        """Upstream promises a notification for every change (XEP-0460)."""
+        return self.hints is not None and _truthy(self.hints.get("always-notify"))
+
+    @property
     def cacheable(self) -> bool:
         """Shareable, and items do not vanish upstream without a notification."""
         return shareable(self) and self.item_expire is None

@@ -93,6 +93,8 @@ class Cache:
         self._requested: set[int] = set()
         # Bumped whenever a node's items change, so a load that raced a change is not kept.
         self._version: dict[int, int] = {}
+        # Set by changes whose gauges are refreshed later (refresh_gauges_if_stale).
+        self.gauges_stale = False
 
     # -- start-up and gauges ------------------------------------------------------
 
@@ -104,8 +106,14 @@ class Cache:
                     self._nodes[(record.service, record.name)] = _state(record)
         await self.refresh_gauges()
 
+    async def refresh_gauges_if_stale(self) -> None:
+        """Refresh the gauges if a change since the last refresh asked for it."""
+        if self.gauges_stale:
+            await self.refresh_gauges()
+
     async def refresh_gauges(self) -> None:
         """Set the node and item gauges from the database."""
+        self.gauges_stale = False
         async with self.sessions() as session:
             by_state = await repo.count_nodes_by_state(session)
             items = await repo.count_items(session)

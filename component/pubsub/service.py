@@ -9,6 +9,7 @@ hands a requester what it read as itself from a node that is not open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,7 @@ KINDS = frozenset(
     }
 )
 UPKEEP_EVERY = 30.0
+GAUGES_EVERY = 2.0  # seconds: how far the cached-items gauge may lag behind notifications
 Checked = tuple[Access, float]  # what an access check found, and when it asked
 
 
@@ -106,6 +108,7 @@ class PubsubComponent(ServiceComponent):
         self.registry = registry
         self.cache = Cache(sessions, settings.max_items_per_node)
         self._upkeep_task: asyncio.Task[None] | None = None
+        self._gauges_task: asyncio.Task[None] | None = None
         self._verified: dict[int, float] = {}
         self._checks: dict[tuple[str, str], asyncio.Task[Checked]] = {}
         self._background = Background("pubsub: background work")
@@ -114,7 +117,12 @@ class PubsubComponent(ServiceComponent):
         )
         self.upstream = Upstream(self, timeout=settings.upstream_timeout)
         self.synchroniser = Synchroniser(
-            self.upstream, self.cache, registry, self.boundjid.bare, serialize
+            self.upstream,
+            self.cache,
+            registry,
+            self.boundjid.bare,
+            serialize,
+            settings.reconcile_interval,
         )
         self.open_nodes = self.synchroniser.open_nodes
 
@@ -145,8 +153,9 @@ class PubsubComponent(ServiceComponent):
         await self.cache.load()
 
     async def close(self, wait: float = 2.0) -> None:
-        if self._upkeep_task is not None:
-            self._upkeep_task.cancel()
+        for loop_task in (self._upkeep_task, self._gauges_task):
+            if loop_task is not None:
+                loop_task.cancel()
         checks = list(self._checks.values())
         for task in checks:
             task.cancel()
@@ -158,8 +167,18 @@ class PubsubComponent(ServiceComponent):
     def _on_connected(self, _event: Any) -> None:
         if self._upkeep_task is None or self._upkeep_task.done():
             self._upkeep_task = asyncio.create_task(self._upkeep())
+        if self._gauges_task is None or self._gauges_task.done():
+            self._gauges_task = asyncio.create_task(self._gauges())
         # Notifications sent while we were away are lost: re-fetch every synced node.
         self.synchroniser.resync_all()
+
+    async def _gauges(self) -> None:
+        while True:
+            await asyncio.sleep(GAUGES_EVERY)
+            try:
+                await self.cache.refresh_gauges_if_stale()
+            except Exception as exc:  # the database may be down for a while
+                log.warning("pubsub: cannot refresh the cache gauges: %s", str(exc)[:200])
 
     async def _upkeep(self) -> None:
         from datetime import timedelta
@@ -167,6 +186,9 @@ class PubsubComponent(ServiceComponent):
         idle = timedelta(seconds=self.settings.node_idle_timeout)
         while True:
             await asyncio.sleep(UPKEEP_EVERY)
+            # Paused while disconnected: every upstream step would fail, and the
+            # reconnect re-fetches the cached nodes anyway.
+            await self.connected_event.wait()
             try:
                 await self.synchroniser.upkeep(idle)
                 self.cache.forget_gone(self._verified)
@@ -201,6 +223,21 @@ class PubsubComponent(ServiceComponent):
             self._background.start(self.synchroniser.verify(node))  # drops it
             return False
         self._verify_soon(node)
+        return await self._compared(node)
+
+    async def _compared(self, node: NodeState) -> bool:
+        """Whether the node agreed with upstream within the reconcile interval (where
+        upstream does not promise every notification); compares first if not."""
+        due = self.synchroniser.reconcile_due(node)
+        if due == "soon":
+            self._background.start(_quietly(self.synchroniser.reconciling(node)))
+        elif due == "now":
+            try:
+                await asyncio.shield(self.synchroniser.reconciling(node))
+            except UpstreamError:
+                return False  # not compared: the request goes upstream
+            current = self.cache.node(node.service, node.name)
+            return current is not None and current.serves_from_cache
         return True
 
     def _access_check(self, service: str, node: str, sync_as: str | None) -> asyncio.Task[Checked]:
@@ -492,6 +529,12 @@ class PubsubComponent(ServiceComponent):
             return
         for change in changes:
             await self.synchroniser.apply(sender.bare, change)
+
+
+async def _quietly(task: asyncio.Task[None]) -> None:
+    """Wait for a shared task whose failure its owner already reports."""
+    with contextlib.suppress(Exception):
+        await task
 
 
 def _no_such_node(service: str, node: str) -> ET.Element:

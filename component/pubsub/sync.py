@@ -16,6 +16,7 @@ from xml.etree import ElementTree as ET
 
 from component import metrics
 from component.background import Background
+from component.keyed_locks import KeyedLocks
 from component.pubsub.access import NodeMeta, access_of, parse_node_meta, shareable
 from component.pubsub.cache import Cache, NodeState, utcnow
 from component.pubsub.eviction import EvictionWatch
@@ -35,7 +36,7 @@ from component.pubsub.stanzas import (
 )
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import COMPLETED, ERROR, IN_PROGRESS, NO_SYNC, ItemInput
-from component.xmpp.namespaces import DISCO_INFO_NS, PUBSUB_NS, RSM_NS
+from component.xmpp.namespaces import DISCO_INFO_NS, DISCO_ITEMS_NS, PUBSUB_NS, RSM_NS
 from component.xmpp.numbers import count_in
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ RECHECK_EVERY = 300.0  # seconds between access re-checks of idle cached nodes
 # How long a node's metadata saying "open" lets misses on it be read as Herald. Served
 # nodes are re-verified as often (Prosody 0.12 sends no configuration notifications).
 OPEN_FOR = 5.0
+RECONCILE_EVERY = 60.0  # default pubsub.reconcile_interval, seconds
 # Errors that say nothing about the node: keep serving what is cached.
 TRANSIENT = frozenset({"remote-server-timeout", "remote-server-not-found", "internal-server-error"})
 
@@ -72,6 +74,7 @@ class Synchroniser:
         registry: Registry,
         proxy_jid: str,
         serialize: Serializer,
+        reconcile_interval: float = RECONCILE_EVERY,
     ) -> None:
         self.upstream = upstream
         self.cache = cache
@@ -89,9 +92,10 @@ class Synchroniser:
         self._pending: dict[int, list[NodeEvent]] = {}
         self._rsm: dict[str, bool] = {}
         self._slots = asyncio.Semaphore(CONCURRENT_SYNCS)
-        # Notifications are applied one at a time, in arrival order: slixmpp runs each
-        # stanza's handler as its own task, and a retract must not overtake its publish.
-        self._notifications = asyncio.Lock()
+        # Notifications for a node are applied one at a time, in arrival order: slixmpp
+        # runs each stanza's handler as its own task, and a retract must not overtake
+        # its publish. Other nodes' notifications do not wait.
+        self._order: KeyedLocks[tuple[str, str]] = KeyedLocks()
         self._considered: dict[tuple[str, str], float] = {}
         self._rechecked: dict[int, float] = {}
         # Every metadata read lands here, so a node found closed for any reason stops
@@ -100,6 +104,12 @@ class Synchroniser:
         self.evictions = EvictionWatch(upstream, cache, self._drop_evicted, self.schedule)
         self.order = RepublishOrder(upstream)
         self._chores = Background("pubsub: learning an item order")
+        self.reconcile_interval = reconcile_interval
+        # When each node was last compared with upstream (a full fetch counts), in
+        # loop time; and the nodes whose upstream promises every notification.
+        self._compared: dict[int, float] = {}
+        self._notifying: set[int] = set()
+        self._reconciles: dict[int, asyncio.Task[None]] = {}
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -248,13 +258,14 @@ class Synchroniser:
                 await self.stop_caching(node, meta)
                 return
             node = await self.cache.set_state(node, upstream_max_items=meta.max_items)
+            fetched_at = asyncio.get_running_loop().time()
             self._pending[node.id] = []
             await self._subscribe(node)
             fetched, more = await self._fetch_all(node)
             node = await self.cache.replace_items(
                 node, [self._item_input(node, i) for i in fetched], more_upstream=more
             )
-            async with self._notifications:
+            async with self._order.hold((node.service, node.name)):
                 node = await self.cache.set_state(
                     node,
                     confirm=True,
@@ -267,6 +278,11 @@ class Synchroniser:
                 )
                 for event in self._pending.pop(node.id, []):
                     await self._apply(node.service, event)
+                self._compared[node.id] = fetched_at
+                if meta.always_notify:
+                    self._notifying.add(node.id)
+                else:
+                    self._notifying.discard(node.id)
             metrics.PUBSUB_SYNC_RUNS.labels(result="completed").inc()
             log.info(
                 "pubsub: synced %s/%s (%d items%s)",
@@ -436,7 +452,7 @@ class Synchroniser:
         One that cannot be applied takes the node out of service until a re-fetch:
         nothing is dropped while the node goes on being served.
         """
-        async with self._notifications:
+        async with self._order.hold((service, event.node)):
             try:
                 await self._apply(service, event)
             except asyncio.CancelledError:
@@ -515,7 +531,9 @@ class Synchroniser:
                 await self._publish(node, replace(event, published=full))
             if bare:
                 await self.refresh_items(node, bare)
-        await self.cache.refresh_gauges()
+        # Counting every row after every notification made a burst of them lag; the
+        # gauges follow within a couple of seconds instead.
+        self.cache.gauges_stale = True
 
     async def _publish(self, node: NodeState, event: NodeEvent) -> None:
         ids = [item.item_id for item in event.published]
@@ -540,7 +558,7 @@ class Synchroniser:
 
         async def learn() -> None:
             if await self.order.learn(node.service, node.name, older[0], newer):
-                async with self._notifications:
+                async with self._order.hold(key):
                     current = self.cache.node(*key)
                     if current is not None:
                         await self.cache.move_to_newest(current, again)
@@ -549,7 +567,7 @@ class Synchroniser:
 
     async def _drop_evicted(self, key: tuple[str, str], probed: dict[str, datetime]) -> None:
         """Drop items upstream no longer holds, unless republished since the probe."""
-        async with self._notifications:
+        async with self._order.hold(key):
             node = self.cache.node(*key)
             if node is None or not node.serves_from_cache or node.id in self._pending:
                 return
@@ -560,7 +578,100 @@ class Synchroniser:
             ]
             if gone:
                 await self.cache.retract_items(node, gone)
-                await self.cache.refresh_gauges()
+
+    # -- reconciliation ---------------------------------------------------------------
+
+    def reconcile_due(self, node: NodeState) -> str | None:
+        """ "now" when the node must be compared with upstream before it is served,
+        "soon" when a comparison should start in the background, else None.
+
+        Prosody 0.12 and ejabberd 23.01 promise no notification for every change
+        (pubsub#notify_retract off, a subscription dropped silently, ...): nodes are
+        compared at least every reconcile_interval while they are read.
+        """
+        if node.id in self._notifying:
+            return None
+        age = asyncio.get_running_loop().time() - self._compared.get(node.id, float("-inf"))
+        if age >= self.reconcile_interval:
+            return "now"
+        return "soon" if age >= self.reconcile_interval / 2 else None
+
+    def reconciling(self, node: NodeState) -> asyncio.Task[None]:
+        """The node's comparison with upstream, shared by everyone who waits for it."""
+        task = self._reconciles.get(node.id)
+        if task is None or task.done():
+            task = asyncio.create_task(self.reconcile(node))
+            self._reconciles[node.id] = task
+            task.add_done_callback(lambda done: self._reconciled(node.id, done))
+        return task
+
+    def _reconciled(self, node_id: int, task: asyncio.Task[None]) -> None:
+        if self._reconciles.get(node_id) is task:
+            del self._reconciles[node_id]
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None and not isinstance(failure, UpstreamError):
+            log.error("pubsub: reconciling a node failed", exc_info=failure)
+
+    async def reconcile(self, node: NodeState) -> None:
+        """Compare the node's item ids and Herald's subscription with upstream's.
+
+        Retractions upstream did not announce are applied; anything else that
+        differs (new items, a lost subscription) takes the node out of service and
+        fetches it again. Raises UpstreamError when upstream cannot be asked now.
+        """
+        key = (node.service, node.name)
+        asked = asyncio.get_running_loop().time()
+        # Held across the questions: a notification that arrives meanwhile is applied
+        # after the comparison, never mistaken for a difference.
+        async with self._order.hold(key):
+            current = self.cache.node(*key)
+            if current is None or not current.serves_from_cache:
+                return
+            upstream_ids = await self._item_ids(current)
+            if not await self._subscribed(current):
+                self.out_of_service(*key, "Herald's subscription upstream is gone")
+                return
+            held = [item.item_id for item in await self.cache.items(current)]
+            listed = set(upstream_ids)
+            gone = [i for i in held if i not in listed]
+            known = set(held)
+            # A truncated node holds only the newest items: older ones upstream are
+            # expected to be missing here.
+            new = [] if current.truncated else [i for i in upstream_ids if i not in known]
+            if new:
+                self.out_of_service(*key, f"{len(new)} item(s) upstream never notified")
+                return
+            if gone:
+                await self.cache.retract_items(current, gone)
+                self.cache.gauges_stale = True
+                log.info(
+                    "pubsub: %s/%s: %d item(s) retracted upstream without notification; dropped",
+                    *key,
+                    len(gone),
+                )
+            self._compared[current.id] = asked
+
+    async def _item_ids(self, node: NodeState) -> list[str]:
+        """The ids of the items upstream holds (disco#items on the node: no payloads)."""
+        query = ET.Element(f"{{{DISCO_ITEMS_NS}}}query", {"node": node.name})
+        reply = await self.upstream.as_herald("get", node.service, query)
+        return [
+            item.get("name", "")
+            for item in reply.iter(f"{{{DISCO_ITEMS_NS}}}item")
+            if item.get("name")
+        ]
+
+    async def _subscribed(self, node: NodeState) -> bool:
+        """Whether upstream still lists Herald's subscription to the node."""
+        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
+        ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}subscriptions", {"node": node.name})
+        reply = await self.upstream.as_herald("get", node.service, pubsub)
+        return any(
+            sub.get("node") in (None, node.name)
+            and sub.get("subscription") == "subscribed"
+            and (sub.get("jid") or "").split("/")[0] == self.proxy_jid
+            for sub in reply.iter(f"{{{PUBSUB_NS}}}subscription")
+        )
 
     # -- upkeep -----------------------------------------------------------------------
 
@@ -618,4 +729,5 @@ class Synchroniser:
                 if analyser is not None and analyser.sync:
                     self.schedule(node)
         self.cache.forget_gone(self._rechecked)
+        self.cache.forget_gone(self._compared)
         await self.cache.refresh_gauges()

@@ -100,6 +100,17 @@ class Upstream:
         return result
 
     async def _send(self, iq: object, to: str) -> ET.Element:
+        if not self.component.connected_event.is_set():
+            # Fail at once: a request sent now would wait for a reply that cannot come.
+            metrics.PUBSUB_UPSTREAM_REQUESTS.labels(outcome="disconnected").inc()
+            raise UpstreamError(
+                make_error(
+                    "remote-server-timeout",
+                    "Herald is not connected to its XMPP server at the moment.",
+                    "wait",
+                ),
+                "disconnected",
+            )
         started = time.perf_counter()
         outcome = "ok"
         try:

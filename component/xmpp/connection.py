@@ -10,7 +10,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from slixmpp import JID, ComponentXMPP
-from slixmpp.stanza import Handshake, StreamError
+from slixmpp.stanza import Handshake, Iq, StreamError
 from slixmpp.xmlstream import StanzaBase
 
 from component import metrics
@@ -87,6 +87,15 @@ class ServiceComponent(ComponentXMPP):
         # attributes (an Atom <link thr:count='5'/> loses its count) from payloads
         # forwarded upstream. No outgoing filters are registered on components. The
         # handshake stays an object: slixmpp lets only that through before the session.
+        if (
+            isinstance(data, Iq)
+            and data["type"] in ("get", "set")
+            and not self.connected_event.is_set()
+        ):
+            # slixmpp would queue it and send it after the next connection, long after
+            # its caller gave up (a replayed unsubscribe would silently unsubscribe us).
+            log.debug("%s: not connected; request %s not sent", self.service_name, data["id"])
+            return
         if isinstance(data, StanzaBase) and not isinstance(data, Handshake):
             data = serialize(data.xml, COMPONENT_NS)
         super().send(data, use_filters)
@@ -156,6 +165,8 @@ class ServiceComponent(ComponentXMPP):
     def _on_disconnected(self, reason: Any) -> None:
         was_connected = self.connected_event.is_set()
         self.connected_event.clear()
+        # What the server granted held for that stream: the next one advertises anew.
+        self.privileges.clear()
         metrics.COMPONENT_CONNECTED.labels(service=self.service_name).set(0)
         if self._closing:
             return

@@ -18,6 +18,7 @@ from xml.etree import ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
+from component import metrics
 from component.app import Herald
 from component.pubsub.service import PubsubComponent
 from component.storage.records import COMPLETED
@@ -139,6 +140,13 @@ def requests(herald: Herald, kind: str, result: str) -> float:
         "herald_pubsub_requests_total", {"kind": kind, "result": result}
     )
     return value or 0.0
+
+
+def sample(name: str, **labels: str) -> float | None:
+    """A sample of the process-wide registry: compare it with one taken before."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
 
 
 async def start_proxy(server: XmppServer, db_url: str, **pubsub: Any) -> Herald:
@@ -457,15 +465,13 @@ async def test_catches_up_after_a_restart(
         await herald.stop()
     await owner.publish(node, "while-down", "missed notification")
     await owner.ps.retract(UPSTREAM_JID, node, "item-000", notify=True, timeout=5)
+    # The gauges are process-wide and still hold what the first Herald set: clear them,
+    # so that only the new Herald's start-up can set them.
+    metrics.PUBSUB_CACHED_NODES.labels(sync_state="completed").set(-1)
     herald = await start_proxy(server, db_url)
     try:
-        from prometheus_client import REGISTRY
-
-        # the gauges reflect the database before any request
-        assert (
-            REGISTRY.get_sample_value("herald_pubsub_cached_nodes", {"sync_state": "completed"})
-            or 0
-        ) >= 1
+        # the gauges reflect the database before any request: the one node
+        assert sample("herald_pubsub_cached_nodes", sync_state="completed") == 1
 
         async def caught_up() -> bool:
             state = proxy_of(herald).cache.node(UPSTREAM_JID, node)
@@ -610,6 +616,7 @@ async def test_rsm_pages(
     if cached:
         await cache_node(proxy, alice, node)
     ids = [f"item-{i:03d}" for i in range(25)]
+    hits = requests(proxy, "items", "hit")
     got, rsm, _ = await get_items(alice, node, rsm={"max": "10"})
     assert got == ids[:10]
     assert rsm is not None
@@ -632,8 +639,8 @@ async def test_rsm_pages(
         with pytest.raises(IqError) as info:
             await get_items(alice, node, rsm={"max": "10", "after": "no-such-item"})
         assert info.value.iq["error"]["condition"] == "item-not-found"
-    if cached:
-        assert requests(proxy, "items", "hit") > 0
+    # the five answered pages above, when Herald serves them from its cache
+    assert requests(proxy, "items", "hit") - hits == (5 if cached else 0)
 
 
 async def test_sync_pages_through_an_rsm_upstream(
@@ -757,10 +764,10 @@ async def test_idle_nodes_are_unsubscribed_and_dropped(
         return [s["jid"].bare for s in reply["pubsub_owner"]["subscriptions"]]
 
     assert PROXY_JID in await subscribers()
+    # the gauge is process-wide: it must go from this node's 2 items to 0
+    items_before = sample("herald_pubsub_cached_items")
     # one upkeep round with an idle limit of zero: every node is idle
     await service.synchroniser.upkeep(timedelta(0))
     assert service.cache.node(UPSTREAM_JID, node) is None
     assert PROXY_JID not in await subscribers()
-    from prometheus_client import REGISTRY
-
-    assert REGISTRY.get_sample_value("herald_pubsub_cached_items") == 0
+    assert (items_before, sample("herald_pubsub_cached_items")) == (2, 0)

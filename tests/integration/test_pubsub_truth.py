@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -20,6 +21,7 @@ from component.app import Herald
 from component.pubsub.sync import OPEN_FOR
 from tests.conftest import PROXY_JID, UPSTREAM_JID, XmppServer
 from tests.harness.client import TestClient
+from tests.harness.prosody import Prosody
 from tests.integration.test_pubsub_proxy import (
     ATOM,
     PUBSUB,
@@ -237,3 +239,97 @@ def _entry(title: str) -> ET.Element:
     element = ET.Element(f"{{{ATOM}}}entry")
     ET.SubElement(element, f"{{{ATOM}}}title").text = title
     return element
+
+
+async def test_requests_while_disconnected_fail_at_once_and_privileges_are_forgotten(
+    own_prosody: Prosody, tmp_path: Path
+) -> None:
+    """A request Herald makes while its stream is down fails at once; it is never
+    queued and sent after the reconnect, when its caller has long given up. What
+    the server granted is forgotten with the stream, and taken anew from the next
+    advertisement."""
+    from component.pubsub.upstream import UpstreamError
+    from component.xmpp.namespaces import DISCO_INFO_NS
+
+    herald = await start_proxy(own_prosody, f"sqlite+aiosqlite:///{tmp_path}/h.db")
+    proxy = proxy_of(herald)
+    try:
+        assert proxy.privileges
+        await asyncio.to_thread(own_prosody.stop)
+
+        async def down() -> bool:
+            return not proxy.connected_event.is_set()
+
+        await until(down)
+        assert proxy.privileges == {}
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as info:
+            await proxy.upstream.as_herald(
+                "get", UPSTREAM_JID, ET.Element(f"{{{DISCO_INFO_NS}}}query")
+            )
+        took = time.monotonic() - started
+        print(f"disconnected: a request failed after {took * 1000:.1f} ms ({info.value.condition})")
+        assert took < 0.5
+        await asyncio.to_thread(own_prosody.start)
+        await asyncio.wait_for(herald.wait_connected(), 20)
+
+        async def advertised() -> bool:
+            return bool(proxy.privileges)
+
+        await until(advertised)
+    finally:
+        await herald.stop()
+
+
+async def reads_agree_within(
+    herald: Herald, reader: TestClient, owner: Owner, node: str, bound: float
+) -> float:
+    """Read through the proxy until it answers what upstream holds; the seconds it took."""
+    expected = await upstream_ids(owner, node)
+    started = time.monotonic()
+    while (await get_items(reader, node))[0] != expected:
+        assert time.monotonic() - started < bound, "the cache did not follow upstream"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def test_changes_upstream_never_notifies_are_found_within_the_interval(
+    server: XmppServer, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    """pubsub#notify_retract off, and a retraction without notify: no notification
+    ever comes. A node being read is compared with upstream at least every
+    reconcile_interval, and the retraction shows."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-silent")
+    await owner.create(node, items=3, notify_retract="0")
+    herald = await start_proxy(server, db_url, reconcile_interval=1.0)
+    try:
+        await cache_node(herald, clients["alice"], node)
+        await owner.ps.retract(UPSTREAM_JID, node, "item-001", timeout=5)
+        took = await reads_agree_within(herald, clients["alice"], owner, node, 1.0 + 3.0)
+        print(f"silent retraction visible through the proxy after {took:.2f} s (interval 1 s)")
+    finally:
+        await herald.stop()
+
+
+async def test_a_subscription_the_owner_removed_is_made_again(
+    server: XmppServer, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    """The owner drops Herald's subscription: notifications stop, silently. The
+    comparison sees it, subscribes again and re-fetches the node."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-unsub")
+    await owner.create(node, items=2)
+    herald = await start_proxy(server, db_url, reconcile_interval=1.0)
+    try:
+        await cache_node(herald, clients["alice"], node)
+        await owner.ps.modify_subscriptions(
+            UPSTREAM_JID, node, subscriptions=[(PROXY_JID, "none")], timeout=5
+        )
+        await owner.publish(node, "unseen", "after the unsubscription")
+        took = await reads_agree_within(herald, clients["alice"], owner, node, 1.0 + 5.0)
+        print(f"lost subscription repaired, new item visible after {took:.2f} s (interval 1 s)")
+        found = await owner.ps.get_node_subscriptions(UPSTREAM_JID, node, timeout=5)
+        assert PROXY_JID in [s["jid"].bare for s in found["pubsub_owner"]["subscriptions"]]
+    finally:
+        await herald.stop()

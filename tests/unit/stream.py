@@ -53,6 +53,7 @@ class StreamTest(SlixTest):
         self.xmpp.socket.next_sent()  # stream header
         self.xmpp.socket.next_sent()  # handshake
         self.xmpp.use_message_ids = False
+        self.xmpp.connected_event.set()  # the handshake went through: the session is up
         self.pending: list[str] = []
         return loop
 

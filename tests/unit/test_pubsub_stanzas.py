@@ -16,6 +16,7 @@ from tests.unit.stream import StreamTest
 
 PS = "http://jabber.org/protocol/pubsub"
 DISCO = "http://jabber.org/protocol/disco#info"
+DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 ERR = "urn:ietf:params:xml:ns:xmpp-stanzas"
 PRIV = "urn:xmpp:privilege:2"
 FWD = "urn:xmpp:forward:0"
@@ -242,6 +243,7 @@ class PubsubStanzaTest(StreamTest):
         node_id = loop.run_until_complete(cache_truncated_node())
         # known open, verified just now: nothing else goes upstream during the test
         self.proxy._verified[node_id] = loop.time()
+        self.proxy.synchroniser._compared[node_id] = loop.time()
         self.proxy.open_nodes.note((ORIGIN, "blog"), "open", loop.time())
         self.ask(f'<pubsub xmlns="{PS}"><items node="blog" max_items="1"/></pubsub>')
         self.expect(
@@ -254,24 +256,35 @@ class PubsubStanzaTest(StreamTest):
         self.relayed(all_items, all_items, "q2")
         self.expect(None)
 
-    def _cache_blog(self) -> None:
-        """A node synced in this run, whose openness nobody checked lately."""
+    def _cache_blog(self) -> int:
+        """A node synced in this run, whose openness nobody checked lately; its id."""
         from component.storage.records import COMPLETED, ItemInput
 
         cache = self.proxy.cache
 
-        async def cache_it() -> None:
+        async def cache_it() -> int:
             node = await cache.ensure(ORIGIN, "blog", None)
             node = await cache.set_state(node, confirm=True, sync_state=COMPLETED, shareable=True)
             await cache.upsert_items(node, [ItemInput("c", '<x xmlns="urn:x">c</x>')])
+            return node.id
 
-        self.proxy.loop.run_until_complete(cache_it())
+        return self.proxy.loop.run_until_complete(cache_it())
 
     def test_a_hit_on_a_quiet_node_waits_for_its_openness_check(self) -> None:
         self.start()
         self._cache_blog()
         self.ask(f'<pubsub xmlns="{PS}"><items node="blog"/></pubsub>')
         self.answer(self.expect_check("blog"), meta("open"))
+        # never compared with upstream in this run: item ids, then Herald's subscription
+        self.answer(
+            self.expect_upstream(f'<query xmlns="{DISCO_ITEMS}" node="blog"/>'),
+            f'<query xmlns="{DISCO_ITEMS}" node="blog"><item jid="{ORIGIN}" name="c"/></query>',
+        )
+        self.answer(
+            self.expect_upstream(f'<pubsub xmlns="{PS}"><subscriptions node="blog"/></pubsub>'),
+            f"""<pubsub xmlns="{PS}"><subscriptions node="blog"><subscription node="blog"
+                 jid="pubsub.example.org" subscription="subscribed"/></subscriptions></pubsub>""",
+        )
         self.expect_result(
             "q1",
             f"""<pubsub xmlns="{PS}"><items node="blog">
@@ -284,6 +297,24 @@ class PubsubStanzaTest(StreamTest):
             f"""<pubsub xmlns="{PS}"><items node="blog">
               <item id="c"><x xmlns="urn:x">c</x></item></items></pubsub>""",
         )
+
+    def test_a_comparison_drops_what_upstream_retracted_silently(self) -> None:
+        self.start()
+        node_id = self._cache_blog()
+        # known open, checked just now: only the comparison goes upstream
+        self.proxy.open_nodes.note((ORIGIN, "blog"), "open", self.proxy.loop.time())
+        self.proxy._verified[node_id] = self.proxy.loop.time()
+        self.ask(f'<pubsub xmlns="{PS}"><items node="blog"/></pubsub>')
+        self.answer(
+            self.expect_upstream(f'<query xmlns="{DISCO_ITEMS}" node="blog"/>'),
+            f'<query xmlns="{DISCO_ITEMS}" node="blog"/>',  # "c" is gone upstream
+        )
+        self.answer(
+            self.expect_upstream(f'<pubsub xmlns="{PS}"><subscriptions node="blog"/></pubsub>'),
+            f"""<pubsub xmlns="{PS}"><subscriptions node="blog"><subscription node="blog"
+                 jid="pubsub.example.org" subscription="subscribed"/></subscriptions></pubsub>""",
+        )
+        self.expect_result("q1", f'<pubsub xmlns="{PS}"><items node="blog"/></pubsub>')
 
     def test_a_quiet_node_found_closed_is_not_served_from_the_cache(self) -> None:
         self.start()
