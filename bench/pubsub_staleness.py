@@ -571,6 +571,9 @@ class Run:
         )
 
 
+LOOK_BACK = 3000  # rows: more than are ever in flight at once
+
+
 class DbWatcher:
     """Polls Herald's items table from a thread: when each item id first appears."""
 
@@ -613,7 +616,12 @@ class DbWatcher:
             with conn:  # type: ignore[attr-defined]
                 last = conn.execute("SELECT coalesce(max(id), 0) FROM pubsub_items").fetchone()[0]  # type: ignore[attr-defined]
                 while not self._stop.is_set():
-                    rows = conn.execute(query.format(int(last))).fetchall()  # type: ignore[attr-defined]
+                    # Ids are handed out at insert time but seen at commit: with several
+                    # nodes' transactions in flight, a lower id can commit after a higher
+                    # one. Looking back over the last rows again keeps it from being
+                    # skipped (it would count as lost).
+                    since = max(0, int(last) - LOOK_BACK)
+                    rows = conn.execute(query.format(since)).fetchall()  # type: ignore[attr-defined]
                     now = time.perf_counter()
                     for row_id, item, node in rows:
                         self.seen.setdefault(("publish", node, item), now)

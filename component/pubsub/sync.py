@@ -55,6 +55,31 @@ RECONCILE_EVERY = 60.0  # default pubsub.reconcile_interval, seconds
 TRANSIENT = frozenset({"remote-server-timeout", "remote-server-not-found", "internal-server-error"})
 
 
+def coalesced(events: list[NodeEvent]) -> list[NodeEvent]:
+    """The same changes in fewer events: consecutive publications (no retractions)
+    become one, as long as no item id repeats (a republication keeps its own step,
+    since where it lands depends on the service)."""
+    merged: list[NodeEvent] = []
+    ids: set[str] = set()
+    for event in events:
+        last = merged[-1] if merged else None
+        fresh = {item.item_id for item in event.published}
+        if (
+            last is not None
+            and event.kind == last.kind == "items"
+            and not event.retracted
+            and not last.retracted
+            and len(fresh) == len(event.published)
+            and not fresh & ids
+        ):
+            merged[-1] = replace(last, published=last.published + event.published)
+            ids |= fresh
+        else:
+            merged.append(event)
+            ids = fresh
+    return merged
+
+
 def retry_delay(attempts: int) -> timedelta:
     """30 s, 1 min, 2 min ... capped at 1 h: a failing node is retried, never given up."""
     return timedelta(seconds=min(3600, 30 * 2 ** max(0, attempts - 1)))
@@ -96,6 +121,7 @@ class Synchroniser:
         # runs each stanza's handler as its own task, and a retract must not overtake
         # its publish. Other nodes' notifications do not wait.
         self._order: KeyedLocks[tuple[str, str]] = KeyedLocks()
+        self._queued: dict[tuple[str, str], list[NodeEvent]] = {}
         self._considered: dict[tuple[str, str], float] = {}
         self._rechecked: dict[int, float] = {}
         # Every metadata read lands here, so a node found closed for any reason stops
@@ -461,9 +487,16 @@ class Synchroniser:
         One that cannot be applied takes the node out of service until a re-fetch:
         nothing is dropped while the node goes on being served.
         """
-        async with self._order.hold((service, event.node)):
+        key = (service, event.node)
+        self._queued.setdefault(key, []).append(event)
+        async with self._order.hold(key):
+            # Whoever gets the node's turn applies everything queued for it by then, in
+            # arrival order: under a burst, one transaction per batch instead of one per
+            # notification (the later callers find their events applied).
+            batch = self._queued.pop(key, [])
             try:
-                await self._apply(service, event)
+                for run in coalesced(batch):
+                    await self._apply(service, run)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

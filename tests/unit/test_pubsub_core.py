@@ -288,3 +288,37 @@ def test_parse_event() -> None:
         )
         assert (change.kind, change.node) == (kind, "n")
     assert parse_event(ET.fromstring(f'<event xmlns="{EV}"><purge/></event>'), str) == []
+
+
+def test_coalesced_merges_consecutive_publications_only() -> None:
+    from component.pubsub.stanzas import NodeEvent, ReceivedItem
+    from component.pubsub.sync import coalesced
+
+    def pub(*ids: str) -> NodeEvent:
+        return NodeEvent(
+            "items", "n", tuple(ReceivedItem(i, "<x/>", None, None, None) for i in ids)
+        )
+
+    retract = NodeEvent("items", "n", retracted=("a",))
+    purge = NodeEvent("purge", "n")
+
+    def shape(events: list[NodeEvent]) -> list[tuple[str, list[str], list[str]]]:
+        return [(e.kind, [i.item_id for i in e.published], list(e.retracted)) for e in events]
+
+    assert shape(coalesced([pub("a"), pub("b"), pub("c")])) == [("items", ["a", "b", "c"], [])]
+    # a retraction, a purge, or the same id again keeps the order of steps
+    assert shape(coalesced([pub("a"), retract, pub("a")])) == [
+        ("items", ["a"], []),
+        ("items", [], ["a"]),
+        ("items", ["a"], []),
+    ]
+    assert shape(coalesced([pub("a"), purge, pub("b")])) == [
+        ("items", ["a"], []),
+        ("purge", [], []),
+        ("items", ["b"], []),
+    ]
+    assert shape(coalesced([pub("a"), pub("b"), pub("a"), pub("c")])) == [
+        ("items", ["a", "b"], []),
+        ("items", ["a", "c"], []),
+    ]
+    assert coalesced([]) == []
