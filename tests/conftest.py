@@ -10,6 +10,7 @@ postgres@127.0.0.1:5432/test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -130,14 +131,16 @@ def standard_ejabberd(root: Path) -> Ejabberd:
     )
 
 
-@pytest.fixture(scope="session")
-def ejabberd() -> Iterator[Ejabberd]:
-    """An ejabberd shared by the session."""
+@contextlib.contextmanager
+def running_ejabberd() -> Iterator[Ejabberd]:
+    """A throwaway ejabberd, in a directory of its own.
+
+    Outside pytest's temporary directories: every pytest session that starts on the
+    machine resets /tmp/pytest-of-root to 0700, and the ejabberd user, which runs the
+    node, could then no longer reach its files (seen with two suites at once).
+    """
     if not Ejabberd.available():
         missing("ejabberd")
-    # Outside pytest's temporary directories: every pytest session that starts on the
-    # machine resets /tmp/pytest-of-root to 0700, and the ejabberd user, which runs the
-    # node, could then no longer reach its files (seen with two suites at once).
     root = Path(tempfile.mkdtemp(prefix="herald-ejabberd-"))
     server = standard_ejabberd(root)
     try:
@@ -146,6 +149,13 @@ def ejabberd() -> Iterator[Ejabberd]:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ejabberd() -> Iterator[Ejabberd]:
+    """An ejabberd shared by the session."""
+    with running_ejabberd() as server:
+        yield server
 
 
 @pytest.fixture(scope="session", params=["prosody", "ejabberd"])

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
 from component.config import MulticastSettings
+from component.keyed_locks import KeyedLocks
 from component.multicast.addresses import (
     ADDRESS_NS,
     ADDRESSES_TAG,
@@ -144,7 +145,7 @@ class MulticastComponent(ServiceComponent):
         self.local_domains = frozenset(d.lower() for d in settings.local_domains)
         self.privileges_settled = asyncio.Event()
         # sender -> (its lock, how many of its presences hold or await it)
-        self._presence_order: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._presence_order: KeyedLocks[str] = KeyedLocks()
         self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         super().__init__(
             settings.jid,
@@ -213,18 +214,8 @@ class MulticastComponent(ServiceComponent):
         # One sender's presences are handled in arrival order: an unavailable that
         # follows a multicast presence must find its recipients already recorded,
         # though the multicast waits on discovery and the database meanwhile.
-        sender = str(pres["from"])
-        lock, users = self._presence_order.get(sender, (asyncio.Lock(), 0))
-        self._presence_order[sender] = (lock, users + 1)
-        try:
-            async with lock:
-                await self._serve_presence(pres)
-        finally:
-            lock, users = self._presence_order[sender]
-            if users == 1:
-                del self._presence_order[sender]
-            else:
-                self._presence_order[sender] = (lock, users - 1)
+        async with self._presence_order.hold(str(pres["from"])):
+            await self._serve_presence(pres)
 
     async def _serve_presence(self, pres: StanzaBase) -> None:
         if pres.xml.find(ADDRESSES_TAG) is not None:

@@ -30,29 +30,26 @@ from prometheus_client import REGISTRY
 from slixmpp.exceptions import IqError, IqTimeout
 
 from component.app import Herald
-from component.pubsub.service import PubsubComponent
-from component.storage.records import COMPLETED
 from component.xmpp.backoff import Backoff
 from tests.conftest import (
     MULTICAST_JID,
     PROXY_JID,
     SILENT_JID,
     SILENT_SECRET,
-    UPSTREAM_JID,
     USERS,
     XmppServer,
     missing,
-    standard_ejabberd,
+    running_ejabberd,
 )
 from tests.harness.client import TestClient
-from tests.harness.ejabberd import Ejabberd
 from tests.harness.herald import settings_for
 from tests.harness.ports import free_port
 from tests.harness.postgres import PrivatePostgres
 from tests.harness.process import HeraldProcess
 from tests.harness.prosody import Prosody
 from tests.harness.silent import SilentComponent
-from tests.integration.test_pubsub_proxy import Owner, get_items
+from tests.integration.test_pubsub_proxy import Owner, get_items, synced
+from tests.integration.test_pubsub_proxy import proxy_of as pubsub_of
 
 pytestmark = pytest.mark.integration
 
@@ -139,24 +136,6 @@ class Inbox:
                     self.bodies[msg["body"]] += 1
 
 
-def pubsub_of(herald: Herald) -> PubsubComponent:
-    (service,) = [s for s in herald.services if isinstance(s, PubsubComponent)]
-    return service
-
-
-def synced(herald: Herald, node: str) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        service = pubsub_of(herald)
-        state = service.cache.node(UPSTREAM_JID, node)
-        return (
-            state is not None
-            and state.sync_state == COMPLETED
-            and not service.synchroniser.syncing(state)
-        )
-
-    return check
-
-
 def tracebacks(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
     return [r for r in records if r.levelno >= logging.ERROR and r.exc_info]
 
@@ -176,18 +155,8 @@ def restartable(request: pytest.FixtureRequest) -> Iterator[XmppServer]:
         own: Prosody = request.getfixturevalue("own_prosody")
         yield own
         return
-    if not Ejabberd.available():
-        missing("ejabberd")
-    # Outside tmp_path, which the ejabberd user could not reach once another pytest
-    # session resets /tmp/pytest-of-root to 0700 (restart needs it again).
-    root = Path(tempfile.mkdtemp(prefix="herald-ejabberd-"))
-    server = standard_ejabberd(root)
-    try:
-        server.start()
+    with running_ejabberd() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def listening(port: int) -> float:
