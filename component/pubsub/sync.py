@@ -51,6 +51,8 @@ RECHECK_EVERY = 300.0  # seconds between access re-checks of idle cached nodes
 # nodes are re-verified as often (Prosody 0.12 sends no configuration notifications).
 OPEN_FOR = 5.0
 RECONCILE_EVERY = 60.0  # default pubsub.reconcile_interval, seconds
+# Seconds a comparison waits for the notifications of items upstream already lists.
+NOTIFICATION_GRACE = 0.5
 # Errors that say nothing about the node: keep serving what is cached.
 TRANSIENT = frozenset({"remote-server-timeout", "remote-server-not-found", "internal-server-error"})
 
@@ -680,9 +682,6 @@ class Synchroniser:
             # A truncated node holds only the newest items: older ones upstream are
             # expected to be missing here.
             new = [] if current.truncated else [i for i in upstream_ids if i not in known]
-            if new:
-                self.out_of_service(*key, f"{len(new)} item(s) upstream never notified")
-                return
             if gone:
                 await self.cache.retract_items(current, gone)
                 self.cache.gauges_stale = True
@@ -691,6 +690,22 @@ class Synchroniser:
                     *key,
                     len(gone),
                 )
+            if not new:
+                self._compared[current.id] = asked
+                return
+        # Items upstream lists that the cache lacks: their notifications may still be
+        # on the way (upstream answers the listing before it notifies). Look again once
+        # they had time to arrive; only what is still missing takes the node out.
+        await asyncio.sleep(NOTIFICATION_GRACE)
+        async with self._order.hold(key):
+            current = self.cache.node(*key)
+            if current is None or not current.serves_from_cache:
+                return
+            known = {item.item_id for item in await self.cache.held(current, new)}
+            missing = [i for i in new if i not in known]
+            if missing:
+                self.out_of_service(*key, f"{len(missing)} item(s) upstream never notified")
+                return
             self._compared[current.id] = asked
 
     async def _item_ids(self, node: NodeState) -> list[str]:
