@@ -48,6 +48,9 @@ class Prosody:
     component_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     name: str = "prosody"
+    #: (certificate, key) PEM files: enables mod_tls so c2s offers STARTTLS (still
+    #: optional: c2s_require_encryption stays false). None: no TLS, as before.
+    tls: tuple[Path, Path] | None = None
 
     def port_of(self, jid: str) -> int:
         """Prosody checks 'from' per component, so every component shares one port."""
@@ -72,6 +75,7 @@ class Prosody:
 
     def _config(self) -> str:
         r = self.root
+        tls_on, tls_off = ('"tls"; ', "") if self.tls else ("", '"tls"; ')
         lines = [
             "run_as_root = true",
             f'pidfile = "{r}/prosody.pid"',
@@ -87,8 +91,8 @@ class Prosody:
             "s2s_ports = { }; c2s_direct_tls_ports = { }; s2s_direct_tls_ports = { }",
             "http_ports = { }; https_ports = { }",
             'modules_enabled = { "disco"; "roster"; "saslauth"; "ping"; "register"; '
-            '"version"; "privilege"; "pep"; }',
-            'modules_disabled = { "s2s"; "tls"; "limits"; "offline" }',
+            f'"version"; "privilege"; "pep"; {tls_on}}}',
+            f'modules_disabled = {{ "s2s"; {tls_off}"limits"; "offline" }}',
             "c2s_require_encryption = false",
             "allow_unencrypted_plain_auth = true",
             "allow_registration = true",
@@ -99,6 +103,9 @@ class Prosody:
             f'VirtualHost "{self.domain}"',
             *(f"  {line}" for line in self.host_options),
         ]
+        if self.tls:
+            cert, key = self.tls
+            lines.append(f'  ssl = {{ certificate = "{cert}"; key = "{key}" }}')
         for host in self.extra_hosts:
             lines.append(f'VirtualHost "{host}"')
         if self.pubsub_component:
