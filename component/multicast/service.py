@@ -139,8 +139,14 @@ class MulticastComponent(ServiceComponent):
         sessions: async_sessionmaker[AsyncSession],
         trusted_hosts: frozenset[str] = frozenset(),
         discovery_wait: float = 3.0,
+        own_jids: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
+        # Herald's own services (this one, and e.g. the pubsub proxy): never recipients
+        # nor remote multicast services, or a stanza would loop through us.
+        self.own_domains = frozenset(
+            j.lower().partition("@")[2] or j.lower() for j in {settings.jid, *own_jids}
+        )
         self.sessions = sessions
         self.local_domains = frozenset(d.lower() for d in settings.local_domains)
         self.privileges_settled = asyncio.Event()
@@ -159,7 +165,7 @@ class MulticastComponent(ServiceComponent):
             sessions,
             ttl=settings.remote_disco_ttl,
             wait=discovery_wait,
-            never=frozenset({self.boundjid.bare, *self.local_domains}),
+            never=frozenset({self.boundjid.bare, *self.own_domains, *self.local_domains}),
         )
 
     def setup(self) -> None:
@@ -277,6 +283,7 @@ class MulticastComponent(ServiceComponent):
                 addresses=addresses,
                 local_domains=self.local_domains,
                 max_recipients=self.settings.max_recipients,
+                own_domains=self.own_domains,
             )
         except AddressError as exc:
             raise StanzaRefused(exc.condition, exc.text) from None
@@ -288,7 +295,8 @@ class MulticastComponent(ServiceComponent):
             request = request.model_copy(update={"remote_support": support})
         delivery = plan(request)
         if delivery.error is not None:
-            raise StanzaRefused(delivery.error.condition, delivery.error.text)
+            condition = delivery.error.condition
+            raise StanzaRefused(condition, delivery.error.text, ERROR_TYPES[condition])
 
         writer = CopyWriter(stanza.xml)
         batch: list[str] = []

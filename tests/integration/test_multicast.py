@@ -326,3 +326,39 @@ async def test_remote_limits_split_the_stanza(
     finally:
         for herald in started:
             await herald.stop()
+
+
+def _samples(name: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        for sample in metric.samples
+        if sample.name == name
+    )
+
+
+@pytest.mark.parametrize("target", [MULTICAST_JID, f"x@{MULTICAST_JID}"])
+async def test_an_address_at_our_own_service_is_refused_not_looped(
+    server: XmppServer, tmp_path: Path, users: dict[str, TestClient], target: str
+) -> None:
+    """Issue 11: Herald discovered itself as the remote service for its own domain and
+    handed the stanza back to itself, thousands of times a second with no rate limit."""
+    herald = await start_herald(server, tmp_path, "loop", rate_limit=0)
+    try:
+        stanzas = _samples("herald_multicast_stanzas_total")
+        discos = _samples("herald_multicast_remote_disco_total")
+        send(users["alice"], MULTICAST_JID, addresses(("to", BOB), ("cc", target)))
+        reply = await next_message(users["alice"])
+        assert reply["type"] == "error"
+        assert reply["error"]["condition"] == "forbidden"
+        assert "own service" in reply["error"]["text"]
+        await assert_nothing_delivered(users, "bob")
+        await asyncio.sleep(0.5)
+        # exactly one stanza came in (the refused one) and nothing was discovered
+        assert _samples("herald_multicast_stanzas_total") == stanzas + 1
+        assert _samples("herald_multicast_remote_disco_total") == discos
+        assert users["alice"].messages.empty()
+    finally:
+        await herald.stop()

@@ -149,3 +149,28 @@ class MulticastStanzaTest(StreamTest):
         self.deliver(message_permission_from("evil.example"))
         self.expect(None)
         assert self.xmpp.privileges == {}
+
+    def test_an_address_at_our_own_domain_is_refused_not_discovered(self) -> None:
+        # Before issue 11 Herald sent itself a disco#info here, found a multicast
+        # service (itself) and handed the stanza back to itself, in a loop.
+        self.start(sender_mode="trusted")
+        self.deliver(
+            f"""<message from="alice@example.org/desk" to="multicast.example.org" id="l1">
+                  <addresses xmlns="{ADDR}">
+                    <address type="to" jid="bob@example.org"/>
+                    <address type="cc" jid="x@multicast.example.org"/>
+                  </addresses>
+                </message>"""
+        )
+        self.expect(
+            f"""<message from="multicast.example.org" to="alice@example.org/desk" id="l1"
+                         type="error">
+                  <error type="auth">
+                    <forbidden xmlns="{ERR}"/>
+                    <text xmlns="{ERR}" xml:lang="en">Cannot deliver to
+ x@multicast.example.org: multicast.example.org is this server's own service, not a
+ recipient.</text>
+                  </error>
+                </message>""".replace("\n ", " ")
+        )
+        self.expect(None)
