@@ -17,7 +17,7 @@ from xml.etree import ElementTree as ET
 from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import StanzaBase
-from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.handler import Callback, CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,7 +38,7 @@ from component.multicast.routes import Route, choose_route
 from component.storage import multicast_repo
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.errors import make_error
-from component.xmpp.namespaces import COMPONENT_NS, DATA_FORMS_NS
+from component.xmpp.namespaces import COMPONENT_NS, DATA_FORMS_NS, DISCO_INFO_NS, DISCO_ITEMS_NS
 from component.xmpp.numbers import count_in
 from component.xmpp.privilege import HostPrivileges, wrap_message
 
@@ -181,6 +181,14 @@ class MulticastComponent(ServiceComponent):
         form.add_field(var="presence", value=str(self.settings.max_recipients))
         self.plugin["xep_0128"].add_extended_info(jid=self.boundjid, data=form)
         self.add_event_handler("session_start", self._settle_privileges)
+        for namespace in (DISCO_INFO_NS, DISCO_ITEMS_NS):
+            self.register_handler(
+                Callback(
+                    f"multicast disco set {namespace}",
+                    MatchXPath(f"{{{COMPONENT_NS}}}iq/{{{namespace}}}query"),
+                    self._on_disco_set,
+                )
+            )
         self.register_handler(
             CoroutineCallback(
                 "multicast message",
@@ -195,6 +203,18 @@ class MulticastComponent(ServiceComponent):
                 self._on_presence,
             )
         )
+
+    def _on_disco_set(self, iq: StanzaBase) -> None:
+        # xep_0030 answers get and ignores set; every set gets an answer (RFC 6120 §8.2.3).
+        if iq["type"] != "set":
+            return
+        reply = ET.Element(
+            f"{{{COMPONENT_NS}}}iq",
+            {"type": "error", "id": iq["id"], "from": str(iq["to"]), "to": str(iq["from"])},
+        )
+        text = "Service discovery is queried with type='get'; it has no 'set'."
+        reply.append(make_error("bad-request", text, "modify"))
+        self.send_element(reply)
 
     async def _settle_privileges(self, _event: Any) -> None:
         self.privileges_settled.clear()

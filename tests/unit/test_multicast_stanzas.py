@@ -174,3 +174,20 @@ class MulticastStanzaTest(StreamTest):
                 </message>""".replace("\n ", " ")
         )
         self.expect(None)
+
+    def test_a_disco_set_is_refused_not_left_unanswered(self) -> None:
+        # Issue 11: RFC 6120 §8.2.3, every get/set gets one answer; disco has no set.
+        self.start(sender_mode="trusted")
+        for iq_id, namespace in (("s1", "info"), ("s2", "items")):
+            self.deliver(
+                f"""<iq type="set" id="{iq_id}" from="alice@example.org/desk"
+                        to="multicast.example.org">
+                      <query xmlns="http://jabber.org/protocol/disco#{namespace}"/></iq>"""
+            )
+            self.expect(
+                f"""<iq type="error" id="{iq_id}" from="multicast.example.org"
+                     to="alice@example.org/desk"><error type="modify">
+                  <bad-request xmlns="{ERR}"/><text xmlns="{ERR}" xml:lang="en">Service
+ discovery is queried with type='get'; it has no 'set'.</text></error></iq>""".replace("\n ", " ")
+            )
+        self.expect(None)
