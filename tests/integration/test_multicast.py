@@ -362,3 +362,34 @@ async def test_an_address_at_our_own_service_is_refused_not_looped(
         assert users["alice"].messages.empty()
     finally:
         await herald.stop()
+
+
+async def test_a_resource_slixmpp_rejects_gets_jid_malformed_not_a_crash(
+    heralds: list[Herald], server: XmppServer, users: dict[str, TestClient]
+) -> None:
+    """Issue 11: the server accepts an emoji resource that slixmpp's stringprep rejects;
+    Herald answered results with errors and logged a traceback per stanza."""
+    from slixmpp.xmlstream.handler import Callback
+    from slixmpp.xmlstream.matcher import MatchXPath
+
+    alice = users["alice"]
+    replies: asyncio.Queue[ET.Element] = asyncio.Queue()
+    alice.register_handler(
+        Callback("raw iq", MatchXPath("{jabber:client}iq"), lambda s: replies.put_nowait(s.xml))
+    )
+    target = f"{MULTICAST_JID}/\U0001f600"
+    disco = "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+    alice.send_raw(f"<iq type='result' id='odd-r' to='{target}'>{disco}</iq>")
+    alice.send_raw(f"<iq type='get' id='odd-g' to='{target}'>{disco}</iq>")
+    reply = await asyncio.wait_for(replies.get(), 5)
+    # the result is never answered: the first reply is the get's
+    assert (reply.get("id"), reply.get("type")) == ("odd-g", "error")
+    # ejabberd refuses such a JID itself (bad-request); Prosody passes it to Herald
+    condition = "jid-malformed" if server.name == "prosody" else "bad-request"
+    found = reply.find(f"{{*}}error/{{urn:ietf:params:xml:ns:xmpp-stanzas}}{condition}")
+    assert found is not None, ET.tostring(reply)
+    await asyncio.sleep(0.3)
+    assert replies.empty()
+    assert heralds[0].services[0].connected_event.is_set()
+    send(alice, MULTICAST_JID, addresses(("to", BOB)))  # the service still works
+    assert (await next_message(users["bob"]))["body"] == "hi"
