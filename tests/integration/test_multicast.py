@@ -393,3 +393,17 @@ async def test_a_resource_slixmpp_rejects_gets_jid_malformed_not_a_crash(
     assert heralds[0].services[0].connected_event.is_set()
     send(alice, MULTICAST_JID, addresses(("to", BOB)))  # the service still works
     assert (await next_message(users["bob"]))["body"] == "hi"
+
+
+async def test_a_bare_noreply_is_accepted(
+    heralds: list[Herald], users: dict[str, TestClient]
+) -> None:
+    """Issue 11: <address type='noreply'/> carries no address (XEP-0033 §4.6.6); it was
+    refused with bad-request, and the whole message with it."""
+    header = addresses(("to", BOB))
+    ET.SubElement(header, f"{{{NS}}}address", {"type": "noreply"})
+    send(users["alice"], MULTICAST_JID, header)
+    got = await next_message(users["bob"])
+    assert got["type"] != "error"
+    assert header_of(got) == [("to", BOB, True), ("noreply", None, False)]
+    assert users["alice"].messages.empty()

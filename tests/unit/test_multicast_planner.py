@@ -514,3 +514,10 @@ def test_own_service_already_delivered_is_not_a_recipient() -> None:
          "own_domains": OWN}
     )  # fmt: skip
     assert [c.to for c in plan(req).copies] == ["b@header1.org"]
+
+
+def test_a_bare_noreply_rides_along_on_every_copy() -> None:
+    header = hdr("to=b@header1.org", "<address type='noreply'/>")
+    assert summary(plan(request(header))) == [
+        ("b@header1.org", "local", hdr("to=b@header1.org!", "<address type='noreply'/>"))
+    ]
