@@ -378,10 +378,13 @@ class MulticastComponent(ServiceComponent):
         sender = str(pres["from"])
         delivered = [r for c in copies for r in c.recipients]
         now = datetime.now(UTC)
+        # The attribute, not slixmpp's pres["type"], which reports <show/> (away, dnd...)
+        # as the type: an available presence with a show is still available.
+        ptype = pres.xml.get("type", "")
         async with self.sessions() as session:
-            if pres["type"] == "unavailable":
+            if ptype == "unavailable":
                 await multicast_repo.remove_presence_recipients(session, sender, delivered)
-            elif pres["type"] in ("", "available"):
+            elif ptype in ("", "available"):
                 await multicast_repo.add_presence_recipients(session, sender, delivered, now)
 
     async def _broadcast_unavailable(self, pres: StanzaBase) -> None:

@@ -407,3 +407,19 @@ async def test_a_bare_noreply_is_accepted(
     assert got["type"] != "error"
     assert header_of(got) == [("to", BOB, True), ("noreply", None, False)]
     assert users["alice"].messages.empty()
+
+
+async def test_a_presence_with_show_is_followed_by_unavailable(
+    heralds: list[Herald], server: XmppServer, users: dict[str, TestClient]
+) -> None:
+    """Issue 11: an away presence was not tracked, so no unavailable followed it (§5)."""
+    frank = TestClient(f"alice@localhost/away{next(_counter)}", USERS["alice"])
+    await frank.start(server.c2s_port)
+    pres = frank.make_presence(pto=MULTICAST_JID, pshow="away")
+    pres.append(addresses(("to", BOB)))
+    pres.send()
+    got = await asyncio.wait_for(users["bob"].presences.get(), 5)
+    assert (got["from"], got["show"]) == (frank.boundjid, "away")
+    await frank.stop()
+    got = await asyncio.wait_for(users["bob"].presences.get(), 5)
+    assert (got["from"], got["type"]) == (frank.boundjid, "unavailable")

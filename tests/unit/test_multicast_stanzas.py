@@ -191,3 +191,32 @@ class MulticastStanzaTest(StreamTest):
  discovery is queried with type='get'; it has no 'set'.</text></error></iq>""".replace("\n ", " ")
             )
         self.expect(None)
+
+    def test_a_presence_with_show_is_tracked_for_unavailable(self) -> None:
+        # Issue 11: slixmpp reports <show>away</show> as type 'away', so such a
+        # presence was never recorded and no unavailable followed it (XEP-0033 §5).
+        self.start(sender_mode="trusted")
+        self.deliver(
+            f"""<presence from="alice@example.org/desk" to="multicast.example.org">
+                  <show>away</show>
+                  <addresses xmlns="{ADDR}"><address type="to" jid="bob@example.org"/></addresses>
+                </presence>"""
+        )
+        self.expect(
+            f"""<presence from="alice@example.org/desk" to="bob@example.org">
+                  <show>away</show>
+                  <addresses xmlns="{ADDR}">
+                    <address type="to" jid="bob@example.org" delivered="true"/>
+                  </addresses>
+                </presence>"""
+        )
+        self.expect(None)
+        self.deliver(
+            """<presence from="alice@example.org/desk" to="multicast.example.org"
+                         type="unavailable"/>"""
+        )
+        self.expect(
+            """<presence from="alice@example.org/desk" to="bob@example.org"
+                         type="unavailable"/>"""
+        )
+        self.expect(None)
