@@ -97,7 +97,14 @@ class Address(BaseModel):
             raise AddressError("bad-request", "An address may not have both a jid and a uri.")
         if self.uri is not None and self.node is not None:
             raise AddressError("bad-request", "An address may not have both a uri and a node.")
-        if self.jid is None and self.uri is None and self.node is None and self.desc is None:
+        # §4.6.6: noreply "contains no actual address information"; §4 exempts it.
+        if (
+            self.type is not AddressType.NOREPLY
+            and self.jid is None
+            and self.uri is None
+            and self.node is None
+            and self.desc is None
+        ):
             raise AddressError(
                 "bad-request", f"The {self.type} address needs a jid, uri, node or desc."
             )

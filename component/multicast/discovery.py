@@ -158,6 +158,8 @@ class RemoteDiscovery:
         return record
 
     async def _discover(self, domain: str) -> tuple[str | None, dict[str, int]]:
+        if domain.lower() in self._never:
+            return None, {}  # never ask ourselves: we would find ourselves
         info = await self._disco.info(domain)
         if ADDRESS_NS in info.features:
             return domain, info.limits

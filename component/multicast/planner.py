@@ -53,13 +53,16 @@ class PlanRequest(BaseModel):
     local_domains: frozenset[str]
     remote_support: Mapping[str, RemoteSupport] = Field(default_factory=dict)
     max_recipients: int = Field(ge=1)
+    # Herald's own service domains (multicast, pubsub): never a recipient, or the
+    # service would hand the stanza back to itself.
+    own_domains: frozenset[str] = frozenset()
 
     @field_validator("sender")
     @classmethod
     def _normalize_sender(cls, value: str) -> str:
         return normalize_jid(value)
 
-    @field_validator("local_domains")
+    @field_validator("local_domains", "own_domains")
     @classmethod
     def _normalize_domains(cls, value: frozenset[str]) -> frozenset[str]:
         return frozenset(jid_domain(d) for d in value)
@@ -123,6 +126,14 @@ def _reject(request: PlanRequest) -> PlanError | None:
             condition="bad-request",
             text="Every to, cc and bcc address is already marked delivered.",
         )
+    for address in pending:
+        if address.domain is not None and address.domain in request.own_domains:
+            # §6: an address the server cannot deliver to is refused with Forbidden.
+            return PlanError(
+                condition="forbidden",
+                text=f"Cannot deliver to {address.jid}: {address.domain} is this "
+                "server's own service, not a recipient.",
+            )
     sender_domain = jid_domain(request.sender)
     if sender_domain not in request.local_domains:
         for address in pending:

@@ -17,7 +17,7 @@ from xml.etree import ElementTree as ET
 from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import StanzaBase
-from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.handler import Callback, CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,7 +38,7 @@ from component.multicast.routes import Route, choose_route
 from component.storage import multicast_repo
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.errors import make_error
-from component.xmpp.namespaces import COMPONENT_NS, DATA_FORMS_NS
+from component.xmpp.namespaces import COMPONENT_NS, DATA_FORMS_NS, DISCO_INFO_NS, DISCO_ITEMS_NS
 from component.xmpp.numbers import count_in
 from component.xmpp.privilege import HostPrivileges, wrap_message
 
@@ -139,8 +139,14 @@ class MulticastComponent(ServiceComponent):
         sessions: async_sessionmaker[AsyncSession],
         trusted_hosts: frozenset[str] = frozenset(),
         discovery_wait: float = 3.0,
+        own_jids: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
+        # Herald's own services (this one, and e.g. the pubsub proxy): never recipients
+        # nor remote multicast services, or a stanza would loop through us.
+        self.own_domains = frozenset(
+            j.lower().partition("@")[2] or j.lower() for j in {settings.jid, *own_jids}
+        )
         self.sessions = sessions
         self.local_domains = frozenset(d.lower() for d in settings.local_domains)
         self.privileges_settled = asyncio.Event()
@@ -159,7 +165,7 @@ class MulticastComponent(ServiceComponent):
             sessions,
             ttl=settings.remote_disco_ttl,
             wait=discovery_wait,
-            never=frozenset({self.boundjid.bare, *self.local_domains}),
+            never=frozenset({self.boundjid.bare, *self.own_domains, *self.local_domains}),
         )
 
     def setup(self) -> None:
@@ -175,6 +181,14 @@ class MulticastComponent(ServiceComponent):
         form.add_field(var="presence", value=str(self.settings.max_recipients))
         self.plugin["xep_0128"].add_extended_info(jid=self.boundjid, data=form)
         self.add_event_handler("session_start", self._settle_privileges)
+        for namespace in (DISCO_INFO_NS, DISCO_ITEMS_NS):
+            self.register_handler(
+                Callback(
+                    f"multicast disco set {namespace}",
+                    MatchXPath(f"{{{COMPONENT_NS}}}iq/{{{namespace}}}query"),
+                    self._on_disco_set,
+                )
+            )
         self.register_handler(
             CoroutineCallback(
                 "multicast message",
@@ -189,6 +203,18 @@ class MulticastComponent(ServiceComponent):
                 self._on_presence,
             )
         )
+
+    def _on_disco_set(self, iq: StanzaBase) -> None:
+        # xep_0030 answers get and ignores set; every set gets an answer (RFC 6120 §8.2.3).
+        if iq["type"] != "set":
+            return
+        reply = ET.Element(
+            f"{{{COMPONENT_NS}}}iq",
+            {"type": "error", "id": iq["id"], "from": str(iq["to"]), "to": str(iq["from"])},
+        )
+        text = "Service discovery is queried with type='get'; it has no 'set'."
+        reply.append(make_error("bad-request", text, "modify"))
+        self.send_element(reply)
 
     async def _settle_privileges(self, _event: Any) -> None:
         self.privileges_settled.clear()
@@ -277,6 +303,7 @@ class MulticastComponent(ServiceComponent):
                 addresses=addresses,
                 local_domains=self.local_domains,
                 max_recipients=self.settings.max_recipients,
+                own_domains=self.own_domains,
             )
         except AddressError as exc:
             raise StanzaRefused(exc.condition, exc.text) from None
@@ -288,7 +315,8 @@ class MulticastComponent(ServiceComponent):
             request = request.model_copy(update={"remote_support": support})
         delivery = plan(request)
         if delivery.error is not None:
-            raise StanzaRefused(delivery.error.condition, delivery.error.text)
+            condition = delivery.error.condition
+            raise StanzaRefused(condition, delivery.error.text, ERROR_TYPES[condition])
 
         writer = CopyWriter(stanza.xml)
         batch: list[str] = []
@@ -350,10 +378,13 @@ class MulticastComponent(ServiceComponent):
         sender = str(pres["from"])
         delivered = [r for c in copies for r in c.recipients]
         now = datetime.now(UTC)
+        # The attribute, not slixmpp's pres["type"], which reports <show/> (away, dnd...)
+        # as the type: an available presence with a show is still available.
+        ptype = pres.xml.get("type", "")
         async with self.sessions() as session:
-            if pres["type"] == "unavailable":
+            if ptype == "unavailable":
                 await multicast_repo.remove_presence_recipients(session, sender, delivered)
-            elif pres["type"] in ("", "available"):
+            elif ptype in ("", "available"):
                 await multicast_repo.add_presence_recipients(session, sender, delivered, now)
 
     async def _broadcast_unavailable(self, pres: StanzaBase) -> None:

@@ -476,6 +476,10 @@ class PubsubComponent(ServiceComponent):
     # -- disco -----------------------------------------------------------------------
 
     async def _on_disco(self, iq: StanzaBase) -> None:
+        if iq["type"] == "set":  # every set gets an answer (RFC 6120 §8.2.3)
+            text = "Service discovery is queried with type='get'; it has no 'set'."
+            self._reply(iq, [make_error("bad-request", text, "modify")], "error")
+            return
         if iq["type"] != "get":
             return
         found = iq.xml.find(f"{{{DISCO_INFO_NS}}}query")

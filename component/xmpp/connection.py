@@ -10,16 +10,20 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from slixmpp import JID, ComponentXMPP
+from slixmpp.jid import InvalidJID
 from slixmpp.stanza import Handshake, Iq, StreamError
 from slixmpp.xmlstream import StanzaBase
 
 from component import metrics
 from component.xmpp.backoff import Backoff
+from component.xmpp.errors import make_error
 from component.xmpp.namespaces import COMPONENT_NS
 from component.xmpp.privilege import HostPrivileges, parse_advertisement
 from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
+
+STANZA_TAGS = frozenset(f"{{{COMPONENT_NS}}}{name}" for name in ("message", "presence", "iq"))
 
 
 class ServiceComponent(ComponentXMPP):
@@ -55,6 +59,54 @@ class ServiceComponent(ComponentXMPP):
 
     def setup(self) -> None:
         """Register the service's identity, features and handlers."""
+
+    # -- receiving ----------------------------------------------------------
+
+    def _spawn_event(self, xml: ET.Element) -> None:
+        # The server may accept a JID slixmpp's stricter stringprep rejects (an emoji
+        # resource: unassigned in Python's Unicode 3.2). slixmpp would raise in every
+        # handler reading it, log a traceback and answer even a result with an error.
+        if xml.tag in STANZA_TAGS and not self._jids_parse(xml):
+            return
+        super()._spawn_event(xml)
+
+    def _jids_parse(self, xml: ET.Element) -> bool:
+        """True when the stanza's JIDs parse; otherwise answer it if it wants an answer."""
+        bad = _unparsable_jid(xml)
+        if bad is None:
+            return True
+        attr, value, reason = bad
+        kind, itype = xml.tag.rpartition("}")[2], xml.get("type", "")
+        # Never answer a result or an error (RFC 6120 §8.2.3), nor a presence; a
+        # server or service (no user part) is not bounced either.
+        answer = (kind == "iq" and itype in ("get", "set")) or (
+            kind == "message" and itype != "error" and "@" in xml.get("from", "")
+        )
+        log.info(
+            "%s: %s %s from %r: cannot parse its %s %r (%s)%s",
+            self.service_name,
+            itype or "normal",
+            kind,
+            xml.get("from", ""),
+            attr,
+            value,
+            reason,
+            "; answered jid-malformed" if answer else "; dropped",
+        )
+        if answer:
+            frm = xml.get("to") or self.boundjid.bare
+            if kind == "message":
+                frm = self.boundjid.bare if attr == "to" else frm
+            reply = ET.Element(
+                f"{{{COMPONENT_NS}}}{kind}",
+                {"type": "error", "from": frm, "to": xml.get("from", "")},
+            )
+            if xml.get("id") is not None:
+                reply.set("id", xml.get("id", ""))
+            text = f"Herald cannot handle the address {value!r}: {reason}."
+            reply.append(make_error("jid-malformed", text, "modify"))
+            self.send_element(reply)
+        return False
 
     # -- privileges (XEP-0356) ----------------------------------------------
 
@@ -201,6 +253,19 @@ class ServiceComponent(ComponentXMPP):
         if self.transport is not None:
             await self.disconnect(wait=wait, reason="shutting down")
         metrics.COMPONENT_CONNECTED.labels(service=self.service_name).set(0)
+
+
+def _unparsable_jid(xml: ET.Element) -> tuple[str, str, str] | None:
+    """The first of to/from that slixmpp cannot parse: (attribute, value, why)."""
+    for attr in ("to", "from"):
+        value = xml.get(attr)
+        if not value:
+            continue
+        try:
+            JID(value)
+        except InvalidJID as exc:
+            return attr, value, str(exc).replace("\u2019", "'")
+    return None
 
 
 class _HandshakeRedactor(logging.Filter):

@@ -326,3 +326,100 @@ async def test_remote_limits_split_the_stanza(
     finally:
         for herald in started:
             await herald.stop()
+
+
+def _samples(name: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        for sample in metric.samples
+        if sample.name == name
+    )
+
+
+@pytest.mark.parametrize("target", [MULTICAST_JID, f"x@{MULTICAST_JID}"])
+async def test_an_address_at_our_own_service_is_refused_not_looped(
+    server: XmppServer, tmp_path: Path, users: dict[str, TestClient], target: str
+) -> None:
+    """Issue 11: Herald discovered itself as the remote service for its own domain and
+    handed the stanza back to itself, thousands of times a second with no rate limit."""
+    herald = await start_herald(server, tmp_path, "loop", rate_limit=0)
+    try:
+        stanzas = _samples("herald_multicast_stanzas_total")
+        discos = _samples("herald_multicast_remote_disco_total")
+        send(users["alice"], MULTICAST_JID, addresses(("to", BOB), ("cc", target)))
+        reply = await next_message(users["alice"])
+        assert reply["type"] == "error"
+        assert reply["error"]["condition"] == "forbidden"
+        assert "own service" in reply["error"]["text"]
+        await assert_nothing_delivered(users, "bob")
+        await asyncio.sleep(0.5)
+        # exactly one stanza came in (the refused one) and nothing was discovered
+        assert _samples("herald_multicast_stanzas_total") == stanzas + 1
+        assert _samples("herald_multicast_remote_disco_total") == discos
+        assert users["alice"].messages.empty()
+    finally:
+        await herald.stop()
+
+
+async def test_a_resource_slixmpp_rejects_gets_jid_malformed_not_a_crash(
+    heralds: list[Herald], server: XmppServer, users: dict[str, TestClient]
+) -> None:
+    """Issue 11: the server accepts an emoji resource that slixmpp's stringprep rejects;
+    Herald answered results with errors and logged a traceback per stanza."""
+    from slixmpp.xmlstream.handler import Callback
+    from slixmpp.xmlstream.matcher import MatchXPath
+
+    alice = users["alice"]
+    replies: asyncio.Queue[ET.Element] = asyncio.Queue()
+    alice.register_handler(
+        Callback("raw iq", MatchXPath("{jabber:client}iq"), lambda s: replies.put_nowait(s.xml))
+    )
+    target = f"{MULTICAST_JID}/\U0001f600"
+    disco = "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+    alice.send_raw(f"<iq type='result' id='odd-r' to='{target}'>{disco}</iq>")
+    alice.send_raw(f"<iq type='get' id='odd-g' to='{target}'>{disco}</iq>")
+    reply = await asyncio.wait_for(replies.get(), 5)
+    # the result is never answered: the first reply is the get's
+    assert (reply.get("id"), reply.get("type")) == ("odd-g", "error")
+    # ejabberd refuses such a JID itself (bad-request); Prosody passes it to Herald
+    condition = "jid-malformed" if server.name == "prosody" else "bad-request"
+    found = reply.find(f"{{*}}error/{{urn:ietf:params:xml:ns:xmpp-stanzas}}{condition}")
+    assert found is not None, ET.tostring(reply)
+    await asyncio.sleep(0.3)
+    assert replies.empty()
+    assert heralds[0].services[0].connected_event.is_set()
+    send(alice, MULTICAST_JID, addresses(("to", BOB)))  # the service still works
+    assert (await next_message(users["bob"]))["body"] == "hi"
+
+
+async def test_a_bare_noreply_is_accepted(
+    heralds: list[Herald], users: dict[str, TestClient]
+) -> None:
+    """Issue 11: <address type='noreply'/> carries no address (XEP-0033 §4.6.6); it was
+    refused with bad-request, and the whole message with it."""
+    header = addresses(("to", BOB))
+    ET.SubElement(header, f"{{{NS}}}address", {"type": "noreply"})
+    send(users["alice"], MULTICAST_JID, header)
+    got = await next_message(users["bob"])
+    assert got["type"] != "error"
+    assert header_of(got) == [("to", BOB, True), ("noreply", None, False)]
+    assert users["alice"].messages.empty()
+
+
+async def test_a_presence_with_show_is_followed_by_unavailable(
+    heralds: list[Herald], server: XmppServer, users: dict[str, TestClient]
+) -> None:
+    """Issue 11: an away presence was not tracked, so no unavailable followed it (§5)."""
+    frank = TestClient(f"alice@localhost/away{next(_counter)}", USERS["alice"])
+    await frank.start(server.c2s_port)
+    pres = frank.make_presence(pto=MULTICAST_JID, pshow="away")
+    pres.append(addresses(("to", BOB)))
+    pres.send()
+    got = await asyncio.wait_for(users["bob"].presences.get(), 5)
+    assert (got["from"], got["show"]) == (frank.boundjid, "away")
+    await frank.stop()
+    got = await asyncio.wait_for(users["bob"].presences.get(), 5)
+    assert (got["from"], got["type"]) == (frank.boundjid, "unavailable")

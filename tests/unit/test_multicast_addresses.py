@@ -179,3 +179,10 @@ def test_list_helpers() -> None:
         "c@x.org",
         "d@x.org",
     ]
+
+
+def test_a_bare_noreply_is_accepted_and_kept() -> None:
+    # XEP-0033 §4.6.6: noreply "contains no actual address information"; §4 exempts it.
+    parsed = parse_addresses(header("<address type='noreply'/>"))
+    assert parsed.addresses == (Address(type=AddressType.NOREPLY),)
+    assert attributes(render_addresses(parsed)) == attributes(header("<address type='noreply'/>"))

@@ -486,3 +486,38 @@ def test_invalid_sender_is_jid_malformed() -> None:
 def test_invalid_models_are_refused(build: object) -> None:
     with pytest.raises(ValidationError):
         build()  # type: ignore[operator]
+
+
+# --- Herald's own services are never recipients (issue 11: a loop through itself) --------
+
+OWN = frozenset({"multicast.header1.org", "pubsub.header1.org"})
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["multicast.header1.org", "x@multicast.header1.org", "X@PubSub.Header1.org/r"],
+)
+def test_own_services_are_refused_before_any_discovery(target: str) -> None:
+    req = request(hdr("to=b@header1.org", f"cc={target}")).model_copy(update={"own_domains": OWN})
+    req = PlanRequest.model_validate(req.model_dump())
+    assert remote_domains(req) == frozenset()
+    result = plan(req)
+    assert result.copies == ()
+    assert result.error is not None
+    assert result.error.condition == "forbidden"
+    assert target in result.error.text
+
+
+def test_own_service_already_delivered_is_not_a_recipient() -> None:
+    req = PlanRequest.model_validate(
+        {**request(hdr("to=b@header1.org", "to=x@multicast.header1.org!")).model_dump(),
+         "own_domains": OWN}
+    )  # fmt: skip
+    assert [c.to for c in plan(req).copies] == ["b@header1.org"]
+
+
+def test_a_bare_noreply_rides_along_on_every_copy() -> None:
+    header = hdr("to=b@header1.org", "<address type='noreply'/>")
+    assert summary(plan(request(header))) == [
+        ("b@header1.org", "local", hdr("to=b@header1.org!", "<address type='noreply'/>"))
+    ]

@@ -149,3 +149,74 @@ class MulticastStanzaTest(StreamTest):
         self.deliver(message_permission_from("evil.example"))
         self.expect(None)
         assert self.xmpp.privileges == {}
+
+    def test_an_address_at_our_own_domain_is_refused_not_discovered(self) -> None:
+        # Before issue 11 Herald sent itself a disco#info here, found a multicast
+        # service (itself) and handed the stanza back to itself, in a loop.
+        self.start(sender_mode="trusted")
+        self.deliver(
+            f"""<message from="alice@example.org/desk" to="multicast.example.org" id="l1">
+                  <addresses xmlns="{ADDR}">
+                    <address type="to" jid="bob@example.org"/>
+                    <address type="cc" jid="x@multicast.example.org"/>
+                  </addresses>
+                </message>"""
+        )
+        self.expect(
+            f"""<message from="multicast.example.org" to="alice@example.org/desk" id="l1"
+                         type="error">
+                  <error type="auth">
+                    <forbidden xmlns="{ERR}"/>
+                    <text xmlns="{ERR}" xml:lang="en">Cannot deliver to
+ x@multicast.example.org: multicast.example.org is this server's own service, not a
+ recipient.</text>
+                  </error>
+                </message>""".replace("\n ", " ")
+        )
+        self.expect(None)
+
+    def test_a_disco_set_is_refused_not_left_unanswered(self) -> None:
+        # Issue 11: RFC 6120 §8.2.3, every get/set gets one answer; disco has no set.
+        self.start(sender_mode="trusted")
+        for iq_id, namespace in (("s1", "info"), ("s2", "items")):
+            self.deliver(
+                f"""<iq type="set" id="{iq_id}" from="alice@example.org/desk"
+                        to="multicast.example.org">
+                      <query xmlns="http://jabber.org/protocol/disco#{namespace}"/></iq>"""
+            )
+            self.expect(
+                f"""<iq type="error" id="{iq_id}" from="multicast.example.org"
+                     to="alice@example.org/desk"><error type="modify">
+                  <bad-request xmlns="{ERR}"/><text xmlns="{ERR}" xml:lang="en">Service
+ discovery is queried with type='get'; it has no 'set'.</text></error></iq>""".replace("\n ", " ")
+            )
+        self.expect(None)
+
+    def test_a_presence_with_show_is_tracked_for_unavailable(self) -> None:
+        # Issue 11: slixmpp reports <show>away</show> as type 'away', so such a
+        # presence was never recorded and no unavailable followed it (XEP-0033 §5).
+        self.start(sender_mode="trusted")
+        self.deliver(
+            f"""<presence from="alice@example.org/desk" to="multicast.example.org">
+                  <show>away</show>
+                  <addresses xmlns="{ADDR}"><address type="to" jid="bob@example.org"/></addresses>
+                </presence>"""
+        )
+        self.expect(
+            f"""<presence from="alice@example.org/desk" to="bob@example.org">
+                  <show>away</show>
+                  <addresses xmlns="{ADDR}">
+                    <address type="to" jid="bob@example.org" delivered="true"/>
+                  </addresses>
+                </presence>"""
+        )
+        self.expect(None)
+        self.deliver(
+            """<presence from="alice@example.org/desk" to="multicast.example.org"
+                         type="unavailable"/>"""
+        )
+        self.expect(
+            """<presence from="alice@example.org/desk" to="bob@example.org"
+                         type="unavailable"/>"""
+        )
+        self.expect(None)

@@ -352,3 +352,16 @@ class PubsubStanzaTest(StreamTest):
                 <iq xmlns="jabber:client" type="set" id="*" from="alice@example.org"
                     to="{ORIGIN}">{publish}</iq></privileged_iq></iq>"""
         )
+
+    def test_a_disco_set_is_refused_not_left_unanswered(self) -> None:
+        # Issue 11: RFC 6120 §8.2.3, every get/set gets one answer; disco has no set.
+        self.start()
+        for iq_id, namespace in (("s1", DISCO), ("s2", DISCO_ITEMS)):
+            self.ask(f'<query xmlns="{namespace}"/>', "set", iq_id)
+            self.expect(
+                f"""<iq type="error" id="{iq_id}" from="pubsub.example.org"
+                     to="alice@example.org/desk"><error type="modify">
+                  <bad-request xmlns="{ERR}"/><text xmlns="{ERR}" xml:lang="en">Service
+ discovery is queried with type='get'; it has no 'set'.</text></error></iq>""".replace("\n ", " ")
+            )
+        self.expect(None)
