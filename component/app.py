@@ -68,6 +68,8 @@ class Herald:
                     s.multicast.port or s.server.port,
                     self.sessions,
                     trusted_hosts=self.server_hosts(),
+                    # Herald's other JID is never a recipient or a remote service either.
+                    own_jids=frozenset({s.pubsub.jid}) if s.pubsub.enabled else frozenset(),
                 )
             )
         if s.pubsub.enabled:

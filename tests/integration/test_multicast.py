@@ -17,6 +17,7 @@ from tests.conftest import (
     PLAIN_DOMAIN,
     PRIVILEGED_JID,
     PRIVILEGED_SECRET,
+    PROXY_JID,
     REMOTE_DOMAIN,
     REMOTE_MULTICAST_JID,
     REMOTE_MULTICAST_SECRET,
@@ -423,3 +424,26 @@ async def test_a_presence_with_show_is_followed_by_unavailable(
     await frank.stop()
     got = await asyncio.wait_for(users["bob"].presences.get(), 5)
     assert (got["from"], got["type"]) == (frank.boundjid, "unavailable")
+
+
+async def test_an_address_at_the_pubsub_proxy_is_refused_too(
+    server: XmppServer, tmp_path: Path, users: dict[str, TestClient]
+) -> None:
+    """Herald's other JID is never a recipient either (issue 11)."""
+    settings = settings_for(
+        server,
+        f"sqlite+aiosqlite:///{tmp_path / 'both'}.db",
+        multicast={"sender_mode": "trusted", "rate_limit": 0},
+        metrics={"listen": ""},
+    )
+    herald = Herald(settings)
+    await herald.start()
+    try:
+        await asyncio.wait_for(herald.wait_connected(), 10)
+        send(users["alice"], MULTICAST_JID, addresses(("to", BOB), ("cc", f"x@{PROXY_JID}")))
+        reply = await next_message(users["alice"])
+        assert reply["type"] == "error"
+        assert reply["error"]["condition"] == "forbidden"
+        await assert_nothing_delivered(users, "bob")
+    finally:
+        await herald.stop()
