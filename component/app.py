@@ -81,6 +81,7 @@ class Herald:
                     self.sessions,
                     Registry.from_config(s.pubsub.rules),
                     trusted_hosts=self.server_hosts(),
+                    own_jids=frozenset({s.multicast.jid}) if s.multicast.enabled else frozenset(),
                 )
             )
         for service in self.services:

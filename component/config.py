@@ -125,24 +125,13 @@ class _ServiceSettings(_Section):
     # This service's component listener, when it is not server.port: ejabberd routes
     # every host of a listener to each component on it, so each needs its own.
     port: int | None = Field(default=None, ge=1, le=65535)
+    # The domains whose users the service is for; default: the parent domain of jid.
+    local_domains: list[str] = Field(default_factory=list)
 
     @field_validator("jid")
     @classmethod
     def _jid(cls, value: str) -> str:
         return _check_jid(value)
-
-
-class MulticastSettings(_ServiceSettings):
-    """The XEP-0033 multicast service."""
-
-    jid: str = "multicast.example.org"
-    secret: SecretStr = SecretStr("change-me")
-    local_domains: list[str] = Field(default_factory=list)
-    max_recipients: int = Field(default=50, ge=1)
-    sender_mode: Literal["auto", "trusted", "privileged"] = "auto"
-    remote_disco_ttl: int = Field(default=86400, ge=0, le=86400)
-    rate_limit: float = Field(default=60.0, ge=0)
-    rate_burst: int = Field(default=20, ge=1)
 
     @field_validator("local_domains")
     @classmethod
@@ -150,11 +139,23 @@ class MulticastSettings(_ServiceSettings):
         return [_check_jid(d) for d in value]
 
     @model_validator(mode="after")
-    def _default_domains(self) -> MulticastSettings:
+    def _default_domains(self) -> _ServiceSettings:
         if not self.local_domains:
             parent = self.jid.partition(".")[2]
             self.local_domains = [parent or self.jid]
         return self
+
+
+class MulticastSettings(_ServiceSettings):
+    """The XEP-0033 multicast service."""
+
+    jid: str = "multicast.example.org"
+    secret: SecretStr = SecretStr("change-me")
+    max_recipients: int = Field(default=50, ge=1)
+    sender_mode: Literal["auto", "trusted", "privileged"] = "auto"
+    remote_disco_ttl: int = Field(default=86400, ge=0, le=86400)
+    rate_limit: float = Field(default=60.0, ge=0)
+    rate_burst: int = Field(default=20, ge=1)
 
 
 class PubsubSettings(_ServiceSettings):

@@ -30,6 +30,7 @@ from component.pubsub.access import access_of
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
 from component.pubsub.openness import Access
+from component.pubsub.policy import requester_refusal, target_refusal
 from component.pubsub.requests import (
     PubsubRequest,
     RequestError,
@@ -103,8 +104,14 @@ class PubsubComponent(ServiceComponent):
         sessions: async_sessionmaker[AsyncSession],
         registry: Registry,
         trusted_hosts: frozenset[str],
+        own_jids: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
+        self.local_domains = frozenset(d.lower() for d in settings.local_domains)
+        # Herald's own services: never a target (e.g. the multicast JID, escaped).
+        self.own_domains = frozenset(
+            j.lower().partition("@")[2] or j.lower() for j in {settings.jid, *own_jids}
+        )
         self.upstream_jid = settings.upstream
         self.registry = registry
         self.cache = Cache(sessions, settings.max_items_per_node)
@@ -306,12 +313,20 @@ class PubsubComponent(ServiceComponent):
         out.extend(children)
         self.send_element(out)
 
-    def _target(self, iq: StanzaBase) -> str:
+    def _target(self, iq: StanzaBase, reading: bool) -> str:
+        """The service the request goes to, once the requester may reach it that way."""
         to: JID = iq["to"]
+        refusal = requester_refusal(iq["from"].domain, self.local_domains, bool(to.user), reading)
+        if refusal is not None:
+            raise Refused(make_error("forbidden", refusal, "auth"))
         try:
-            return proxied_target(to.user or None, self.upstream_jid, proxy_domain=to.domain)
+            service = proxied_target(to.user or None, self.upstream_jid, proxy_domain=to.domain)
         except ValueError as exc:
             raise Refused(make_error("item-not-found", f"No such proxied service: {exc}")) from None
+        refusal = target_refusal(JID(service).domain, self.own_domains)
+        if refusal is not None:
+            raise Refused(make_error("forbidden", refusal, "auth"))
+        return service
 
     def _privileges_for(
         self, requester: JID, namespace: str, iq_type: str
@@ -382,12 +397,12 @@ class PubsubComponent(ServiceComponent):
 
     async def _pubsub(self, iq: StanzaBase, tag: str) -> str:
         payload = self._only_child(iq, tag)
-        service = self._target(iq)
         try:
             request = parse_request(iq["type"], payload)
         except RequestError as exc:
             specific = exc.pubsub_condition and f"{{{PUBSUB_ERRORS_NS}}}{exc.pubsub_condition}"
             raise Refused(make_error(exc.condition, exc.text, "modify", specific)) from None
+        service = self._target(iq, reading=request.is_items_read)
         if request.is_items_read:
             return await self._read(iq, service, request)
         # Writes and owner requests only ever go upstream as the user.
@@ -492,7 +507,7 @@ class PubsubComponent(ServiceComponent):
     async def _disco(self, iq: StanzaBase, tag: str) -> str:
         asked = self._only_child(iq, tag)
         namespace = tag[1:].partition("}")[0]
-        service = self._target(iq)
+        service = self._target(iq, reading=True)
         node = asked.get("node")
         query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
         action = Action.AS_HERALD

@@ -365,3 +365,53 @@ class PubsubStanzaTest(StreamTest):
  discovery is queried with type='get'; it has no 'set'.</text></error></iq>""".replace("\n ", " ")
             )
         self.expect(None)
+
+    def _from_elsewhere(self, to: str, payload: str, iq_type: str = "get") -> None:
+        self.deliver(
+            f'<iq type="{iq_type}" id="r1" from="eve@elsewhere.net/x" to="{to}">{payload}</iq>'
+        )
+
+    def _expect_forbidden(self, to: str, to_user: str, text: str) -> None:
+        self.expect(
+            f"""<iq type="error" id="r1" from="{to}" to="{to_user}"><error type="auth">
+              <forbidden xmlns="{ERR}"/><text xmlns="{ERR}" xml:lang="en">{text}</text>
+              </error></iq>"""
+        )
+
+    def test_a_remote_requester_reaches_no_other_service_through_the_proxy(self) -> None:
+        self.start()
+        escaped = "pubsub.remote.org@pubsub.example.org"
+        self._from_elsewhere(escaped, f'<pubsub xmlns="{PS}"><items node="blog"/></pubsub>')
+        self._expect_forbidden(
+            escaped,
+            "eve@elsewhere.net/x",
+            "Only users of example.org may reach other services through this proxy.",
+        )
+        self.expect(None)
+
+    def test_a_remote_requester_does_not_write_through_the_proxy(self) -> None:
+        self.start()
+        self._from_elsewhere(
+            "pubsub.example.org",
+            f'<pubsub xmlns="{PS}"><publish node="blog"><item id="x"/></publish></pubsub>',
+            "set",
+        )
+        self._expect_forbidden(
+            "pubsub.example.org",
+            "eve@elsewhere.net/x",
+            "Only users of example.org may write or subscribe through this proxy.",
+        )
+        self.expect(None)
+
+    def test_no_requester_makes_the_proxy_reach_an_ip_address(self) -> None:
+        self.start()
+        self.deliver(
+            '<iq type="get" id="r1" from="alice@example.org/desk" to="10.0.0.1@pubsub.example.org">'
+            f'<pubsub xmlns="{PS}"><items node="blog"/></pubsub></iq>'
+        )
+        self._expect_forbidden(
+            "10.0.0.1@pubsub.example.org",
+            "alice@example.org/desk",
+            "The proxy reaches XMPP services by name, never an IP address.",
+        )
+        self.expect(None)
