@@ -241,11 +241,11 @@ class PubsubComponent(ServiceComponent):
             now = asyncio.get_running_loop().time()
             access = checked or (None if pep else self.open_nodes.known(key, now))
             if cached and node is not None and comparison == "done":
-                due = self.synchroniser.reconcile_due(node)
+                due = self.synchroniser.reconciler.due(node)
                 if due == "now":
                     comparison = "due"
                 elif due == "soon":
-                    self._background.start(_quietly(self.synchroniser.reconciling(node)))
+                    self._background.start(_quietly(self.synchroniser.reconciler.comparing(node)))
             action = decide(Situation(kind, cached, fits, access, comparison, pep, privileged))
             if action is Action.CHECK_FIRST:
                 checked, asked = await asyncio.shield(self._access_check(service, name, sync_as))
@@ -257,7 +257,7 @@ class PubsubComponent(ServiceComponent):
             elif action is Action.COMPARE_FIRST:
                 assert node is not None
                 try:
-                    await asyncio.shield(self.synchroniser.reconciling(node))
+                    await asyncio.shield(self.synchroniser.reconciler.comparing(node))
                     comparison = "done"
                 except UpstreamError:
                     comparison = "failed"

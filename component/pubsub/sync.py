@@ -25,6 +25,7 @@ from component.pubsub.fetching import PAGE, FetchedPage, FullFetch
 from component.pubsub.leases import abandoned_by, this_process
 from component.pubsub.openness import OpenNodes
 from component.pubsub.ordering import RepublishOrder
+from component.pubsub.reconcile import RECONCILE_EVERY, Reconciler
 from component.pubsub.requests import items_payload, items_read
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import (
@@ -36,7 +37,7 @@ from component.pubsub.stanzas import (
 )
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import COMPLETED, ERROR, IN_PROGRESS, NO_SYNC, ItemInput
-from component.xmpp.namespaces import DISCO_INFO_NS, DISCO_ITEMS_NS, PUBSUB_NS, RSM_NS
+from component.xmpp.namespaces import DISCO_INFO_NS, PUBSUB_NS, RSM_NS
 from component.xmpp.numbers import count_in
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,6 @@ RECHECK_EVERY = 300.0  # seconds between access re-checks of idle cached nodes
 # How long a node's metadata saying "open" lets misses on it be read as Herald. Served
 # nodes are re-verified as often (Prosody 0.12 sends no configuration notifications).
 OPEN_FOR = 5.0
-RECONCILE_EVERY = 60.0  # default pubsub.reconcile_interval, seconds
-# Seconds a comparison waits for the notifications of items upstream already lists.
-NOTIFICATION_GRACE = 0.5
 # Errors that say nothing about the node: keep serving what is cached.
 TRANSIENT = frozenset({"remote-server-timeout", "remote-server-not-found", "internal-server-error"})
 
@@ -132,12 +130,9 @@ class Synchroniser:
         self.evictions = EvictionWatch(upstream, cache, self._drop_evicted, self.schedule)
         self.order = RepublishOrder(upstream)
         self._chores = Background("pubsub: learning an item order")
-        self.reconcile_interval = reconcile_interval
-        # When each node was last compared with upstream (a full fetch counts), in
-        # loop time; and the nodes whose upstream promises every notification.
-        self._compared: dict[int, float] = {}
-        self._notifying: set[int] = set()
-        self._reconciles: dict[int, asyncio.Task[None]] = {}
+        self.reconciler = Reconciler(
+            upstream, cache, self._order, self.out_of_service, proxy_jid, reconcile_interval
+        )
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -315,11 +310,7 @@ class Synchroniser:
                 )
                 for event in self._pending.pop(node.id, []):
                     await self._apply(node.service, event)
-                self._compared[node.id] = fetched_at
-                if meta.always_notify:
-                    self._notifying.add(node.id)
-                else:
-                    self._notifying.discard(node.id)
+                self.reconciler.fetched(node.id, fetched_at, meta.always_notify)
             metrics.PUBSUB_SYNC_RUNS.labels(result="completed").inc()
             log.info(
                 "pubsub: synced %s/%s (%d items%s)",
@@ -623,113 +614,6 @@ class Synchroniser:
             if gone:
                 await self.cache.retract_items(node, gone)
 
-    # -- reconciliation ---------------------------------------------------------------
-
-    def reconcile_due(self, node: NodeState) -> str | None:
-        """ "now" when the node must be compared with upstream before it is served,
-        "soon" when a comparison should start in the background, else None.
-
-        Prosody 0.12 and ejabberd 23.01 promise no notification for every change
-        (pubsub#notify_retract off, a subscription dropped silently, ...): nodes are
-        compared at least every reconcile_interval while they are read.
-        """
-        if node.id in self._notifying:
-            return None
-        age = asyncio.get_running_loop().time() - self._compared.get(node.id, float("-inf"))
-        if age >= self.reconcile_interval:
-            return "now"
-        return "soon" if age >= self.reconcile_interval / 2 else None
-
-    def reconciling(self, node: NodeState) -> asyncio.Task[None]:
-        """The node's comparison with upstream, shared by everyone who waits for it."""
-        task = self._reconciles.get(node.id)
-        if task is None or task.done():
-            task = asyncio.create_task(self.reconcile(node))
-            self._reconciles[node.id] = task
-            task.add_done_callback(lambda done: self._reconciled(node.id, done))
-        return task
-
-    def _reconciled(self, node_id: int, task: asyncio.Task[None]) -> None:
-        if self._reconciles.get(node_id) is task:
-            del self._reconciles[node_id]
-        failure = None if task.cancelled() else task.exception()
-        if failure is not None and not isinstance(failure, UpstreamError):
-            log.error("pubsub: reconciling a node failed", exc_info=failure)
-
-    async def reconcile(self, node: NodeState) -> None:
-        """Compare the node's item ids and Herald's subscription with upstream's.
-
-        Retractions upstream did not announce are applied; anything else that
-        differs (new items, a lost subscription) takes the node out of service and
-        fetches it again. Raises UpstreamError when upstream cannot be asked now.
-        """
-        key = (node.service, node.name)
-        asked = asyncio.get_running_loop().time()
-        # Held across the questions: a notification that arrives meanwhile is applied
-        # after the comparison, never mistaken for a difference.
-        async with self._order.hold(key):
-            current = self.cache.node(*key)
-            if current is None or not current.serves_from_cache:
-                return
-            upstream_ids = await self._item_ids(current)
-            if not await self._subscribed(current):
-                self.out_of_service(*key, "Herald's subscription upstream is gone")
-                return
-            held = [item.item_id for item in await self.cache.items(current)]
-            listed = set(upstream_ids)
-            gone = [i for i in held if i not in listed]
-            known = set(held)
-            # A truncated node holds only the newest items: older ones upstream are
-            # expected to be missing here.
-            new = [] if current.truncated else [i for i in upstream_ids if i not in known]
-            if gone:
-                await self.cache.retract_items(current, gone)
-                self.cache.gauges_stale = True
-                log.info(
-                    "pubsub: %s/%s: %d item(s) retracted upstream without notification; dropped",
-                    *key,
-                    len(gone),
-                )
-            if not new:
-                self._compared[current.id] = asked
-                return
-        # Items upstream lists that the cache lacks: their notifications may still be
-        # on the way (upstream answers the listing before it notifies). Look again once
-        # they had time to arrive; only what is still missing takes the node out.
-        await asyncio.sleep(NOTIFICATION_GRACE)
-        async with self._order.hold(key):
-            current = self.cache.node(*key)
-            if current is None or not current.serves_from_cache:
-                return
-            known = {item.item_id for item in await self.cache.held(current, new)}
-            missing = [i for i in new if i not in known]
-            if missing:
-                self.out_of_service(*key, f"{len(missing)} item(s) upstream never notified")
-                return
-            self._compared[current.id] = asked
-
-    async def _item_ids(self, node: NodeState) -> list[str]:
-        """The ids of the items upstream holds (disco#items on the node: no payloads)."""
-        query = ET.Element(f"{{{DISCO_ITEMS_NS}}}query", {"node": node.name})
-        reply = await self.upstream.as_herald("get", node.service, query)
-        return [
-            item.get("name", "")
-            for item in reply.iter(f"{{{DISCO_ITEMS_NS}}}item")
-            if item.get("name")
-        ]
-
-    async def _subscribed(self, node: NodeState) -> bool:
-        """Whether upstream still lists Herald's subscription to the node."""
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}subscriptions", {"node": node.name})
-        reply = await self.upstream.as_herald("get", node.service, pubsub)
-        return any(
-            sub.get("node") in (None, node.name)
-            and sub.get("subscription") == "subscribed"
-            and (sub.get("jid") or "").split("/")[0] == self.proxy_jid
-            for sub in reply.iter(f"{{{PUBSUB_NS}}}subscription")
-        )
-
     # -- upkeep -----------------------------------------------------------------------
 
     def resync_all(self) -> None:
@@ -786,5 +670,5 @@ class Synchroniser:
                 if analyser is not None and analyser.sync:
                     self.schedule(node)
         self.cache.forget_gone(self._rechecked)
-        self.cache.forget_gone(self._compared)
+        self.cache.forget_gone(self.reconciler.compared)
         await self.cache.refresh_gauges()

@@ -243,7 +243,7 @@ class PubsubStanzaTest(StreamTest):
         node_id = loop.run_until_complete(cache_truncated_node())
         # known open, verified just now: nothing else goes upstream during the test
         self.proxy._verified[node_id] = loop.time()
-        self.proxy.synchroniser._compared[node_id] = loop.time()
+        self.proxy.synchroniser.reconciler.compared[node_id] = loop.time()
         self.proxy.open_nodes.note((ORIGIN, "blog"), "open", loop.time())
         self.ask(f'<pubsub xmlns="{PS}"><items node="blog" max_items="1"/></pubsub>')
         self.expect(
