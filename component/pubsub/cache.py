@@ -93,8 +93,9 @@ class Cache:
         self._requested: set[int] = set()
         # Bumped whenever a node's items change, so a load that raced a change is not kept.
         self._version: dict[int, int] = {}
-        # Set by changes whose gauges are refreshed later (refresh_gauges_if_stale).
-        self.gauges_stale = False
+        # Every change to nodes or items sets it; refresh_gauges_if_stale() catches up,
+        # so no write pays for the full-table counts the gauges need.
+        self._gauges_stale = False
 
     # -- start-up and gauges ------------------------------------------------------
 
@@ -108,12 +109,12 @@ class Cache:
 
     async def refresh_gauges_if_stale(self) -> None:
         """Refresh the gauges if a change since the last refresh asked for it."""
-        if self.gauges_stale:
+        if self._gauges_stale:
             await self.refresh_gauges()
 
     async def refresh_gauges(self) -> None:
         """Set the node and item gauges from the database."""
-        self.gauges_stale = False
+        self._gauges_stale = False
         async with self.sessions() as session:
             by_state = await repo.count_nodes_by_state(session)
             items = await repo.count_items(session)
@@ -139,6 +140,7 @@ class Cache:
         async with self.sessions() as session:
             record = await repo.ensure_node(session, service, name, analyser=analyser, now=utcnow())
             await session.commit()
+        self._gauges_stale = True
         state = self._nodes[(service, name)] = _state(record)
         return state
 
@@ -152,6 +154,7 @@ class Cache:
         async with self.sessions() as session:
             record = await repo.set_node_state(session, node.id, now=utcnow(), **changes)  # type: ignore[arg-type]
             await session.commit()
+        self._gauges_stale = True
         if record is None:
             self.forget(node)
             return replace(node, sync_state=NO_SYNC, shareable=False, confirmed=False)
@@ -175,13 +178,11 @@ class Cache:
         state = self._nodes[(node.service, node.name)] = _state(record, confirmed)
         return state
 
-    def unconfirm(self, node: NodeState) -> NodeState | None:
+    def unconfirm(self, node: NodeState) -> None:
         """Stop answering the node from the cache until a sync confirms it again."""
         held = self._nodes.get((node.service, node.name))
-        if held is None:
-            return None
-        state = self._nodes[(node.service, node.name)] = replace(held, confirmed=False)
-        return state
+        if held is not None:
+            self._nodes[(node.service, node.name)] = replace(held, confirmed=False)
 
     def unconfirm_all(self) -> None:
         """After a reconnect: no node is answered from the cache until re-fetched."""
@@ -331,6 +332,7 @@ class Cache:
             self._held -= len(evicted)
 
     def _drop_items(self, node_id: int) -> None:
+        self._gauges_stale = True
         self._version[node_id] = self._version.get(node_id, 0) + 1
         dropped = self._items.pop(node_id, None)
         if dropped is not None:

@@ -112,7 +112,6 @@ class Reconciler:
             new = [] if current.truncated else [i for i in upstream_ids if i not in known]
             if gone:
                 await self.cache.retract_items(current, gone)
-                self.cache.gauges_stale = True
                 log.info(
                     "pubsub: %s/%s: %d item(s) retracted upstream without notification; dropped",
                     *key,

@@ -566,9 +566,6 @@ class Synchroniser:
                 await self._publish(node, replace(event, published=full))
             if bare:
                 await self.refresh_items(node, bare)
-        # Counting every row after every notification made a burst of them lag; the
-        # gauges follow within a couple of seconds instead.
-        self.cache.gauges_stale = True
 
     async def _publish(self, node: NodeState, event: NodeEvent) -> None:
         ids = [item.item_id for item in event.published]
