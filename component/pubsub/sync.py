@@ -502,7 +502,7 @@ class Synchroniser:
             return
         log.warning("pubsub: %s/%s: %s; re-fetching it", service, name, why[:300])
         self.cache.unconfirm(node)
-        if node.sync_state not in (NO_SYNC,):
+        if node.sync_state != NO_SYNC:
             self.schedule(node)
 
     async def written(self, service: str, events: list[NodeEvent]) -> None:
