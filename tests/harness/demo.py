@@ -159,6 +159,18 @@ async def read_items(client: TestClient) -> list[str]:
     return [t.text or "" for t in reply.xml.iter(f"{{{ATOM}}}title")]
 
 
+async def counted_read(
+    client: TestClient, metrics: Metrics, result: str
+) -> tuple[list[str], float, dict[str, float], dict[str, float]]:
+    """read_items(), and how much it moved the items requests counted as `result`
+    (with the metrics before and after)."""
+    key = f"herald_pubsub_requests_total{{kind=items,result={result}}}"
+    before = metrics.snapshot()
+    got = await read_items(client)
+    after = metrics.snapshot()
+    return got, after.get(key, 0) - before.get(key, 0), before, after
+
+
 async def tour(prosody: Prosody, metrics: Metrics, tls: tuple[Path, Path] | None) -> None:
     """Alice blogs through the proxy, bob reads it twice, alice multicasts to bob and carol."""
     say = print
@@ -212,12 +224,7 @@ async def tour(prosody: Prosody, metrics: Metrics, tls: tuple[Path, Path] | None
         )
 
         title("bob reads the node through the proxy: a cache miss.")
-        before = metrics.snapshot()
-        got = await read_items(bob)
-        after = metrics.snapshot()
-        miss = after.get("herald_pubsub_requests_total{kind=items,result=miss}", 0) - before.get(
-            "herald_pubsub_requests_total{kind=items,result=miss}", 0
-        )
+        got, miss, before, after = await counted_read(bob, metrics, "miss")
         if got != posts or miss != 1:
             raise TourFailed(f"first read: got {got}, misses {miss:+g} (expected 1 miss)")
         say(
@@ -241,12 +248,7 @@ async def tour(prosody: Prosody, metrics: Metrics, tls: tuple[Path, Path] | None
         items = after.get("herald_pubsub_cached_items", 0)
 
         title("bob reads it again: a cache hit.")
-        before = metrics.snapshot()
-        got = await read_items(bob)
-        after = metrics.snapshot()
-        hit = after.get("herald_pubsub_requests_total{kind=items,result=hit}", 0) - before.get(
-            "herald_pubsub_requests_total{kind=items,result=hit}", 0
-        )
+        got, hit, before, after = await counted_read(bob, metrics, "hit")
         if got != posts or hit != 1:
             raise TourFailed(f"second read: got {got}, hits {hit:+g} (expected 1 hit)")
         say(
