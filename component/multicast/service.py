@@ -15,7 +15,6 @@ from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
 from slixmpp import JID
-from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import Callback, CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -25,26 +24,25 @@ from component import metrics
 from component.config import MulticastSettings
 from component.keyed_locks import KeyedLocks
 from component.multicast.addresses import (
-    ADDRESS_NS,
     ADDRESSES_TAG,
     AddressError,
     parse_addresses,
 )
 from component.multicast.copies import CopyWriter
-from component.multicast.discovery import DiscoError, DiscoInfo, RemoteDiscovery
+from component.multicast.disco_edge import ComponentDisco, multicast_disco
+from component.multicast.discovery import RemoteDiscovery
 from component.multicast.planner import Copy, PlanRequest, plan, remote_domains
 from component.multicast.ratelimit import RateLimiter
 from component.multicast.routes import Route, choose_route
 from component.storage import multicast_repo
 from component.xmpp.connection import ServiceComponent
+from component.xmpp.disco import disco_reply
 from component.xmpp.errors import make_error
-from component.xmpp.namespaces import COMPONENT_NS, DATA_FORMS_NS, DISCO_INFO_NS, DISCO_ITEMS_NS
-from component.xmpp.numbers import count_in
+from component.xmpp.namespaces import COMPONENT_NS, DISCO_INFO_NS, DISCO_ITEMS_NS
 from component.xmpp.privilege import HostPrivileges, wrap_message
 
 log = logging.getLogger(__name__)
 
-DISCO_TIMEOUT = 5.0
 # How long after connecting we hold stanzas while the server's XEP-0356 advertisement
 # may still be on its way (Prosody sends it right after the handshake).
 PRIVILEGE_SETTLE = 1.0
@@ -52,56 +50,6 @@ PRIVILEGE_SETTLE = 1.0
 Kind = Literal["message", "presence"]
 FIRST_WRITE = 10
 COPIES_PER_WRITE = 50
-
-
-class SlixmppDisco:
-    """DiscoClient over slixmpp's xep_0030, turning stanzas into plain values."""
-
-    def __init__(self, component: ServiceComponent) -> None:
-        self._component = component
-
-    async def info(self, jid: str) -> DiscoInfo:
-        """disco#info of jid: its features and any XEP-0033 limits form."""
-        try:
-            reply = await self._component.plugin["xep_0030"].get_info(
-                jid=JID(jid), local=False, cached=False, timeout=DISCO_TIMEOUT
-            )
-        except IqError as exc:
-            raise DiscoError(exc.iq["error"]["condition"]) from None
-        except IqTimeout:
-            raise DiscoError("no answer", timeout=True) from None
-        query = reply["disco_info"]
-        return DiscoInfo(frozenset(query["features"]), _limits(query.xml))
-
-    async def items(self, jid: str) -> list[str]:
-        """disco#items of jid: the items' JIDs."""
-        try:
-            reply = await self._component.plugin["xep_0030"].get_items(
-                jid=JID(jid), local=False, timeout=DISCO_TIMEOUT
-            )
-        except IqError as exc:
-            raise DiscoError(exc.iq["error"]["condition"]) from None
-        except IqTimeout:
-            raise DiscoError("no answer", timeout=True) from None
-        return [str(item[0]) for item in reply["disco_items"]["items"]]
-
-
-def _limits(query: ET.Element) -> dict[str, int]:
-    """The message/presence limits of a XEP-0128 form with FORM_TYPE = address."""
-    for form in query.findall(f"{{{DATA_FORMS_NS}}}x"):
-        fields = {
-            f.get("var"): [v.text or "" for v in f.findall(f"{{{DATA_FORMS_NS}}}value")]
-            for f in form.findall(f"{{{DATA_FORMS_NS}}}field")
-        }
-        if fields.get("FORM_TYPE") != [ADDRESS_NS]:
-            continue
-        limits: dict[str, int] = {}
-        for kind in ("message", "presence"):
-            limit = count_in((fields.get(kind) or [""])[0], minimum=1)
-            if limit is not None:
-                limits[kind] = limit
-        return limits
-    return {}
 
 
 class StanzaRefused(Exception):
@@ -161,7 +109,7 @@ class MulticastComponent(ServiceComponent):
             trusted_hosts or frozenset(settings.local_domains),
         )
         self.discovery = RemoteDiscovery(
-            SlixmppDisco(self),
+            ComponentDisco(self),
             sessions,
             ttl=settings.remote_disco_ttl,
             wait=discovery_wait,
@@ -169,24 +117,14 @@ class MulticastComponent(ServiceComponent):
         )
 
     def setup(self) -> None:
-        disco = self.plugin["xep_0030"]
-        disco.add_identity(category="service", itype="multicast", name="Herald multicast")
-        disco.add_feature(ADDRESS_NS)
-        # Our limits, as ejabberd advertises its own (XEP-0128, FORM_TYPE = address).
-        self.register_plugin("xep_0004")
-        self.register_plugin("xep_0128")
-        form = self.plugin["xep_0004"].make_form(ftype="result")  # type: ignore[no-untyped-call]
-        form.add_field(var="FORM_TYPE", ftype="hidden", value=ADDRESS_NS)
-        form.add_field(var="message", value=str(self.settings.max_recipients))
-        form.add_field(var="presence", value=str(self.settings.max_recipients))
-        self.plugin["xep_0128"].add_extended_info(jid=self.boundjid, data=form)
+        self.own_disco = multicast_disco(self.settings.max_recipients)
         self.add_event_handler("session_start", self._settle_privileges)
         for namespace in (DISCO_INFO_NS, DISCO_ITEMS_NS):
             self.register_handler(
                 Callback(
-                    f"multicast disco set {namespace}",
+                    f"multicast disco {namespace}",
                     MatchXPath(f"{{{COMPONENT_NS}}}iq/{{{namespace}}}query"),
-                    self._on_disco_set,
+                    self._on_disco,
                 )
             )
         self.register_handler(
@@ -204,17 +142,10 @@ class MulticastComponent(ServiceComponent):
             )
         )
 
-    def _on_disco_set(self, iq: StanzaBase) -> None:
-        # xep_0030 answers get and ignores set; every set gets an answer (RFC 6120 §8.2.3).
-        if iq["type"] != "set":
-            return
-        reply = ET.Element(
-            f"{{{COMPONENT_NS}}}iq",
-            {"type": "error", "id": iq["id"], "from": str(iq["to"]), "to": str(iq["from"])},
-        )
-        text = "Service discovery is queried with type='get'; it has no 'set'."
-        reply.append(make_error("bad-request", text, "modify"))
-        self.send_element(reply)
+    def _on_disco(self, iq: StanzaBase) -> None:
+        reply = disco_reply(iq.xml, self.own_disco, self.boundjid.bare)
+        if reply is not None:
+            self.send_element(reply)
 
     async def _settle_privileges(self, _event: Any) -> None:
         self.privileges_settled.clear()

@@ -135,9 +135,7 @@ class PubsubComponent(ServiceComponent):
         self.open_nodes = self.synchroniser.open_nodes
 
     def setup(self) -> None:
-        # Disco is proxied, so slixmpp's own disco answers must not run.
-        self.remove_handler("Disco Info")
-        self.remove_handler("Disco Items")
+        # Disco is proxied: _on_disco answers it (slixmpp's xep_0030 is not loaded).
         for path, handler in (
             (f"{{{PUBSUB_NS}}}pubsub", self._on_pubsub),
             (f"{{{PUBSUB_OWNER_NS}}}pubsub", self._on_pubsub),

@@ -15,6 +15,7 @@ from slixmpp.stanza import Handshake, Iq, StreamError
 from slixmpp.xmlstream import StanzaBase
 
 from component import metrics
+from component.xmpp.answering import ROOT_STANZAS, error_reply, may_answer, payload_problem
 from component.xmpp.backoff import Backoff
 from component.xmpp.errors import make_error
 from component.xmpp.namespaces import COMPONENT_NS
@@ -24,6 +25,7 @@ from component.xmpp.xmltext import serialize
 log = logging.getLogger(__name__)
 
 STANZA_TAGS = frozenset(f"{{{COMPONENT_NS}}}{name}" for name in ("message", "presence", "iq"))
+IQ_TAG = f"{{{COMPONENT_NS}}}iq"
 
 
 class ServiceComponent(ComponentXMPP):
@@ -49,13 +51,21 @@ class ServiceComponent(ComponentXMPP):
         self.connected_event = asyncio.Event()
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
-        self.register_plugin("xep_0030")
+        # Herald's own stanza classes: they never answer a result or an error.
+        for slixmpp_class, ours in ROOT_STANZAS:
+            self.remove_stanza(slixmpp_class)
+            self.register_stanza(ours)
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("disconnected", self._on_disconnected)
         self.add_event_handler("stream_error", self._on_stream_error)
         self.add_event_handler("connection_failed", self._on_connection_failed)
         metrics.COMPONENT_CONNECTED.labels(service=self.service_name).set(0)
         self.setup()
+        # Each service answers disco itself. slixmpp's xep_0030 (which a plugin may pull
+        # in) stores every disco#info result it receives, asked for or not, forever:
+        # 2,000 unsolicited ones grew Herald by ~100 MiB. Its handlers must never run.
+        self.remove_handler("Disco Info")
+        self.remove_handler("Disco Items")
 
     def setup(self) -> None:
         """Register the service's identity, features and handlers."""
@@ -68,6 +78,13 @@ class ServiceComponent(ComponentXMPP):
         # handler reading it, log a traceback and answer even a result with an error.
         if xml.tag in STANZA_TAGS and not self._jids_parse(xml):
             return
+        if xml.tag == IQ_TAG and (problem := payload_problem(xml)) is not None:
+            # Answered here, before handlers: one per payload would each answer it.
+            log.info(
+                "%s: %s from %r: %s", self.service_name, xml.get("type"), xml.get("from"), problem
+            )
+            self.send_element(error_reply(xml, "bad-request", problem))
+            return
         super()._spawn_event(xml)
 
     def _jids_parse(self, xml: ET.Element) -> bool:
@@ -79,9 +96,7 @@ class ServiceComponent(ComponentXMPP):
         kind, itype = xml.tag.rpartition("}")[2], xml.get("type", "")
         # Never answer a result or an error (RFC 6120 §8.2.3), nor a presence; a
         # server or service (no user part) is not bounced either.
-        answer = (kind == "iq" and itype in ("get", "set")) or (
-            kind == "message" and itype != "error" and "@" in xml.get("from", "")
-        )
+        answer = may_answer(kind, itype, xml.get("from", ""))
         log.info(
             "%s: %s %s from %r: cannot parse its %s %r (%s)%s",
             self.service_name,

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.multicast.addresses import ADDRESS_NS
+from component.multicast.disco_edge import _limits
 from component.multicast.discovery import DiscoError, DiscoInfo, RemoteDiscovery
 from component.multicast.planner import RemoteSupport
-from component.multicast.service import _limits
 
 pytestmark = pytest.mark.integration
 
