@@ -45,15 +45,21 @@ VirtualHost "example.org"
         ["http://jabber.org/protocol/disco#items"] = "get";
       };
     };
-    -- The mod_privilege alternative to trusted mode (multicast.sender_mode =
-    -- "privileged", or "auto"): Herald wraps each copy in a privileged message and
-    -- Prosody delivers it from the original sender. This covers <message/> only:
-    -- XEP-0356 has no way to send <presence/> as a user, so multicast presence needs
-    -- trusted mode. presence = "managed_entity" forwards users' initial and
-    -- unavailable presence to the component; delivery does not depend on it.
+    -- The multicast service sends copies as your users through ONE of two routes,
+    -- never both: trusted mode (validate_from_addresses on its Component, below:
+    -- the route shipped here, which multicast presence needs), or the XEP-0356
+    -- message privilege (Herald's multicast.sender_mode = "privileged": Herald wraps
+    -- each copy in a privileged message; <message/> only, the sender's bare JID).
+    -- To switch to the privileged route, uncomment the message line AND delete the
+    -- validate_from_addresses line below. With both, mod_privilege obeys a
+    -- privilege envelope by the component's session, whatever its 'from': Herald
+    -- refuses to carry envelopes, but a second open route is one mistake away, and
+    -- Herald warns at start-up when it sees one.
+    -- presence = "managed_entity" forwards users' initial and unavailable presence to
+    -- the component; delivery does not depend on it.
     ["multicast.example.org"] = {
-      message = "outgoing";
       presence = "managed_entity";
+      -- message = "outgoing";
     };
   }
 
@@ -68,9 +74,10 @@ Component "multicast.example.org"
   -- send stanzas 'from' ANY JID, e.g. a copy from alice@example.org to bob. That is
   -- what a multicast service must do, and what Prosody otherwise punishes by closing
   -- the whole stream (invalid-from). Only do this for a component you trust: whoever
-  -- holds component_secret can then speak as any of your users, to anyone. To rely
-  -- on the privileged message permission above instead,
-  -- delete this line (multicast presence is then refused).
+  -- holds component_secret can then speak as any of your users, to anyone. It is
+  -- one of two exclusive routes: to use the message privilege instead (see
+  -- privileged_entities above), delete this line (multicast presence is then
+  -- refused) and set sender_mode = "privileged".
   validate_from_addresses = false
 
 Component "pubsub.example.org"

@@ -18,6 +18,7 @@ from component.multicast.addresses import (
     jid_domain,
     normalize_jid,
 )
+from component.multicast.carriage import domain_recipient_refusal
 
 Route = Literal["local", "remote_service", "remote_direct"]
 PlanCondition = Literal["bad-request", "forbidden", "not-acceptable", "jid-malformed"]
@@ -134,6 +135,9 @@ def _reject(request: PlanRequest) -> PlanError | None:
                 text=f"Cannot deliver to {address.jid}: {address.domain} is this "
                 "server's own service, not a recipient.",
             )
+    refusal = domain_recipient_refusal(pending)
+    if refusal is not None:
+        return PlanError(condition="forbidden", text=refusal)
     sender_domain = jid_domain(request.sender)
     if sender_domain not in request.local_domains:
         for address in pending:

@@ -54,3 +54,33 @@ def choose_route(
             f"messages on behalf of users of {sender_domain}.",
         )
     return Route(mode="privileged", privileges=usable)
+
+
+def overlapping_routes(configured: SenderMode, granted: HostPrivileges) -> tuple[bool, str] | None:
+    """What to log when a host grants the message privilege: (is it a warning, text).
+
+    Two routes to send as users must never be open together. Over a session that holds
+    the message privilege, Prosody's mod_privilege obeys a <privilege/> envelope by the
+    session, whatever the envelope's `from`: trusted-mode copies sent through it would
+    make Herald a carrier of envelopes if anything let one through. Herald cannot see
+    validate_from_addresses or check_from, so with `auto` (privileged once granted, and
+    then nothing else is sent as a user) it only says so.
+    """
+    if not granted.can_send_messages():
+        return None
+    if configured == "trusted":
+        return True, (
+            f"{granted.host} grants the XEP-0356 message privilege, and sender_mode is "
+            "'trusted': two routes to send as users are open. Keep one: remove the "
+            "message privilege from the server's configuration, or set sender_mode = "
+            "'privileged' and let the server check this component's 'from' again "
+            "(Prosody validate_from_addresses, ejabberd check_from)."
+        )
+    if configured == "auto":
+        return False, (
+            f"{granted.host} grants the XEP-0356 message privilege: copies go as privileged "
+            "messages. The server should not also trust this component's 'from' "
+            "(Prosody validate_from_addresses = false, ejabberd check_from: false): keep "
+            "one route."
+        )
+    return None

@@ -28,12 +28,13 @@ from component.multicast.addresses import (
     AddressError,
     parse_addresses,
 )
+from component.multicast.carriage import envelope_refusal
 from component.multicast.copies import CopyWriter
 from component.multicast.disco_edge import ComponentDisco, multicast_disco
 from component.multicast.discovery import RemoteDiscovery
 from component.multicast.planner import Copy, PlanRequest, plan, remote_domains
 from component.multicast.ratelimit import RateLimiter
-from component.multicast.routes import Route, choose_route
+from component.multicast.routes import Route, choose_route, overlapping_routes
 from component.storage import multicast_repo
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.disco import disco_reply
@@ -184,6 +185,9 @@ class MulticastComponent(ServiceComponent):
 
     def privileges_granted(self, granted: HostPrivileges) -> None:
         self.privileges_settled.set()
+        overlap = overlapping_routes(self.settings.sender_mode, granted)
+        if overlap is not None:
+            log.log(logging.WARNING if overlap[0] else logging.INFO, "multicast: %s", overlap[1])
 
     # -- the service ------------------------------------------------------------
 
@@ -220,6 +224,9 @@ class MulticastComponent(ServiceComponent):
         element = stanza.xml.find(ADDRESSES_TAG)
         if element is None:
             raise StanzaRefused("bad-request", "No <addresses/> element: nothing to deliver.")
+        envelope = envelope_refusal(stanza.xml)
+        if envelope is not None:
+            raise StanzaRefused("not-acceptable", envelope)
         if not self.rate_limiter.allow(sender.bare, time.monotonic()):
             raise StanzaRefused(
                 "resource-constraint",

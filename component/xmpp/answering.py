@@ -71,7 +71,8 @@ def _payload_name(xml: ET.Element) -> str:
     if child is None:
         return "nothing"
     namespace, _, name = child.tag[1:].rpartition("}")
-    return f"<{name} xmlns='{namespace}'/>"
+    # Both come from the sender: bounded, so a reply is never much larger than needed.
+    return f"<{name[:100]} xmlns='{namespace[:200]}'/>"
 
 
 class _Answering:

@@ -72,7 +72,7 @@ PRIVILEGES = [
     '    ["http://jabber.org/protocol/pubsub#owner"] = "both";',
     '    ["http://jabber.org/protocol/disco#items"] = "get";',
     "  } };",
-    f'  ["{MULTICAST}"] = {{ message = "outgoing"; presence = "managed_entity" }};',
+    f'  ["{MULTICAST}"] = {{ presence = "managed_entity" }};',
     "}",
 ]
 
@@ -283,8 +283,8 @@ async def tour(prosody: Prosody, metrics: Metrics, tls: tuple[Path, Path] | None
             raise TourFailed(f"expected 2 local copies, metrics say {fanned:+g}")
         say(
             "   Herald fanned it out: 2 copies, one to bob and one to carol, each from\n"
-            "   alice@localhost (sent as alice through Prosody with the XEP-0356 message\n"
-            "   permission; sender_mode = auto)."
+            "   alice@localhost (sent as alice: Prosody trusts the multicast component,\n"
+            "   validate_from_addresses = false; sender_mode = auto)."
         )
         for line in moved(before, after, "herald_multicast_"):
             say(f"     {line}")
@@ -370,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     prosody = Prosody(
         root=root / "prosody",
         components=[
-            # as config/prosody.cfg.lua: both may use mod_privilege; multicast is also
-            # trusted, which multicast presence needs
+            # as config/prosody.cfg.lua: both may use mod_privilege; multicast sends
+            # as users in trusted mode only (never also with the message privilege)
             ComponentSpec(
                 MULTICAST,
                 "demo-multicast",

@@ -57,7 +57,7 @@ class Recorder:
 
     async def ask(self, xml: str) -> ET.Element:
         """Send an IQ get (with '{id}') and wait for its answer."""
-        return await self.client.iq(xml, check=False)
+        return await self.client.iq(xml, timeout=30, check=False)
 
     def replies(self, prefix: str) -> Counter[str]:
         """How many stanzas came back per id starting with prefix."""
