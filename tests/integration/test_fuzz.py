@@ -46,6 +46,12 @@ RATE = float(os.environ.get("HERALD_FUZZ_RATE", "400"))
 WARMUP = 600  # stanzas sent before the memory baseline is taken
 WINDOW = 100  # get/set in flight at most
 LOCAL_SENDER, REMOTE_SENDER = "alice@localhost", f"dave@{REMOTE_DOMAIN}"
+# A third sender whose own resource is odd: right-to-left, with '/' and spaces, ~730
+# bytes (Prosody refuses emoji, bidi controls and mixed directions at bind).
+ODD_SENDER = "carol@localhost"
+ODD_RESOURCE = (
+    "\u05e9\u05dc\u05d5\u05dd/\u05e2\u05d5\u05dc\u05dd " * 40 + "\u05e9\u05dc\u05d5\u05dd"
+)
 RECIPIENTS = ("bob@localhost", "carol@localhost", f"erin@{PLAIN_DOMAIN}")
 WORLD = World(
     multicast=MULTICAST_JID,
@@ -80,6 +86,7 @@ def herald(own_prosody: Prosody, tmp_path: Path) -> Iterator[HeraldProcess]:
 async def login(server: Prosody, account: str, resource: str) -> RecordingClient:
     password = USERS.get(account.split("@")[0]) or USERS[account]
     client = RecordingClient(f"{account}/{resource}", password)
+    client.resource = resource  # RawClient splits at the first '/' only
     await client.login("127.0.0.1", server.c2s_port)
     client.send("<presence/>")  # available: messages to the bare JID reach us
     return client
@@ -90,6 +97,8 @@ async def accounts(own_prosody: Prosody) -> AsyncIterator[dict[str, RecordingCli
     made = {}
     for account in (LOCAL_SENDER, REMOTE_SENDER, *RECIPIENTS):
         made[account] = await login(own_prosody, account, "fuzz")
+    made["odd"] = await login(own_prosody, ODD_SENDER, ODD_RESOURCE)
+    assert made["odd"].full_jid == f"{ODD_SENDER}/{ODD_RESOURCE}", made["odd"].full_jid
     yield made
     for client in made.values():
         await client.close()
@@ -98,12 +107,15 @@ async def accounts(own_prosody: Prosody) -> AsyncIterator[dict[str, RecordingCli
 def plan(
     generator: Generator, count: int, senders: dict[str, RecordingClient], rng: random.Random
 ) -> Iterator[tuple[str, RecordingClient, Case]]:
-    local, remote = senders[LOCAL_SENDER], senders[REMOTE_SENDER]
+    local, remote, odd = senders[LOCAL_SENDER], senders[REMOTE_SENDER], senders["odd"]
     for case in generator.cases(count):
-        if rng.random() < 0.7:
+        roll = rng.random()
+        if roll < 0.65:
             yield "local", local, case
-        else:
+        elif roll < 0.93:
             yield "remote", remote, case
+        else:
+            yield "odd-resource", odd, case
 
 
 async def reconnects(herald: HeraldProcess) -> float:
