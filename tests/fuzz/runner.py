@@ -33,7 +33,7 @@ class RecordingClient(RawClient):
             return
         self.bytes_in += len(data)
         for stanza in self.parser.feed(data):
-            self.sink.receive(self, stanza)
+            self.sink.receive(stanza)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -81,7 +81,7 @@ class Ledger:
         domain = sender.partition("/")[0].rpartition("@")[2].lower()
         return domain in self.herald_domains
 
-    def receive(self, client: RecordingClient, stanza: ET.Element) -> None:
+    def receive(self, stanza: ET.Element) -> None:
         sid = stanza.get("id")
         if sid is None or sid not in self.cases:
             self.unknown += 1  # roster pushes, presence broadcasts, greetings
