@@ -124,6 +124,8 @@ GARBAGE_NUMBERS = [
     "-0",
 ]
 
+SANE_NUMBERS = ["1", "5", "20", "29", "30", "100"]
+
 UNKNOWN_CHILDREN = [
     "<foo xmlns='urn:fuzz:unknown'/>",
     "<bar xmlns='urn:fuzz:unknown'><baz>text</baz></bar>",
@@ -309,7 +311,17 @@ class Generator:
     def mc_deep(self) -> Case:
         depth = self.pick(["50", "200", "1200", "3000"])
         payload = f"<body>deep</body>{nested(int(depth))}"
-        if self.rng.random() < 0.5:
+        roll = self.rng.random()
+        if roll < 0.2:  # an IQ nobody handles: slixmpp itself answers it
+            inner = f"<query xmlns='{self.pick([DISCO_INFO_NS, 'urn:fuzz:none'])}'>"
+            return self.iq(
+                "mc-deep",
+                "multicast",
+                self.world.multicast,
+                self.iq_type(),
+                f"{inner}{nested(int(depth))}</query>",
+            )
+        if roll < 0.6:
             return self.message("mc-deep", self.header(self.address()), payload=payload)
         # nesting inside the header itself
         return self.message("mc-deep", self.header(self.address() + nested(int(depth))))
@@ -386,20 +398,25 @@ class Generator:
             ]
         )
 
+    def number(self) -> str:
+        """Mostly garbage, sometimes a sane value, so some requests get to the pager."""
+        return self.pick(GARBAGE_NUMBERS if self.rng.random() < 0.6 else SANE_NUMBERS)
+
     def ps_items_garbage(self) -> Case:
-        attrs = f" node={attr(self.node())}"
+        node = "urn:xmpp:microblog:0" if self.rng.random() < 0.5 else self.node()
+        attrs = f" node={attr(node)}"
         if self.rng.random() < 0.8:
-            attrs += f" max_items={attr(self.pick(GARBAGE_NUMBERS))}"
+            attrs += f" max_items={attr(self.number())}"
         if self.rng.random() < 0.2:
             attrs += f" subid={attr(self.pick(GARBAGE_NUMBERS))}"
         rsm = ""
         if self.rng.random() < 0.6:
             parts = [
-                f"<max>{escape(self.pick(GARBAGE_NUMBERS))}</max>",
-                f"<index>{escape(self.pick(GARBAGE_NUMBERS))}</index>",
-                "<after>" + escape(self.pick(GARBAGE_NUMBERS)) + "</after>",
+                f"<max>{escape(self.number())}</max>",
+                f"<index>{escape(self.number())}</index>",
+                "<after>" + escape(self.pick(["item3", "item29", *GARBAGE_NUMBERS])) + "</after>",
                 "<before/>",
-                "<before>" + escape(self.pick(GARBAGE_NUMBERS)) + "</before>",
+                "<before>" + escape(self.pick(["item5", "nope", *GARBAGE_NUMBERS])) + "</before>",
             ]
             rsm = f"<set xmlns='{RSM_NS}'>" + "".join(self.rng.sample(parts, 2)) + "</set>"
         items = ""
@@ -519,6 +536,8 @@ class Generator:
                     "set",
                 ),
                 (f"<query xmlns='{DISCO_INFO_NS}'>{nested(depth)}</query>", "get"),
+                (f"<ping xmlns='urn:xmpp:ping'>{nested(depth)}</ping>", "get"),
+                (f"<query xmlns='{DISCO_ITEMS_NS}'>{nested(depth)}</query>", "set"),
             ]
         )
         return self.iq("ps-deep", "pubsub", self.ps_to(), itype, payload)

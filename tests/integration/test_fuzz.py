@@ -92,8 +92,32 @@ async def login(server: Prosody, account: str, resource: str) -> RecordingClient
     return client
 
 
+CACHED_NODE = "urn:xmpp:microblog:0"  # the generator reads it often, with garbage paging
+ENTRY = "<entry xmlns='http://www.w3.org/2005/Atom'><title>t{n}</title><id>i{n}</id></entry>"
+
+
+async def seed_upstream(server: Prosody, items: int = 30) -> None:
+    """An open node with items upstream, so reads reach the cache and its pager."""
+    owner = await login(server, OWNER, "seed")
+    pubsub = "http://jabber.org/protocol/pubsub"
+    try:
+        await owner.iq(
+            f"<iq type='set' id='{{id}}' to='{UPSTREAM_JID}'><pubsub xmlns='{pubsub}'>"
+            f"<create node='{CACHED_NODE}'/></pubsub></iq>"
+        )
+        for n in range(items):
+            await owner.iq(
+                f"<iq type='set' id='{{id}}' to='{UPSTREAM_JID}'><pubsub xmlns='{pubsub}'>"
+                f"<publish node='{CACHED_NODE}'><item id='item{n}'>{ENTRY.format(n=n)}</item>"
+                "</publish></pubsub></iq>"
+            )
+    finally:
+        await owner.close()
+
+
 @pytest.fixture
 async def accounts(own_prosody: Prosody) -> AsyncIterator[dict[str, RecordingClient]]:
+    await seed_upstream(own_prosody)
     made = {}
     for account in (LOCAL_SENDER, REMOTE_SENDER, *RECIPIENTS):
         made[account] = await login(own_prosody, account, "fuzz")
@@ -225,3 +249,6 @@ async def test_fuzz(
     assert not leaked, f"seed {seed}, refused yet delivered:\n{ledger.describe(leaked)}"
     assert growth < 0.10, f"seed {seed}: Herald's RSS grew {growth:.1%}"
     assert sum(ledger.deliveries.values()) > 0, "nothing was delivered: the fuzzer is blind"
+    hits = await herald.sample("herald_pubsub_requests_total", {"result": "hit"})
+    report(f"pubsub reads served from the cache: {hits:g}")
+    assert hits > 0, "no read reached the cache: the pager went unfuzzed"
