@@ -334,7 +334,7 @@ class Generator:
         sid = self.next_id("mc-presence")
         ptype = self.pick(["", "", "unavailable", "error", "probe", "bogus"])
         header = self.pick([self.header(self.address()), "", self.header(self.pick(BAD_JIDS))])
-        show = self.pick(["", "<show>away</show>", "<show>garbage</show>"])
+        show = self.pick(["", "<show>away</show>", "<show>garbage</show>", nested(1500)])
         type_attr = f" type={attr(ptype)}" if ptype else ""
         xml = (
             f"<presence id={attr(sid)} to={attr(self.world.multicast)}{type_attr}>"
@@ -551,6 +551,8 @@ class Generator:
                 "<item id='1'><entry xmlns='urn:fuzz'/></item></items></event>",
                 "<body>hello proxy</body>",
                 self.header(self.address()),
+                "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='x'>"
+                f"<item id='1'>{nested(2000)}</item></items></event>",
             ]
         )
         type_attr = f" type={attr(mtype)}" if mtype else ""
