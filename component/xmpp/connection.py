@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 STANZA_TAGS = frozenset(f"{{{COMPONENT_NS}}}{name}" for name in ("message", "presence", "iq"))
 IQ_TAG = f"{{{COMPONENT_NS}}}iq"
+# slixmpp answers a get or set through Iq.reply(), which deep-copies the stanza
+# recursively: about 490 levels exhaust Python's recursion limit, inside the stream's
+# data_received, and the stream drops. No real request comes near this depth.
+MAX_DEPTH = 128
 
 
 class ServiceComponent(ComponentXMPP):
@@ -78,6 +82,9 @@ class ServiceComponent(ComponentXMPP):
         # handler reading it, log a traceback and answer even a result with an error.
         if xml.tag in STANZA_TAGS and not self._jids_parse(xml):
             return
+        if xml.tag == IQ_TAG and xml.get("type") in ("get", "set") and _deeper_than(xml, MAX_DEPTH):
+            self._refuse_deep(xml)
+            return
         if xml.tag == IQ_TAG and (problem := payload_problem(xml)) is not None:
             # Answered here, before handlers: one per payload would each answer it.
             log.info(
@@ -86,6 +93,21 @@ class ServiceComponent(ComponentXMPP):
             self.send_element(error_reply(xml, "bad-request", problem))
             return
         super()._spawn_event(xml)
+
+    def _refuse_deep(self, iq: ET.Element) -> None:
+        log.info(
+            "%s: %s from %r nested deeper than %d elements; answered not-acceptable",
+            self.service_name,
+            iq.get("type"),
+            iq.get("from", ""),
+            MAX_DEPTH,
+        )
+        # not-acceptable rather than policy-violation: slixmpp clients cannot parse the
+        # latter (it is missing from their condition list) and their request would hang.
+        text = (
+            f"The stanza is nested more than {MAX_DEPTH} elements deep; Herald does not handle it."
+        )
+        self.send_element(error_reply(iq, "not-acceptable", text))
 
     def _jids_parse(self, xml: ET.Element) -> bool:
         """True when the stanza's JIDs parse; otherwise answer it if it wants an answer."""
@@ -302,3 +324,15 @@ class _HandshakeRedactor(logging.Filter):
 def install_log_redaction() -> None:
     """Keep the handshake digest out of slixmpp's debug log."""
     logging.getLogger("slixmpp.xmlstream.xmlstream").addFilter(_HandshakeRedactor())
+
+
+def _deeper_than(root: ET.Element, limit: int) -> bool:
+    """Whether any element lies more than `limit` levels below root (root is level 1)."""
+    stack = [(root, 1)]
+    while stack:
+        element, level = stack.pop()
+        if level > limit:
+            return True
+        if len(element):
+            stack.extend((child, level + 1) for child in element)
+    return False

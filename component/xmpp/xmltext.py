@@ -69,27 +69,37 @@ def serialize(element: Element, parent_ns: str = "") -> str:
     return "".join(parts)
 
 
-def _write(element: Element, parent_ns: str, emit: _Emit) -> None:
-    ns, local = _split(element.tag)
-    if ns != parent_ns:
-        emit(f"<{local} xmlns={quote_attr(ns)}")
-    else:
-        emit(f"<{local}")
-    if element.attrib:
-        _write_attributes(element, emit)
-    text = element.text
-    if len(element) == 0 and not text:
-        emit("/>")
-        return
-    emit(">")
-    if text:
-        emit(escape_text(text))
-    for child in element:
-        _write(child, ns, emit)
-        tail = child.tail
-        if tail:
-            emit(escape_text(tail))
-    emit(f"</{local}>")
+def _write(root: Element, root_parent_ns: str, emit: _Emit) -> None:
+    # Iterative, not recursive: peers send payloads nested thousands deep (the server
+    # parsed them), and recursion would stop at Python's limit of about 1,000.
+    # The stack holds (element, its parent's namespace) to open, or a closing tag.
+    stack: list[tuple[Element, str] | str] = [(root, root_parent_ns)]
+    while stack:
+        top = stack.pop()
+        if isinstance(top, str):
+            emit(top)
+            continue
+        element, parent_ns = top
+        ns, local = _split(element.tag)
+        if ns != parent_ns:
+            emit(f"<{local} xmlns={quote_attr(ns)}")
+        else:
+            emit(f"<{local}")
+        if element.attrib:
+            _write_attributes(element, emit)
+        text = element.text
+        if len(element) == 0 and not text:
+            emit("/>")
+        else:
+            emit(">")
+            if text:
+                emit(escape_text(text))
+            stack.append(f"</{local}>")
+            for child in reversed(element):
+                tail = child.tail
+                if tail:
+                    stack.append(escape_text(tail))
+                stack.append((child, ns))
 
 
 def _write_attributes(element: Element, emit: _Emit) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from component.app import Herald
+from component.multicast.service import MulticastComponent
 from tests.conftest import (
     MULTICAST_JID,
     PLAIN_DOMAIN,
@@ -127,16 +129,87 @@ async def assert_nothing_delivered(users: dict[str, TestClient], *names: str) ->
         assert msg["body"] == "sentinel", f"{name} received {msg}"
 
 
-async def test_delivers_locally_to_a_remote_service_and_directly(
-    heralds: list[Herald], users: dict[str, TestClient]
-) -> None:
+ROUTES = ("local", "remote_service", "remote_direct")
+
+
+def recipients_by_route() -> dict[str, float]:
+    """herald_multicast_recipients_total per route, summed over the Heralds in this process."""
+    from prometheus_client import REGISTRY
+
+    return {
+        route: REGISTRY.get_sample_value("herald_multicast_recipients_total", {"route": route})
+        or 0.0
+        for route in ROUTES
+    }
+
+
+def record_messages(herald: Herald) -> list[ET.Element]:
+    """Every message the Herald's multicast component receives from now on."""
+    from slixmpp.xmlstream.handler import Callback
+    from slixmpp.xmlstream.matcher import MatchXPath
+
+    received: list[ET.Element] = []
+    herald.services[0].register_handler(
+        Callback(
+            "test: record what the service receives",
+            MatchXPath("{jabber:component:accept}message"),
+            lambda stanza: received.append(copy.deepcopy(stanza.xml)),
+        )
+    )
+    return received
+
+
+async def send_to_all_four(users: dict[str, TestClient]) -> dict[str, Any]:
+    """One stanza to bob, carol (local), dave (remote.localhost, which has a multicast
+    service) and erin (plain.localhost, which has none); every copy, by recipient."""
     send(
         users["alice"],
         MULTICAST_JID,
         addresses(("to", BOB), ("cc", CAROL), ("bcc", DAVE), ("to", ERIN)),
         body="hello all",
     )
-    got = {name: await next_message(users[name]) for name in ("bob", "carol", "dave", "erin")}
+    return {name: await next_message(users[name]) for name in ("bob", "carol", "dave", "erin")}
+
+
+def assert_went_through_the_remote_service(
+    moved: dict[str, float], at_remote: list[ET.Element] | None, alice: str
+) -> None:
+    """dave's share left the local Herald as one stanza to remote.localhost's service.
+
+    Without this, a direct copy to dave carries the very same header and body, and
+    the copies alone cannot tell the routes apart. The route counters can: the local
+    Herald counts dave as remote_service (a direct copy would be remote_direct), and
+    where the remote service is a Herald too (Prosody), it counts him as its own local
+    recipient and records the stanza it received: from alice, dave still undelivered.
+    """
+    # erin (no service there) is the only direct copy, dave the only hand-off
+    assert moved["remote_direct"] == 1, f"dave got a direct copy: {moved}"
+    assert moved["remote_service"] == 1, f"nothing was handed to the remote service: {moved}"
+    if at_remote is None:  # ejabberd: its mod_multicast keeps no count we can read
+        assert moved["local"] == 2, moved
+        return
+    assert moved["local"] == 3, f"the remote Herald did not deliver to dave: {moved}"
+    assert len(at_remote) == 1, f"the remote service received {len(at_remote)} stanzas"
+    handed = at_remote[0]
+    assert handed.get("from") == alice
+    assert handed.get("to") == REMOTE_MULTICAST_JID
+    header = handed.find(f"{{{NS}}}addresses")
+    assert header is not None
+    entries = [(a.get("type"), a.get("jid"), a.get("delivered") == "true") for a in header]
+    assert entries == [
+        ("to", BOB, True),
+        ("cc", CAROL, True),
+        ("bcc", DAVE, False),
+        ("to", ERIN, True),
+    ]
+
+
+async def test_delivers_locally_to_a_remote_service_and_directly(
+    heralds: list[Herald], users: dict[str, TestClient]
+) -> None:
+    at_remote = record_messages(heralds[1]) if len(heralds) > 1 else None
+    before = recipients_by_route()
+    got = await send_to_all_four(users)
     for name, msg in got.items():
         assert msg["body"] == "hello all", name
         assert msg["from"] == users["alice"].boundjid, f"{name}: the outer from must be kept"
@@ -145,11 +218,69 @@ async def test_delivers_locally_to_a_remote_service_and_directly(
     assert header_of(got["bob"]) == expected
     assert header_of(got["carol"]) == expected
     assert header_of(got["erin"]) == expected
-    # dave came through remote.localhost's own service and sees only his own bcc
-    # (ejabberd's mod_multicast reorders the entries; the set is what XEP-0033 fixes)
+    # dave sees only his own bcc (ejabberd's mod_multicast reorders the entries; the
+    # set is what XEP-0033 fixes). A direct copy would look the same: the route is
+    # proved by what the remote service received and by the route counters.
     assert sorted(header_of(got["dave"])) == sorted([*expected, ("bcc", DAVE, False)])
     assert got["dave"]["to"].bare == DAVE
+    after = recipients_by_route()
+    moved = {route: after[route] - before[route] for route in ROUTES}
+    print(f"route proof: recipients by route {moved}")
+    assert_went_through_the_remote_service(moved, at_remote, str(users["alice"].boundjid))
     assert users["alice"].messages.empty()
+
+
+async def test_the_route_proof_catches_direct_copies(
+    prosody: XmppServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The proof above can fail: with remote discovery off, dave gets a direct copy that
+    looks exactly like the one the remote service delivers, and the proof rejects it."""
+    local = await start_herald(prosody, tmp_path, "blind-local")
+    remote = await start_herald(
+        prosody,
+        tmp_path,
+        "blind-remote",
+        jid=REMOTE_MULTICAST_JID,
+        secret=REMOTE_MULTICAST_SECRET,
+        local_domains=[REMOTE_DOMAIN],
+    )
+    clients: dict[str, TestClient] = {}
+    try:
+        component = local.services[0]
+        assert isinstance(component, MulticastComponent)
+
+        async def nothing_found(*_args: Any) -> dict[str, Any]:
+            return {}  # as if no remote domain ran a multicast service
+
+        monkeypatch.setattr(component.discovery, "lookup", nothing_found)
+        for account in ("alice@localhost", BOB, CAROL, DAVE, ERIN):
+            password = USERS.get(account.split("@")[0]) or USERS[account]
+            clients[account.split("@")[0]] = client = TestClient(
+                f"{account}/t{next(_counter)}", password
+            )
+            await client.start(prosody.c2s_port)
+        at_remote = record_messages(remote)
+        before = recipients_by_route()
+        got = await send_to_all_four(clients)
+        # the copy dave gets is indistinguishable from the one the remote service sends
+        expected = [("to", BOB, True), ("cc", CAROL, True), ("to", ERIN, True)]
+        assert sorted(header_of(got["dave"])) == sorted([*expected, ("bcc", DAVE, False)])
+        after = recipients_by_route()
+        moved = {route: after[route] - before[route] for route in ROUTES}
+        print(
+            f"route proof, discovery off: recipients by route {moved}, "
+            f"stanzas at the remote service {len(at_remote)}"
+        )
+        with pytest.raises(AssertionError, match="direct copy"):
+            assert_went_through_the_remote_service(moved, at_remote, str(clients["alice"].boundjid))
+        assert at_remote == []
+    finally:
+        for client in clients.values():
+            await client.stop()
+        await local.stop()
+        await remote.stop()
 
 
 @pytest.mark.parametrize(

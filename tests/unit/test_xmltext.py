@@ -60,3 +60,19 @@ def test_carriage_returns_survive_parsing() -> None:
     parsed = ET.fromstring(serialize(element))
     assert parsed.text == "line\r\nnext"
     assert parsed.get("v") == "x\r\ny"
+
+
+def test_deep_nesting_does_not_recurse() -> None:
+    """Issue 11 (fuzz seed 1): a payload nested ~1,000 deep hit Python's recursion limit,
+    so multicast answered internal-server-error and logged a traceback, and a deep
+    pubsub publish failed the same way. The server had parsed it: we must carry it."""
+    depth = 5000
+    sample = (
+        "<n xmlns='urn:deep'>"
+        + "<n>t<m xmlns='urn:other' a='1'/>" * depth
+        + "leaf"
+        + "</n>tail" * depth
+        + "</n>"
+    )
+    text = serialize(ET.fromstring(sample))
+    assert canonicalize(text, rewrite_prefixes=True) == canonicalize(sample, rewrite_prefixes=True)

@@ -1,0 +1,1 @@
+"""A seeded stanza fuzzer for Herald (tests/integration/test_fuzz.py runs it)."""
