@@ -152,6 +152,10 @@ class MulticastSettings(_ServiceSettings):
     jid: str = "multicast.example.org"
     secret: SecretStr = SecretStr("change-me")
     max_recipients: int = Field(default=50, ge=1)
+    # <address/> elements of any type, and the header's serialized size: every copy
+    # repeats the header, so delivered/replyto entries cost as much as recipients.
+    max_addresses: int = Field(default=200, ge=1, le=100_000)
+    max_header_bytes: int = Field(default=32_768, ge=256, le=16 * 1024 * 1024)
     sender_mode: Literal["auto", "trusted", "privileged"] = "auto"
     remote_disco_ttl: int = Field(default=86400, ge=0, le=86400)
     rate_limit: float = Field(default=60.0, ge=0)

@@ -296,7 +296,9 @@ class MulticastComponent(ServiceComponent):
                 "wait",
             )
         try:
-            addresses = parse_addresses(element)
+            addresses = parse_addresses(
+                element, self.settings.max_addresses, self.settings.max_header_bytes
+            )
             request = PlanRequest(
                 sender=str(sender),
                 kind=kind,

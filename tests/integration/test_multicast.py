@@ -181,6 +181,45 @@ async def test_refusals_deliver_to_nobody(
     await assert_nothing_delivered(users, "bob", "carol", "dave", "erin")
 
 
+def _flooded_header() -> ET.Element:
+    """One recipient and 300 delivered entries: only undelivered to/cc/bcc used to count."""
+    element = addresses(("to", BOB))
+    for n in range(300):
+        ET.SubElement(
+            element,
+            f"{{{NS}}}address",
+            {"type": "cc", "jid": f"u{n}@localhost", "delivered": "true"},
+        )
+    return element
+
+
+def _padded_header() -> ET.Element:
+    """One recipient, but a 40 KB header (over multicast.max_header_bytes, 32 KiB)."""
+    element = ET.Element(f"{{{NS}}}addresses")
+    ET.SubElement(element, f"{{{NS}}}address", {"type": "to", "jid": BOB, "desc": "x" * 40_000})
+    return element
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(_flooded_header(), "301 <address/> elements"), (_padded_header(), "header is too large")],
+    ids=["delivered-flood", "huge-header"],
+)
+async def test_header_limits_deliver_to_nobody(
+    heralds: list[Herald], users: dict[str, TestClient], header: ET.Element, expected: str
+) -> None:
+    """Issue 11: a header of delivered entries, or a huge one, was repeated in every copy."""
+    rejected = _samples("herald_multicast_stanzas_total")
+    send(users["alice"], MULTICAST_JID, header)
+    reply = await next_message(users["alice"])
+    print("reply:", reply["type"], reply["error"]["condition"], reply["error"]["text"])
+    assert reply["type"] == "error"
+    assert reply["error"]["condition"] == "not-acceptable"
+    assert expected in reply["error"]["text"]
+    await assert_nothing_delivered(users, "bob")
+    assert _samples("herald_multicast_stanzas_total") - rejected == 1
+
+
 async def test_remote_sender_may_not_relay(
     heralds: list[Herald], users: dict[str, TestClient]
 ) -> None:

@@ -220,3 +220,24 @@ class MulticastStanzaTest(StreamTest):
                          type="unavailable"/>"""
         )
         self.expect(None)
+
+    def test_a_header_of_delivered_entries_is_refused_and_delivered_to_nobody(self) -> None:
+        # Issue 11: only undelivered to/cc/bcc counted against a limit.
+        self.start(sender_mode="trusted", max_addresses=4)
+        done = "".join(
+            f'<address type="cc" jid="u{n}@example.org" delivered="true"/>' for n in range(4)
+        )
+        self.deliver(
+            f"""<message from="alice@example.org/desk" to="multicast.example.org" id="m9">
+                  <addresses xmlns="{ADDR}">
+                    <address type="to" jid="bob@example.org"/>{done}
+                  </addresses>
+                </message>"""
+        )
+        self.expect(
+            f"""<message from="multicast.example.org" to="alice@example.org/desk" id="m9"
+                 type="error"><error type="modify"><not-acceptable xmlns="{ERR}"/>
+                 <text xmlns="{ERR}" xml:lang="en">Too many addresses: 5 &lt;address/&gt;
+ elements of any type; the limit is 4.</text></error></message>""".replace("\n ", " ")
+        )
+        self.expect(None)
