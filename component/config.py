@@ -160,6 +160,9 @@ class MulticastSettings(_ServiceSettings):
     remote_disco_ttl: int = Field(default=86400, ge=0, le=86400)
     rate_limit: float = Field(default=60.0, ge=0)
     rate_burst: int = Field(default=20, ge=1)
+    # Senders outside local_domains share one bucket per domain: they can mint JIDs.
+    remote_domain_rate_limit: float = Field(default=120.0, ge=0)
+    remote_domain_rate_burst: int = Field(default=40, ge=1)
 
 
 class PubsubSettings(_ServiceSettings):

@@ -33,7 +33,7 @@ from component.multicast.addresses import (
 from component.multicast.copies import CopyWriter
 from component.multicast.discovery import DiscoError, DiscoInfo, RemoteDiscovery
 from component.multicast.planner import Copy, PlanRequest, plan, remote_domains
-from component.multicast.ratelimit import RateLimiter
+from component.multicast.ratelimit import RateLimiter, SenderLimits
 from component.multicast.routes import Route, choose_route
 from component.storage import multicast_repo
 from component.xmpp.connection import ServiceComponent
@@ -152,7 +152,11 @@ class MulticastComponent(ServiceComponent):
         self.privileges_settled = asyncio.Event()
         # sender -> (its lock, how many of its presences hold or await it)
         self._presence_order: KeyedLocks[str] = KeyedLocks()
-        self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.rate_limits = SenderLimits(
+            RateLimiter(settings.rate_limit, settings.rate_burst),
+            RateLimiter(settings.remote_domain_rate_limit, settings.remote_domain_rate_burst),
+            self.local_domains,
+        )
         super().__init__(
             settings.jid,
             settings.secret.get_secret_value(),
@@ -289,12 +293,9 @@ class MulticastComponent(ServiceComponent):
         element = stanza.xml.find(ADDRESSES_TAG)
         if element is None:
             raise StanzaRefused("bad-request", "No <addresses/> element: nothing to deliver.")
-        if not self.rate_limiter.allow(sender.bare, time.monotonic()):
-            raise StanzaRefused(
-                "resource-constraint",
-                "Too many multicast stanzas from you; wait a little and try again.",
-                "wait",
-            )
+        too_many = self.rate_limits.refusal(sender.bare, time.monotonic())
+        if too_many is not None:
+            raise StanzaRefused("resource-constraint", too_many, "wait")
         try:
             addresses = parse_addresses(
                 element, self.settings.max_addresses, self.settings.max_header_bytes

@@ -26,6 +26,7 @@ from tests.conftest import (
 )
 from tests.harness.client import TestClient
 from tests.harness.herald import settings_for
+from tests.harness.silent import SilentComponent
 
 pytestmark = pytest.mark.integration
 
@@ -241,6 +242,46 @@ async def test_rate_limit(server: XmppServer, tmp_path: Path, users: dict[str, T
         assert reply["error"]["condition"] == "resource-constraint"
         await assert_nothing_delivered(users, "bob")
     finally:
+        await herald.stop()
+
+
+async def test_a_remote_domain_cannot_mint_jids_past_the_rate_limit(
+    server: XmppServer, tmp_path: Path, users: dict[str, TestClient]
+) -> None:
+    """Issue 11: the limit was keyed on the bare JID, which a remote domain mints at will.
+
+    Default settings: remote.localhost's server (here a trusted component there) sends
+    one stanza from each of 40 fresh JIDs, the remote-domain burst; its real user dave
+    is then over the limit too, though he has sent nothing yet.
+    """
+    if server.name != "prosody":
+        pytest.skip("remote.localhost's trusted component exists on the Prosody topology")
+    herald = await start_herald(server, tmp_path, "remote-rl", max_recipients=50)
+    minter = SilentComponent(
+        REMOTE_MULTICAST_JID, REMOTE_MULTICAST_SECRET, server.port_of(REMOTE_MULTICAST_JID)
+    )
+    await minter.start()
+    try:
+        header = ET.tostring(addresses(("to", BOB)), encoding="unicode")
+        minter.send(
+            "".join(
+                f"<message from='x{n}@{REMOTE_DOMAIN}' to='{MULTICAST_JID}' id='x{n}'>"
+                f"<body>minted</body>{header}</message>"
+                for n in range(40)
+            )
+        )
+        for _ in range(40):
+            assert (await next_message(users["bob"]))["body"] == "minted"
+        rejected = _samples("herald_multicast_stanzas_total")
+        send(users["dave"], MULTICAST_JID, addresses(("to", BOB)))
+        reply = await next_message(users["dave"])
+        print("dave, after 40 minted senders:", reply["type"], reply["error"]["text"])
+        assert reply["error"]["condition"] == "resource-constraint"
+        assert REMOTE_DOMAIN in reply["error"]["text"]
+        await assert_nothing_delivered(users, "bob")
+        assert _samples("herald_multicast_stanzas_total") - rejected == 1
+    finally:
+        await minter.stop()
         await herald.stop()
 
 
