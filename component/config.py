@@ -177,6 +177,12 @@ class PubsubSettings(_ServiceSettings):
     # Seconds: a cached node whose upstream does not promise notifications (XEP-0460
     # always-notify) is compared with upstream at least this often while it is read.
     reconcile_interval: float = Field(default=60.0, gt=0, le=86400)
+    # What upstream may make Herald hold: a node with an item over max_item_bytes is
+    # served from upstream, not cached; a service's nodes past max_nodes_per_service
+    # are passed through; hot items held in memory stay under memory_cache_bytes.
+    max_item_bytes: int = Field(default=65_536, ge=1024, le=64 * 1024 * 1024)
+    max_nodes_per_service: int = Field(default=1_000, ge=1, le=10_000)
+    memory_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     rules: list[AnalyserRule] = Field(default_factory=list)
 
     @field_validator("upstream")

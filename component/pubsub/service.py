@@ -40,7 +40,7 @@ from component.pubsub.requests import (
 )
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import items_result, parse_event, written_events
-from component.pubsub.sync import OPEN_FOR, RSM_FEATURE, Synchroniser
+from component.pubsub.sync import OPEN_FOR, RSM_FEATURE, CacheLimits, Synchroniser
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import ItemRecord
 from component.xmpp.connection import ServiceComponent
@@ -114,7 +114,7 @@ class PubsubComponent(ServiceComponent):
         )
         self.upstream_jid = settings.upstream
         self.registry = registry
-        self.cache = Cache(sessions, settings.max_items_per_node)
+        self.cache = Cache(sessions, settings.max_items_per_node, settings.memory_cache_bytes)
         self._upkeep_task: asyncio.Task[None] | None = None
         self._gauges_task: asyncio.Task[None] | None = None
         self._verified: dict[int, float] = {}
@@ -131,6 +131,7 @@ class PubsubComponent(ServiceComponent):
             self.boundjid.bare,
             serialize,
             settings.reconcile_interval,
+            CacheLimits(settings.max_item_bytes, settings.max_nodes_per_service),
         )
         self.open_nodes = self.synchroniser.open_nodes
 

@@ -384,6 +384,40 @@ async def test_a_node_beyond_max_items_per_node_is_never_served_short(
         await herald.stop()
 
 
+async def test_a_node_with_an_item_over_max_item_bytes_is_served_not_cached(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    """Issue 11: with a sync rule matching, any open node was cached, whatever its items'
+    size. With the defaults, an item over pubsub.max_item_bytes (64 KiB) keeps its node
+    out of the cache: served from upstream, whole, never partly."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-huge")
+    await owner.create(node, items=1)
+    huge = entry("huge")
+    huge.find(f"{{{ATOM}}}content").text = "z" * 70_000  # type: ignore[union-attr]
+    await owner.ps.publish(UPSTREAM_JID, node, id="huge", payload=huge, timeout=5)
+    alice = clients["alice"]
+    got, _, _ = await get_items(alice, node)
+    assert got == ["item-000", "huge"]
+    service = proxy_of(proxy)
+
+    async def given_up() -> bool:
+        state = service.cache.node(UPSTREAM_JID, node)
+        return state is not None and state.sync_state == "error"
+
+    await until(given_up)
+    hits = requests(proxy, "items", "hit")
+    got, _, reply = await get_items(alice, node)
+    size = max(len(c.text or "") for c in reply.xml.iter(f"{{{ATOM}}}content"))
+    print("after the sync gave up:", got, "content chars:", size)
+    assert got == ["item-000", "huge"]
+    assert size == 70_000
+    assert requests(proxy, "items", "hit") == hits  # from upstream, not the cache
+    state = service.cache.node(UPSTREAM_JID, node)
+    assert state is not None
+    assert not state.serves_from_cache
+
+
 async def test_a_node_no_longer_open_is_dropped(
     proxy: Herald, clients: dict[str, TestClient]
 ) -> None:
