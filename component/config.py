@@ -127,6 +127,9 @@ class _ServiceSettings(_Section):
     port: int | None = Field(default=None, ge=1, le=65535)
     # The domains whose users the service is for; default: the parent domain of jid.
     local_domains: list[str] = Field(default_factory=list)
+    # Bytes: larger stanzas get <not-acceptable/>, unread. 256 KiB is what Prosody
+    # accepts from a client, so nothing a local client may send is refused here.
+    max_stanza_bytes: int = Field(default=262_144, ge=1024, le=16 * 1024 * 1024)
 
     @field_validator("jid")
     @classmethod

@@ -142,6 +142,7 @@ class MulticastComponent(ServiceComponent):
         own_jids: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
+        self.max_stanza_bytes = settings.max_stanza_bytes
         # Herald's own services (this one, and e.g. the pubsub proxy): never recipients
         # nor remote multicast services, or a stanza would loop through us.
         self.own_domains = frozenset(
@@ -226,6 +227,11 @@ class MulticastComponent(ServiceComponent):
         self.privileges_settled.set()
 
     # -- incoming -------------------------------------------------------------
+
+    def refused_for_size(self, xml: ET.Element) -> None:
+        if xml.tag != f"{{{COMPONENT_NS}}}iq" and xml.get("type") != "error":
+            kind = xml.tag.rpartition("}")[2]
+            metrics.MULTICAST_STANZAS.labels(stanza=kind, result="rejected").inc()
 
     async def _on_message(self, msg: StanzaBase) -> None:
         if msg["type"] == "error":

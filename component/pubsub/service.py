@@ -107,6 +107,7 @@ class PubsubComponent(ServiceComponent):
         own_jids: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
+        self.max_stanza_bytes = settings.max_stanza_bytes
         self.local_domains = frozenset(d.lower() for d in settings.local_domains)
         # Herald's own services: never a target (e.g. the multicast JID, escaped).
         self.own_domains = frozenset(
@@ -134,6 +135,12 @@ class PubsubComponent(ServiceComponent):
             CacheLimits(settings.max_item_bytes, settings.max_nodes_per_service),
         )
         self.open_nodes = self.synchroniser.open_nodes
+
+    def size_limited(self, xml: ET.Element) -> bool:
+        # Requests only: results and notifications are answers from services Herald
+        # itself asks or subscribes to (a whole node's items); dropping one would leave
+        # a request unanswered or the cache stale. Their items face max_item_bytes.
+        return xml.tag == f"{{{COMPONENT_NS}}}iq" and xml.get("type") in ("get", "set")
 
     def setup(self) -> None:
         # Disco is proxied, so slixmpp's own disco answers must not run.

@@ -285,6 +285,26 @@ async def test_a_remote_domain_cannot_mint_jids_past_the_rate_limit(
         await herald.stop()
 
 
+async def test_a_stanza_over_max_stanza_bytes_is_refused(
+    server: XmppServer, tmp_path: Path, users: dict[str, TestClient]
+) -> None:
+    herald = await start_herald(server, tmp_path, "size", max_stanza_bytes=4096)
+    try:
+        rejected = _samples("herald_multicast_stanzas_total")
+        send(users["alice"], MULTICAST_JID, addresses(("to", BOB)), body="x" * 5000)
+        reply = await next_message(users["alice"])
+        print("reply:", reply["type"], reply["error"]["condition"], reply["error"]["text"])
+        assert reply["type"] == "error"
+        assert reply["error"]["condition"] == "not-acceptable"
+        assert "multicast.max_stanza_bytes" in reply["error"]["text"]
+        await assert_nothing_delivered(users, "bob")
+        assert _samples("herald_multicast_stanzas_total") - rejected == 1
+        send(users["alice"], MULTICAST_JID, addresses(("to", BOB)), body="x" * 3000)
+        assert (await next_message(users["bob"]))["body"] == "x" * 3000  # under it: delivered
+    finally:
+        await herald.stop()
+
+
 async def test_presence_is_tracked_and_unavailable_broadcast(
     heralds: list[Herald], server: XmppServer, users: dict[str, TestClient]
 ) -> None:

@@ -418,6 +418,32 @@ async def test_a_node_with_an_item_over_max_item_bytes_is_served_not_cached(
     assert not state.serves_from_cache
 
 
+async def test_a_request_over_max_stanza_bytes_is_refused_unforwarded(
+    server: XmppServer, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    owner = Owner(clients["olivia"])
+    node = unique("blog-size")
+    await owner.create(node, items=1)
+    herald = await start_proxy(server, db_url, max_stanza_bytes=4096)
+    try:
+        big = entry("big")
+        big.find(f"{{{ATOM}}}content").text = "z" * 5000  # type: ignore[union-attr]
+        with pytest.raises(IqError) as info:
+            await (
+                clients["olivia"]
+                .plugin["xep_0060"]
+                .publish(PROXY_JID, node, id="big", payload=big, timeout=5)
+            )
+        error = info.value.iq["error"]
+        print("publish through the proxy:", error["condition"], error["text"])
+        assert error["condition"] == "not-acceptable"
+        assert "pubsub.max_stanza_bytes" in error["text"]
+        got, _, _ = await get_items(clients["alice"], node)  # a small request: served
+        assert got == ["item-000"]  # and the big item never reached upstream
+    finally:
+        await herald.stop()
+
+
 async def test_a_node_no_longer_open_is_dropped(
     proxy: Herald, clients: dict[str, TestClient]
 ) -> None:
