@@ -127,6 +127,9 @@ class _ServiceSettings(_Section):
     port: int | None = Field(default=None, ge=1, le=65535)
     # The domains whose users the service is for; default: the parent domain of jid.
     local_domains: list[str] = Field(default_factory=list)
+    # Bytes: larger stanzas get <not-acceptable/>, unread. 256 KiB is what Prosody
+    # accepts from a client, so nothing a local client may send is refused here.
+    max_stanza_bytes: int = Field(default=262_144, ge=1024, le=16 * 1024 * 1024)
 
     @field_validator("jid")
     @classmethod
@@ -152,10 +155,17 @@ class MulticastSettings(_ServiceSettings):
     jid: str = "multicast.example.org"
     secret: SecretStr = SecretStr("change-me")
     max_recipients: int = Field(default=50, ge=1)
+    # <address/> elements of any type, and the header's serialized size: every copy
+    # repeats the header, so delivered/replyto entries cost as much as recipients.
+    max_addresses: int = Field(default=200, ge=1, le=100_000)
+    max_header_bytes: int = Field(default=32_768, ge=256, le=16 * 1024 * 1024)
     sender_mode: Literal["auto", "trusted", "privileged"] = "auto"
     remote_disco_ttl: int = Field(default=86400, ge=0, le=86400)
     rate_limit: float = Field(default=60.0, ge=0)
     rate_burst: int = Field(default=20, ge=1)
+    # Senders outside local_domains share one bucket per domain: they can mint JIDs.
+    remote_domain_rate_limit: float = Field(default=120.0, ge=0)
+    remote_domain_rate_burst: int = Field(default=40, ge=1)
 
 
 class PubsubSettings(_ServiceSettings):
@@ -170,6 +180,12 @@ class PubsubSettings(_ServiceSettings):
     # Seconds: a cached node whose upstream does not promise notifications (XEP-0460
     # always-notify) is compared with upstream at least this often while it is read.
     reconcile_interval: float = Field(default=60.0, gt=0, le=86400)
+    # What upstream may make Herald hold: a node with an item over max_item_bytes is
+    # served from upstream, not cached; a service's nodes past max_nodes_per_service
+    # are passed through; hot items held in memory stay under memory_cache_bytes.
+    max_item_bytes: int = Field(default=65_536, ge=1024, le=64 * 1024 * 1024)
+    max_nodes_per_service: int = Field(default=1_000, ge=1, le=10_000)
+    memory_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     rules: list[AnalyserRule] = Field(default_factory=list)
 
     @field_validator("upstream")

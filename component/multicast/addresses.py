@@ -14,7 +14,7 @@ ADDRESS_NS = "http://jabber.org/protocol/address"
 ADDRESSES_TAG = f"{{{ADDRESS_NS}}}addresses"
 ADDRESS_TAG = f"{{{ADDRESS_NS}}}address"
 
-AddressErrorCondition = Literal["bad-request", "jid-malformed"]
+AddressErrorCondition = Literal["bad-request", "jid-malformed", "not-acceptable"]
 
 
 class AddressError(Exception):
@@ -159,10 +159,47 @@ def _parse_delivered(value: str | None) -> bool:
     raise AddressError("bad-request", f"Invalid delivered value {value!r}.")
 
 
-def parse_addresses(elem: ET.Element) -> AddressList:
-    """Parse an `<addresses/>` element, ignoring unknown children and attributes (§4.7)."""
+def header_size(elem: ET.Element) -> int:
+    """The header's size in bytes, serialized as UTF-8 (what every copy repeats)."""
+    return len(ET.tostring(elem, encoding="utf-8"))
+
+
+def check_header_limits(
+    count: int, size: int, max_addresses: int | None, max_bytes: int | None
+) -> AddressError | None:
+    """The error for a header over the limits, or None. `count` is its <address/>
+    elements of any type: delivered, replyto and the like are repeated in every copy
+    as much as recipients are."""
+    if max_addresses is not None and count > max_addresses:
+        return AddressError(
+            "not-acceptable",
+            f"Too many addresses: {count} <address/> elements of any type; "
+            f"the limit is {max_addresses}.",
+        )
+    if max_bytes is not None and size > max_bytes:
+        return AddressError(
+            "not-acceptable",
+            f"The <addresses/> header is too large: {size} bytes; the limit is {max_bytes}.",
+        )
+    return None
+
+
+def parse_addresses(
+    elem: ET.Element, max_addresses: int | None = None, max_bytes: int | None = None
+) -> AddressList:
+    """Parse an `<addresses/>` element, ignoring unknown children and attributes (§4.7).
+
+    Limits are checked before any address is parsed, so a huge header costs one pass.
+    """
     if elem.tag != ADDRESSES_TAG:
         raise AddressError("bad-request", f"Expected <addresses xmlns='{ADDRESS_NS}'/>.")
+    if max_addresses is not None or max_bytes is not None:
+        count = sum(1 for child in elem if child.tag == ADDRESS_TAG)
+        # Counted first: a header over max_addresses is not serialized at all.
+        size = 0 if max_addresses is not None and count > max_addresses else header_size(elem)
+        error = check_header_limits(count, size, max_addresses, max_bytes)
+        if error is not None:
+            raise error
     parsed: list[Address] = []
     for child in elem:
         if child.tag != ADDRESS_TAG:

@@ -37,3 +37,29 @@ class RateLimiter:
         self._buckets = {
             s: (t, at) for s, (t, at) in self._buckets.items() if now - at < full_after
         }
+
+
+@dataclass
+class SenderLimits:
+    """Which bucket a sender draws from: its bare JID when it is one of our users,
+    its domain otherwise.
+
+    A local server authenticates its users, so a local bare JID is one person. A remote
+    domain can mint bare JIDs at will (and remote senders may reach every local user),
+    so one bucket per remote domain is the only key such a sender cannot multiply.
+    """
+
+    local: RateLimiter
+    remote: RateLimiter
+    local_domains: frozenset[str]
+
+    def refusal(self, sender_bare: str, now: float) -> str | None:
+        """None when the sender may go on; else the readable reason it may not."""
+        domain = sender_bare.rpartition("@")[2].lower()
+        if domain in self.local_domains:
+            if self.local.allow(sender_bare.lower(), now):
+                return None
+            return "Too many multicast stanzas from you; wait a little and try again."
+        if self.remote.allow(domain, now):
+            return None
+        return f"Too many multicast stanzas from {domain}; wait a little and try again."

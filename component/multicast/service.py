@@ -33,7 +33,7 @@ from component.multicast.copies import CopyWriter
 from component.multicast.disco_edge import ComponentDisco, multicast_disco
 from component.multicast.discovery import RemoteDiscovery
 from component.multicast.planner import Copy, PlanRequest, plan, remote_domains
-from component.multicast.ratelimit import RateLimiter
+from component.multicast.ratelimit import RateLimiter, SenderLimits
 from component.multicast.routes import Route, choose_route, overlapping_routes
 from component.storage import multicast_repo
 from component.xmpp.connection import ServiceComponent
@@ -91,6 +91,7 @@ class MulticastComponent(ServiceComponent):
         own_jids: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
+        self.max_stanza_bytes = settings.max_stanza_bytes
         # Herald's own services (this one, and e.g. the pubsub proxy): never recipients
         # nor remote multicast services, or a stanza would loop through us.
         self.own_domains = frozenset(
@@ -101,7 +102,11 @@ class MulticastComponent(ServiceComponent):
         self.privileges_settled = asyncio.Event()
         # sender -> (its lock, how many of its presences hold or await it)
         self._presence_order: KeyedLocks[str] = KeyedLocks()
-        self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.rate_limits = SenderLimits(
+            RateLimiter(settings.rate_limit, settings.rate_burst),
+            RateLimiter(settings.remote_domain_rate_limit, settings.remote_domain_rate_burst),
+            self.local_domains,
+        )
         super().__init__(
             settings.jid,
             settings.secret.get_secret_value(),
@@ -154,6 +159,11 @@ class MulticastComponent(ServiceComponent):
         self.privileges_settled.set()
 
     # -- incoming -------------------------------------------------------------
+
+    def refused_for_size(self, xml: ET.Element) -> None:
+        if xml.tag != f"{{{COMPONENT_NS}}}iq" and xml.get("type") != "error":
+            kind = xml.tag.rpartition("}")[2]
+            metrics.MULTICAST_STANZAS.labels(stanza=kind, result="rejected").inc()
 
     async def _on_message(self, msg: StanzaBase) -> None:
         if msg["type"] == "error":
@@ -227,14 +237,13 @@ class MulticastComponent(ServiceComponent):
         envelope = envelope_refusal(stanza.xml)
         if envelope is not None:
             raise StanzaRefused("not-acceptable", envelope)
-        if not self.rate_limiter.allow(sender.bare, time.monotonic()):
-            raise StanzaRefused(
-                "resource-constraint",
-                "Too many multicast stanzas from you; wait a little and try again.",
-                "wait",
-            )
+        too_many = self.rate_limits.refusal(sender.bare, time.monotonic())
+        if too_many is not None:
+            raise StanzaRefused("resource-constraint", too_many, "wait")
         try:
-            addresses = parse_addresses(element)
+            addresses = parse_addresses(
+                element, self.settings.max_addresses, self.settings.max_header_bytes
+            )
             request = PlanRequest(
                 sender=str(sender),
                 kind=kind,

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
+from component.sizes import held_size
 from component.storage import pubsub_repo as repo
 from component.storage.records import (
     COMPLETED,
@@ -75,21 +76,31 @@ def _state(record: NodeRecord, confirmed: bool = False) -> NodeState:
     )
 
 
+MEMORY_BYTES = 64 * 1024 * 1024
+
+
 class Cache:
-    """Node states, items, and the bounded in-memory copy of hot nodes' items."""
+    """Node states, items, and the in-memory copy of hot nodes' items.
+
+    The memory copy is bounded in bytes (memory_bytes, estimated by held_size), least
+    recently used nodes first out: a bound in items let a few huge items take any
+    amount of memory.
+    """
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         max_items_per_node: int,
-        memory_items: int = 200_000,
+        memory_bytes: int = MEMORY_BYTES,
     ) -> None:
         self.sessions = sessions
         self.max_items_per_node = max_items_per_node
-        self._memory_items = memory_items
+        self.memory_bytes = memory_bytes
         self._nodes: dict[tuple[str, str], NodeState] = {}
+        self._per_service: dict[str, int] = {}
         self._items: OrderedDict[int, list[ItemRecord]] = OrderedDict()
-        self._held = 0
+        self._item_bytes: dict[int, int] = {}
+        self.held_bytes = 0
         self._requested: set[int] = set()
         # Bumped whenever a node's items change, so a load that raced a change is not kept.
         self._version: dict[int, int] = {}
@@ -104,7 +115,7 @@ class Cache:
         async with self.sessions() as session:
             for state in SYNC_STATES:
                 for record in await repo.nodes_in_state(session, state):
-                    self._nodes[(record.service, record.name)] = _state(record)
+                    self._put(_state(record))
         await self.refresh_gauges()
 
     async def refresh_gauges_if_stale(self) -> None:
@@ -128,6 +139,17 @@ class Cache:
         """The node's state, from memory."""
         return self._nodes.get((service, name))
 
+    def count_on(self, service: str) -> int:
+        """How many nodes of this upstream service are known (cached or being cached)."""
+        return self._per_service.get(service, 0)
+
+    def _put(self, state: NodeState) -> NodeState:
+        key = (state.service, state.name)
+        if key not in self._nodes:
+            self._per_service[state.service] = self._per_service.get(state.service, 0) + 1
+        self._nodes[key] = state
+        return state
+
     def nodes(self) -> list[NodeState]:
         """Every known node."""
         return list(self._nodes.values())
@@ -141,8 +163,7 @@ class Cache:
             record = await repo.ensure_node(session, service, name, analyser=analyser, now=utcnow())
             await session.commit()
         self._gauges_stale = True
-        state = self._nodes[(service, name)] = _state(record)
-        return state
+        return self._put(_state(record))
 
     async def set_state(
         self, node: NodeState, *, confirm: bool = False, **changes: object
@@ -175,8 +196,7 @@ class Cache:
             return node
         held = self._nodes.get((node.service, node.name))
         confirmed = confirm or (held is not None and held.id == record.id and held.confirmed)
-        state = self._nodes[(node.service, node.name)] = _state(record, confirmed)
-        return state
+        return self._put(_state(record, confirmed))
 
     def unconfirm(self, node: NodeState) -> None:
         """Stop answering the node from the cache until a sync confirms it again."""
@@ -198,7 +218,12 @@ class Cache:
 
     def forget(self, node: NodeState) -> None:
         """Drop the node from memory only."""
-        self._nodes.pop((node.service, node.name), None)
+        if self._nodes.pop((node.service, node.name), None) is not None:
+            left = self._per_service.get(node.service, 1) - 1
+            if left:
+                self._per_service[node.service] = left
+            else:
+                self._per_service.pop(node.service, None)
         self._drop_items(node.id)
 
     def forget_gone(self, per_node: dict[int, Any]) -> None:
@@ -321,19 +346,24 @@ class Cache:
         self._drop_items(node.id)
         return self._remember(node, record)
 
+    def hot(self, node: NodeState) -> bool:
+        """Whether the node's items are held in memory now."""
+        return node.id in self._items
+
     def _hold(self, node_id: int, items: list[ItemRecord]) -> None:
-        if len(items) > self._memory_items:
-            return
+        size = sum(held_size(item) for item in items)
+        if size > self.memory_bytes:
+            return  # larger than the whole budget: read from the database each time
         self._drop_items(node_id)
         self._items[node_id] = items
-        self._held += len(items)
-        while self._held > self._memory_items and self._items:
-            _, evicted = self._items.popitem(last=False)
-            self._held -= len(evicted)
+        self._item_bytes[node_id] = size
+        self.held_bytes += size
+        while self.held_bytes > self.memory_bytes and self._items:
+            evicted, _ = self._items.popitem(last=False)
+            self.held_bytes -= self._item_bytes.pop(evicted)
 
     def _drop_items(self, node_id: int) -> None:
         self._gauges_stale = True
         self._version[node_id] = self._version.get(node_id, 0) + 1
-        dropped = self._items.pop(node_id, None)
-        if dropped is not None:
-            self._held -= len(dropped)
+        if self._items.pop(node_id, None) is not None:
+            self.held_bytes -= self._item_bytes.pop(node_id)

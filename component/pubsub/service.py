@@ -40,7 +40,7 @@ from component.pubsub.requests import (
 )
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import items_result, parse_event, written_events
-from component.pubsub.sync import OPEN_FOR, RSM_FEATURE, Synchroniser
+from component.pubsub.sync import OPEN_FOR, RSM_FEATURE, CacheLimits, Synchroniser
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import ItemRecord
 from component.xmpp.connection import ServiceComponent
@@ -107,6 +107,7 @@ class PubsubComponent(ServiceComponent):
         own_jids: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
+        self.max_stanza_bytes = settings.max_stanza_bytes
         self.local_domains = frozenset(d.lower() for d in settings.local_domains)
         # Herald's own services: never a target (e.g. the multicast JID, escaped).
         self.own_domains = frozenset(
@@ -114,7 +115,7 @@ class PubsubComponent(ServiceComponent):
         )
         self.upstream_jid = settings.upstream
         self.registry = registry
-        self.cache = Cache(sessions, settings.max_items_per_node)
+        self.cache = Cache(sessions, settings.max_items_per_node, settings.memory_cache_bytes)
         self._upkeep_task: asyncio.Task[None] | None = None
         self._gauges_task: asyncio.Task[None] | None = None
         self._verified: dict[int, float] = {}
@@ -131,8 +132,15 @@ class PubsubComponent(ServiceComponent):
             self.boundjid.bare,
             serialize,
             settings.reconcile_interval,
+            CacheLimits(settings.max_item_bytes, settings.max_nodes_per_service),
         )
         self.open_nodes = self.synchroniser.open_nodes
+
+    def size_limited(self, xml: ET.Element) -> bool:
+        # Requests only: results and notifications are answers from services Herald
+        # itself asks or subscribes to (a whole node's items); dropping one would leave
+        # a request unanswered or the cache stale. Their items face max_item_bytes.
+        return xml.tag == f"{{{COMPONENT_NS}}}iq" and xml.get("type") in ("get", "set")
 
     def setup(self) -> None:
         # Disco is proxied: _on_disco answers it (slixmpp's xep_0030 is not loaded).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from xml.etree import ElementTree as ET
 
@@ -36,6 +36,7 @@ from component.pubsub.stanzas import (
     result_items,
 )
 from component.pubsub.upstream import Upstream, UpstreamError
+from component.sizes import utf8_size
 from component.storage.records import COMPLETED, ERROR, IN_PROGRESS, NO_SYNC, ItemInput
 from component.xmpp.namespaces import DISCO_INFO_NS, PUBSUB_NS, RSM_NS
 from component.xmpp.numbers import count_in
@@ -89,6 +90,18 @@ class SyncFailed(Exception):
     """A synchronisation could not complete; the text says why."""
 
 
+@dataclass(frozen=True)
+class CacheLimits:
+    """What a hostile or careless upstream may make Herald cache.
+
+    max_item_bytes: a node holding a larger item is not cached (served from upstream).
+    max_nodes_per_service: beyond it, a service's further nodes are passed through.
+    """
+
+    max_item_bytes: int = 65_536
+    max_nodes_per_service: int = 1_000
+
+
 class Synchroniser:
     """Runs node synchronisations and applies notifications."""
 
@@ -100,8 +113,10 @@ class Synchroniser:
         proxy_jid: str,
         serialize: Serializer,
         reconcile_interval: float = RECONCILE_EVERY,
+        limits: CacheLimits | None = None,
     ) -> None:
         self.upstream = upstream
+        self.limits = limits or CacheLimits()
         self.cache = cache
         self.registry = registry
         self.proxy_jid = proxy_jid
@@ -184,6 +199,16 @@ class Synchroniser:
             return
         if known is None and len(self.cache.nodes()) >= MAX_NODES:
             log.warning("pubsub: %d nodes cached; not caching %s/%s", MAX_NODES, service, name)
+            return
+        if known is None and self.cache.count_on(service) >= self.limits.max_nodes_per_service:
+            # Anyone able to create open nodes there could otherwise fill the cache.
+            log.info(
+                "pubsub: %s has pubsub.max_nodes_per_service (%d) nodes cached; "
+                "%s passed through, not cached",
+                service,
+                self.limits.max_nodes_per_service,
+                name,
+            )
             return
         try:
             node = known or await self.cache.ensure(service, name, analyser)
@@ -466,6 +491,14 @@ class Synchroniser:
         )
 
     def _item_input(self, node: NodeState, item: ReceivedItem) -> ItemInput:
+        size = utf8_size(item.payload)
+        if size > self.limits.max_item_bytes:
+            # Caching the node without this item would answer differently from upstream:
+            # the node is served from upstream instead (the sync fails, retried later).
+            raise SyncFailed(
+                f"item {item.item_id!r} is {size} bytes, over pubsub.max_item_bytes "
+                f"({self.limits.max_item_bytes})"
+            )
         parsed = None
         analyser = self.registry.match(node.service, node.name, item.namespace)
         if analyser is not None and analyser.parser and item.element is not None:

@@ -20,6 +20,7 @@ from component.xmpp.backoff import Backoff
 from component.xmpp.errors import make_error
 from component.xmpp.namespaces import COMPONENT_NS
 from component.xmpp.privilege import HostPrivileges, parse_advertisement
+from component.xmpp.stanzasize import answers, size_over, size_refusal
 from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class ServiceComponent(ComponentXMPP):
 
     #: label value for metrics and log lines: "multicast" or "pubsub"
     service_name = "service"
+    #: stanzas larger than this are refused before any handler runs (None: no limit)
+    max_stanza_bytes: int | None = None
 
     def __init__(
         self, jid: str, secret: str, host: str, port: int, trusted_hosts: frozenset[str]
@@ -80,7 +83,7 @@ class ServiceComponent(ComponentXMPP):
         # The server may accept a JID slixmpp's stricter stringprep rejects (an emoji
         # resource: unassigned in Python's Unicode 3.2). slixmpp would raise in every
         # handler reading it, log a traceback and answer even a result with an error.
-        if xml.tag in STANZA_TAGS and not self._jids_parse(xml):
+        if xml.tag in STANZA_TAGS and not (self._jids_parse(xml) and self._size_fits(xml)):
             return
         if xml.tag == IQ_TAG and xml.get("type") in ("get", "set") and _deeper_than(xml, MAX_DEPTH):
             self._refuse_deep(xml)
@@ -108,6 +111,37 @@ class ServiceComponent(ComponentXMPP):
             f"The stanza is nested more than {MAX_DEPTH} elements deep; Herald does not handle it."
         )
         self.send_element(error_reply(iq, "not-acceptable", text))
+
+    def size_limited(self, xml: ET.Element) -> bool:
+        """Whether max_stanza_bytes applies to this stanza (to every one, by default)."""
+        return True
+
+    def refused_for_size(self, xml: ET.Element) -> None:
+        """Called for each stanza refused or dropped for its size (metrics)."""
+
+    def _size_fits(self, xml: ET.Element) -> bool:
+        limit = self.max_stanza_bytes
+        if limit is None or not self.size_limited(xml):
+            return True
+        size = size_over(xml, limit)
+        if size is None:
+            return True
+        answer = answers(xml)
+        log.info(
+            "%s: %s %s from %r is over max_stanza_bytes (%d+ of %d): %s",
+            self.service_name,
+            xml.get("type", "normal"),
+            xml.tag.rpartition("}")[2],
+            xml.get("from", ""),
+            size,
+            limit,
+            "answered not-acceptable" if answer else "dropped",
+        )
+        self.refused_for_size(xml)
+        if answer:
+            key = f"{self.service_name}.max_stanza_bytes"
+            self.send_element(size_refusal(xml, self.boundjid.bare, limit, key))
+        return False
 
     def _jids_parse(self, xml: ET.Element) -> bool:
         """True when the stanza's JIDs parse; otherwise answer it if it wants an answer."""

@@ -47,6 +47,12 @@ class SilentComponent:
         while chunk := await reader.read(65536):
             self.received += chunk.count(b"<iq")
 
+    def send(self, text: str) -> None:
+        """Write raw stanzas: as a trusted component it may send from any JID of its
+        server (a remote domain minting JIDs, in the rate-limit tests)."""
+        assert self._writer is not None
+        self._writer.write(text.encode())
+
     async def stop(self) -> None:
         """Close the connection."""
         if self._task is not None:

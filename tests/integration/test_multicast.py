@@ -28,6 +28,7 @@ from tests.conftest import (
 )
 from tests.harness.client import TestClient
 from tests.harness.herald import settings_for
+from tests.harness.silent import SilentComponent
 
 pytestmark = pytest.mark.integration
 
@@ -312,6 +313,45 @@ async def test_refusals_deliver_to_nobody(
     await assert_nothing_delivered(users, "bob", "carol", "dave", "erin")
 
 
+def _flooded_header() -> ET.Element:
+    """One recipient and 300 delivered entries: only undelivered to/cc/bcc used to count."""
+    element = addresses(("to", BOB))
+    for n in range(300):
+        ET.SubElement(
+            element,
+            f"{{{NS}}}address",
+            {"type": "cc", "jid": f"u{n}@localhost", "delivered": "true"},
+        )
+    return element
+
+
+def _padded_header() -> ET.Element:
+    """One recipient, but a 40 KB header (over multicast.max_header_bytes, 32 KiB)."""
+    element = ET.Element(f"{{{NS}}}addresses")
+    ET.SubElement(element, f"{{{NS}}}address", {"type": "to", "jid": BOB, "desc": "x" * 40_000})
+    return element
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(_flooded_header(), "301 <address/> elements"), (_padded_header(), "header is too large")],
+    ids=["delivered-flood", "huge-header"],
+)
+async def test_header_limits_deliver_to_nobody(
+    heralds: list[Herald], users: dict[str, TestClient], header: ET.Element, expected: str
+) -> None:
+    """Issue 11: a header of delivered entries, or a huge one, was repeated in every copy."""
+    rejected = _samples("herald_multicast_stanzas_total")
+    send(users["alice"], MULTICAST_JID, header)
+    reply = await next_message(users["alice"])
+    print("reply:", reply["type"], reply["error"]["condition"], reply["error"]["text"])
+    assert reply["type"] == "error"
+    assert reply["error"]["condition"] == "not-acceptable"
+    assert expected in reply["error"]["text"]
+    await assert_nothing_delivered(users, "bob")
+    assert _samples("herald_multicast_stanzas_total") - rejected == 1
+
+
 async def test_remote_sender_may_not_relay(
     heralds: list[Herald], users: dict[str, TestClient]
 ) -> None:
@@ -332,6 +372,66 @@ async def test_rate_limit(server: XmppServer, tmp_path: Path, users: dict[str, T
         reply = await next_message(users["alice"])
         assert reply["error"]["condition"] == "resource-constraint"
         await assert_nothing_delivered(users, "bob")
+    finally:
+        await herald.stop()
+
+
+async def test_a_remote_domain_cannot_mint_jids_past_the_rate_limit(
+    server: XmppServer, tmp_path: Path, users: dict[str, TestClient]
+) -> None:
+    """Issue 11: the limit was keyed on the bare JID, which a remote domain mints at will.
+
+    Default settings: remote.localhost's server (here a trusted component there) sends
+    one stanza from each of 40 fresh JIDs, the remote-domain burst; its real user dave
+    is then over the limit too, though he has sent nothing yet.
+    """
+    if server.name != "prosody":
+        pytest.skip("remote.localhost's trusted component exists on the Prosody topology")
+    herald = await start_herald(server, tmp_path, "remote-rl", max_recipients=50)
+    minter = SilentComponent(
+        REMOTE_MULTICAST_JID, REMOTE_MULTICAST_SECRET, server.port_of(REMOTE_MULTICAST_JID)
+    )
+    await minter.start()
+    try:
+        header = ET.tostring(addresses(("to", BOB)), encoding="unicode")
+        minter.send(
+            "".join(
+                f"<message from='x{n}@{REMOTE_DOMAIN}' to='{MULTICAST_JID}' id='x{n}'>"
+                f"<body>minted</body>{header}</message>"
+                for n in range(40)
+            )
+        )
+        for _ in range(40):
+            assert (await next_message(users["bob"]))["body"] == "minted"
+        rejected = _samples("herald_multicast_stanzas_total")
+        send(users["dave"], MULTICAST_JID, addresses(("to", BOB)))
+        reply = await next_message(users["dave"])
+        print("dave, after 40 minted senders:", reply["type"], reply["error"]["text"])
+        assert reply["error"]["condition"] == "resource-constraint"
+        assert REMOTE_DOMAIN in reply["error"]["text"]
+        await assert_nothing_delivered(users, "bob")
+        assert _samples("herald_multicast_stanzas_total") - rejected == 1
+    finally:
+        await minter.stop()
+        await herald.stop()
+
+
+async def test_a_stanza_over_max_stanza_bytes_is_refused(
+    server: XmppServer, tmp_path: Path, users: dict[str, TestClient]
+) -> None:
+    herald = await start_herald(server, tmp_path, "size", max_stanza_bytes=4096)
+    try:
+        rejected = _samples("herald_multicast_stanzas_total")
+        send(users["alice"], MULTICAST_JID, addresses(("to", BOB)), body="x" * 5000)
+        reply = await next_message(users["alice"])
+        print("reply:", reply["type"], reply["error"]["condition"], reply["error"]["text"])
+        assert reply["type"] == "error"
+        assert reply["error"]["condition"] == "not-acceptable"
+        assert "multicast.max_stanza_bytes" in reply["error"]["text"]
+        await assert_nothing_delivered(users, "bob")
+        assert _samples("herald_multicast_stanzas_total") - rejected == 1
+        send(users["alice"], MULTICAST_JID, addresses(("to", BOB)), body="x" * 3000)
+        assert (await next_message(users["bob"]))["body"] == "x" * 3000  # under it: delivered
     finally:
         await herald.stop()
 

@@ -384,6 +384,66 @@ async def test_a_node_beyond_max_items_per_node_is_never_served_short(
         await herald.stop()
 
 
+async def test_a_node_with_an_item_over_max_item_bytes_is_served_not_cached(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    """Issue 11: with a sync rule matching, any open node was cached, whatever its items'
+    size. With the defaults, an item over pubsub.max_item_bytes (64 KiB) keeps its node
+    out of the cache: served from upstream, whole, never partly."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-huge")
+    await owner.create(node, items=1)
+    huge = entry("huge")
+    huge.find(f"{{{ATOM}}}content").text = "z" * 70_000  # type: ignore[union-attr]
+    await owner.ps.publish(UPSTREAM_JID, node, id="huge", payload=huge, timeout=5)
+    alice = clients["alice"]
+    got, _, _ = await get_items(alice, node)
+    assert got == ["item-000", "huge"]
+    service = proxy_of(proxy)
+
+    async def given_up() -> bool:
+        state = service.cache.node(UPSTREAM_JID, node)
+        return state is not None and state.sync_state == "error"
+
+    await until(given_up)
+    hits = requests(proxy, "items", "hit")
+    got, _, reply = await get_items(alice, node)
+    size = max(len(c.text or "") for c in reply.xml.iter(f"{{{ATOM}}}content"))
+    print("after the sync gave up:", got, "content chars:", size)
+    assert got == ["item-000", "huge"]
+    assert size == 70_000
+    assert requests(proxy, "items", "hit") == hits  # from upstream, not the cache
+    state = service.cache.node(UPSTREAM_JID, node)
+    assert state is not None
+    assert not state.serves_from_cache
+
+
+async def test_a_request_over_max_stanza_bytes_is_refused_unforwarded(
+    server: XmppServer, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    owner = Owner(clients["olivia"])
+    node = unique("blog-size")
+    await owner.create(node, items=1)
+    herald = await start_proxy(server, db_url, max_stanza_bytes=4096)
+    try:
+        big = entry("big")
+        big.find(f"{{{ATOM}}}content").text = "z" * 5000  # type: ignore[union-attr]
+        with pytest.raises(IqError) as info:
+            await (
+                clients["olivia"]
+                .plugin["xep_0060"]
+                .publish(PROXY_JID, node, id="big", payload=big, timeout=5)
+            )
+        error = info.value.iq["error"]
+        print("publish through the proxy:", error["condition"], error["text"])
+        assert error["condition"] == "not-acceptable"
+        assert "pubsub.max_stanza_bytes" in error["text"]
+        got, _, _ = await get_items(clients["alice"], node)  # a small request: served
+        assert got == ["item-000"]  # and the big item never reached upstream
+    finally:
+        await herald.stop()
+
+
 async def test_a_node_no_longer_open_is_dropped(
     proxy: Herald, clients: dict[str, TestClient]
 ) -> None:

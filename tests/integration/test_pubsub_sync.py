@@ -55,6 +55,7 @@ class ScriptedUpstream:
         self.items = ["a", "b", "c"]
         self.calls: list[str] = []
         self.delay = 0.0  # seconds each items request takes
+        self.padding: dict[str, int] = {}  # item id -> characters added to its payload
 
     async def as_herald(self, iq_type: str, to: str, payload: ET.Element) -> ET.Element:
         child = payload[0] if len(payload) else payload
@@ -76,7 +77,8 @@ class ScriptedUpstream:
         # By id, like Prosody: only the items it still holds.
         wanted = {e.get("id") for e in payload.iter(f"{{{PS}}}item")}
         body = "".join(
-            f'<item id="{i}"><entry xmlns="http://www.w3.org/2005/Atom"><title>{i}</title>'
+            f'<item id="{i}"><entry xmlns="http://www.w3.org/2005/Atom">'
+            f"<title>{i}{'x' * self.padding.get(i, 0)}</title>"
             "</entry></item>"
             for i in self.items
             if not wanted or i in wanted

@@ -7,7 +7,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from component.multicast.ratelimit import RateLimiter
+from component.multicast.ratelimit import RateLimiter, SenderLimits
 from component.multicast.routes import choose_route
 from component.xmpp.backoff import Backoff
 from component.xmpp.privilege import HostPrivileges, parse_advertisement, wrap_message
@@ -107,3 +107,21 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert len(set(delays)) == len(delays)
     backoff.reset()
     assert backoff.next_delay() <= 0.5
+
+
+def test_remote_senders_share_one_bucket_per_domain() -> None:
+    # Issue 11: a remote domain minting bare JIDs got a fresh bucket for each.
+    limits = SenderLimits(
+        RateLimiter(per_minute=60, burst=2),
+        RateLimiter(per_minute=60, burst=3),
+        frozenset({"example.org"}),
+    )
+    minted = [limits.refusal(f"x{n}@evil.org", 0.0) for n in range(4)]
+    print("minted senders:", minted)
+    assert minted[:3] == [None, None, None]
+    assert minted[3] == "Too many multicast stanzas from evil.org; wait a little and try again."
+    assert limits.refusal("x9@EVIL.org", 0.0) is not None  # domains compare lowercased
+    assert limits.refusal("y@other.net", 0.0) is None  # another domain has its own bucket
+    # local users keep one bucket each
+    assert [limits.refusal("alice@example.org", 0.0) for _ in range(3)][2] is not None
+    assert limits.refusal("bob@example.org", 0.0) is None

@@ -186,3 +186,42 @@ def test_a_bare_noreply_is_accepted_and_kept() -> None:
     parsed = parse_addresses(header("<address type='noreply'/>"))
     assert parsed.addresses == (Address(type=AddressType.NOREPLY),)
     assert attributes(render_addresses(parsed)) == attributes(header("<address type='noreply'/>"))
+
+
+# -- limits (issue 11): every <address/> counts, and the header's size ------------------
+
+
+def test_delivered_and_replyto_entries_count_against_max_addresses() -> None:
+    # Issue 11: only undelivered to/cc/bcc counted, so thousands of delivered or
+    # replyto entries passed, and every copy repeated them.
+    body = "<address type='to' jid='bob@example.org'/>" + "".join(
+        f"<address type='{kind}' jid='u{n}@example.org' delivered='true'/>"
+        if kind == "cc"
+        else f"<address type='{kind}' jid='u{n}@example.org'/>"
+        for n, kind in enumerate(["cc", "replyto"] * 150)
+    )
+    with pytest.raises(AddressError) as refused:
+        parse_addresses(header(body), max_addresses=200)
+    print("refused:", refused.value.condition, refused.value.text)
+    assert refused.value.condition == "not-acceptable"
+    assert "301 <address/> elements" in refused.value.text
+    assert "limit is 200" in refused.value.text
+    assert len(parse_addresses(header(body), max_addresses=301).addresses) == 301
+
+
+def test_a_header_over_max_bytes_is_refused() -> None:
+    padded = header(f"<address type='to' jid='bob@example.org' desc='{'x' * 5000}'/>")
+    with pytest.raises(AddressError) as refused:
+        parse_addresses(padded, max_addresses=200, max_bytes=4096)
+    print("refused:", refused.value.text)
+    assert refused.value.condition == "not-acceptable"
+    assert "limit is 4096" in refused.value.text
+    assert parse_addresses(padded, max_addresses=200, max_bytes=8192).addresses
+
+
+def test_header_size_counts_utf8_bytes() -> None:
+    from component.multicast.addresses import header_size
+
+    ascii_size = header_size(header("<address type='to' jid='bob@example.org' desc='ab'/>"))
+    wide_size = header_size(header("<address type='to' jid='bob@example.org' desc='éé'/>"))
+    assert wide_size == ascii_size + 2

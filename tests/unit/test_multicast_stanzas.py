@@ -220,3 +220,56 @@ class MulticastStanzaTest(StreamTest):
                          type="unavailable"/>"""
         )
         self.expect(None)
+
+    def test_a_header_of_delivered_entries_is_refused_and_delivered_to_nobody(self) -> None:
+        # Issue 11: only undelivered to/cc/bcc counted against a limit.
+        self.start(sender_mode="trusted", max_addresses=4)
+        done = "".join(
+            f'<address type="cc" jid="u{n}@example.org" delivered="true"/>' for n in range(4)
+        )
+        self.deliver(
+            f"""<message from="alice@example.org/desk" to="multicast.example.org" id="m9">
+                  <addresses xmlns="{ADDR}">
+                    <address type="to" jid="bob@example.org"/>{done}
+                  </addresses>
+                </message>"""
+        )
+        self.expect(
+            f"""<message from="multicast.example.org" to="alice@example.org/desk" id="m9"
+                 type="error"><error type="modify"><not-acceptable xmlns="{ERR}"/>
+                 <text xmlns="{ERR}" xml:lang="en">Too many addresses: 5 &lt;address/&gt;
+ elements of any type; the limit is 4.</text></error></message>""".replace("\n ", " ")
+        )
+        self.expect(None)
+
+    def test_a_stanza_over_max_stanza_bytes_is_refused_unread(self) -> None:
+        self.start(sender_mode="trusted", max_stanza_bytes=1024)
+        big = "x" * 2000
+        self.deliver(
+            f"""<message from="alice@example.org/desk" to="multicast.example.org" id="m8">
+                  <body>{big}</body>
+                  <addresses xmlns="{ADDR}"><address type="to" jid="bob@example.org"/></addresses>
+                </message>"""
+        )
+        self.expect(
+            f"""<message from="multicast.example.org" to="alice@example.org/desk" id="m8"
+                 type="error"><error type="modify"><not-acceptable xmlns="{ERR}"/>
+                 <text xmlns="{ERR}" xml:lang="en">The stanza is too large: this service
+ accepts at most 1024 bytes (multicast.max_stanza_bytes).</text></error></message>""".replace(
+                "\n ", " "
+            )
+        )
+        self.expect(None)
+        # results, errors, and a server's messages are dropped, never answered
+        self.deliver(
+            f'<iq type="result" from="example.org" to="multicast.example.org" id="r1">'
+            f'<query xmlns="http://jabber.org/protocol/disco#info"><x>{big}</x></query></iq>'
+        )
+        self.deliver(
+            f'<message type="error" from="bob@example.org" to="multicast.example.org">'
+            f"<body>{big}</body></message>"
+        )
+        self.deliver(
+            f'<message from="example.org" to="multicast.example.org"><body>{big}</body></message>'
+        )
+        self.expect(None)
