@@ -335,9 +335,9 @@ class Cache:
         async with self.sessions() as session:
             for n in range(max((len(steps) for _, steps in changes), default=0)):
                 phase = [(node, steps[n]) for node, steps in changes if n < len(steps)]
-                for node, step in phase:
-                    if step.retracted:
-                        await repo.retract_items(session, node.id, step.retracted)
+                retracting = {node.id: step.retracted for node, step in phase if step.retracted}
+                if retracting:
+                    await repo.retract_items_of_nodes(session, retracting)
                 publishing = {node.id: (node, step) for node, step in phase if step.published}
                 held: dict[int, list[str]] = {}
                 if publishing:

@@ -34,6 +34,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -550,6 +551,21 @@ async def upsert_items_of_nodes(
 async def retract_items(session: AsyncSession, node_id: int, item_ids: Iterable[str]) -> int:
     """Delete these items of the node; return how many existed."""
     return await _delete_ids(session, node_id, item_ids)
+
+
+@_observed
+async def retract_items_of_nodes(session: AsyncSession, ids: Mapping[int, Iterable[str]]) -> int:
+    """retract_items for several nodes in one statement; return how many existed."""
+    pairs = list(dict.fromkeys((node_id, i) for node_id, some in ids.items() for i in some))
+    removed = 0
+    for start in range(0, len(pairs), _CHUNK):
+        result = await session.execute(
+            delete(_ITEMS).where(
+                tuple_(_ITEMS.c.node_id, _ITEMS.c.item_id).in_(pairs[start : start + _CHUNK])
+            )
+        )
+        removed += _rowcount(result)
+    return removed
 
 
 @_observed
