@@ -52,7 +52,10 @@ Notification throughput. --publishers connections of olivia publish --tp-publish
   herald   to --tp-nodes cached blog-* nodes, with Herald alone subscribed: the lag is
            olivia's send -> the item's row in Herald's database (polled every 2 ms by a
            thread of this process; Herald writes the database before it serves from it)
-"applied/s" is items over the time from the first send to the last one seen.
+"applied/s" is items over the time from the first send to the last one seen. "herald cpu
+ms/item" is Herald's CPU time (user + system, from /proc) over the phase per publication:
+unlike the rates, it holds on a loaded machine (in the ceiling phase Herald sees none of
+the publications: what it costs to sit idle).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
 import sqlite3
 import tempfile
@@ -272,6 +276,7 @@ class Throughput:
     accept_rate: float = 0.0  # publish replies/s
     applied_rate: float = 0.0
     lags: list[float] = field(default_factory=list)
+    cpu: float = math.nan  # Herald's CPU seconds (user + system) over the phase
 
 
 class Run:
@@ -525,15 +530,28 @@ class Run:
             await self._client(RawClient, f"{OWNER}/pub{i}", USERS["olivia"])
             for i in range(args.publishers)
         ]
+        cpu = self.herald_cpu()
         ceiling = await self._publish_all(publishers, feeds, "c", self.arrivals)
+        ceiling.cpu = self.herald_cpu() - cpu
         seen: dict[tuple[str, str, str], float] = {}
         watcher = DbWatcher(self.db, self.db_url, self.root / "herald.db", seen)
         watcher.start()
         try:
+            cpu = self.herald_cpu()
             herald = await self._publish_all(publishers, blogs, "h", seen)
+            herald.cpu = self.herald_cpu() - cpu
         finally:
             watcher.stop()
         return ceiling, herald
+
+    def herald_cpu(self) -> float:
+        """Herald's CPU seconds so far (user + system): what a notification costs it
+        holds however loaded the machine is, unlike the rates."""
+        assert self.herald is not None
+        assert self.herald.process is not None
+        with open(f"/proc/{self.herald.process.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def _publish_all(
         self,
@@ -690,7 +708,7 @@ def report_throughput(label: str, ceiling: Throughput, herald: Throughput) -> di
     print(f"\n-- {label}: notification throughput --")
     print(
         f"{'path':<34} {'published':>9} {'accepted/s':>10} {'applied/s':>9}"
-        f" {'lag p50 ms':>10} {'p99 ms':>7} {'lost':>5}"
+        f" {'lag p50 ms':>10} {'p99 ms':>7} {'lost':>5} {'herald cpu ms/item':>18}"
     )
     for name, t in (
         ("ceiling: direct subscriber", ceiling),
@@ -699,6 +717,7 @@ def report_throughput(label: str, ceiling: Throughput, herald: Throughput) -> di
         print(
             f"{name:<34} {t.sent:>9} {t.accept_rate:>10.0f} {t.applied_rate:>9.0f}"
             f" {ms(pct(t.lags, 50)):>10} {ms(pct(t.lags, 99)):>7} {t.sent - t.seen:>5}"
+            f" {t.cpu * 1000 / max(1, t.sent):>18.2f}"
         )
     ratio = herald.applied_rate / ceiling.applied_rate if ceiling.applied_rate else math.nan
     p99 = pct(herald.lags, 99)
@@ -713,6 +732,7 @@ def report_throughput(label: str, ceiling: Throughput, herald: Throughput) -> di
         "ceiling/s": f"{ceiling.applied_rate:.0f}",
         "ratio": f"{ratio:.2f}x",
         "lag p99 ms": ms(p99),
+        "cpu ms/item": f"{herald.cpu * 1000 / max(1, herald.sent):.2f}",
     }
 
 
@@ -778,7 +798,7 @@ async def main(args: argparse.Namespace) -> None:
             results.update(await run_server(args, name, Path(tmp)))
     if len(results) > 1:
         print("\nside by side: proxy staleness p99 ms per kind, and throughput")
-        keys = [*KINDS, "applied/s", "ceiling/s", "ratio", "lag p99 ms"]
+        keys = [*KINDS, "applied/s", "ceiling/s", "ratio", "lag p99 ms", "cpu ms/item"]
         print(f"  {'':<16}" + "".join(f"{label:>22}" for label in results))
         for key in keys:
             print(f"  {key:<16}" + "".join(f"{r.get(key, '-'):>22}" for r in results.values()))

@@ -38,5 +38,9 @@ class KeyedLocks(Generic[K]):
             else:
                 self._locks[key] = (lock, users - 1)
 
+    def locked(self, key: K) -> bool:
+        """Whether someone holds or waits for the key's lock."""
+        return key in self._locks
+
     def __len__(self) -> int:
         return len(self._locks)

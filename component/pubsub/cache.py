@@ -38,6 +38,16 @@ def utcnow() -> datetime:
 
 
 @dataclass(frozen=True)
+class ItemStep:
+    """One notification's changes to a node's items: retractions, then publications."""
+
+    retracted: tuple[str, ...]
+    published: tuple[ItemInput, ...]
+    # The service moves a republished item to the newest place.
+    move_republished: bool = False
+
+
+@dataclass(frozen=True)
 class NodeState:
     """What the request path needs to know about a node, held in memory."""
 
@@ -300,19 +310,91 @@ class Cache:
         past only ours, upstream still has what went, and the node is truncated.
         """
         async with self.sessions() as session:
-            await repo.upsert_items(session, node.id, items, utcnow())
-            if moved:
-                await repo.restamp_items(session, node.id, moved)
-            trimmed = await repo.trim_items(session, node.id, self.limit(node))
-            record = None
-            upstream_keeps_more = (
-                node.upstream_max_items is None or node.upstream_max_items > self.max_items_per_node
-            )
-            if trimmed and upstream_keeps_more and not node.truncated:
-                record = await repo.set_node_state(session, node.id, now=utcnow(), truncated=True)
+            record = await self._store(session, node, items, moved)
             await session.commit()
         self._drop_items(node.id)
         return self._remember(node, record)
+
+    async def _store(
+        self,
+        session: AsyncSession,
+        node: NodeState,
+        items: Sequence[ItemInput],
+        moved: Sequence[str],
+    ) -> NodeRecord | None:
+        """upsert_items' writes, in the caller's transaction; the new record if the
+        node's state changed."""
+        await repo.upsert_items(session, node.id, items, utcnow())
+        if moved:
+            await repo.restamp_items(session, node.id, moved)
+        return await self._trim(session, node)
+
+    async def _trim(self, session: AsyncSession, node: NodeState) -> NodeRecord | None:
+        trimmed = await repo.trim_items(session, node.id, self.limit(node))
+        upstream_keeps_more = (
+            node.upstream_max_items is None or node.upstream_max_items > self.max_items_per_node
+        )
+        if trimmed and upstream_keeps_more and not node.truncated:
+            return await repo.set_node_state(session, node.id, now=utcnow(), truncated=True)
+        return None
+
+    async def apply_steps(
+        self, changes: Sequence[tuple[NodeState, Sequence[ItemStep]]]
+    ) -> list[tuple[NodeState, list[list[str]]]]:
+        """Apply item changes to several nodes in one transaction (a group commit).
+
+        Each node's steps apply in order, as retract_items then upsert_items would;
+        the nodes' n-th steps share their statements. Returns each node's new state
+        and, per step, the published ids it already held (republications), oldest
+        first. Nothing changes, in the database or in memory, unless all commits.
+
+        Nodes whose items are in memory (requested lately) get them re-read in the
+        same transaction: their next requests are answered from memory, not the
+        database, while notifications keep coming.
+        """
+        records: dict[int, NodeRecord] = {}
+        again: dict[int, list[list[str]]] = {node.id: [] for node, _ in changes}
+        versions = self._version
+        hot = {node.id: versions.get(node.id, 0) for node, _ in changes if node.id in self._items}
+        fresh: dict[int, list[ItemRecord]] = {}
+        async with self.sessions() as session:
+            for n in range(max((len(steps) for _, steps in changes), default=0)):
+                phase = [(node, steps[n]) for node, steps in changes if n < len(steps)]
+                retracting = {node.id: step.retracted for node, step in phase if step.retracted}
+                if retracting:
+                    await repo.retract_items_of_nodes(session, retracting)
+                publishing = {node.id: (node, step) for node, step in phase if step.published}
+                held: dict[int, list[str]] = {}
+                if publishing:
+                    ids = {i: [x.item_id for x in s.published] for i, (_, s) in publishing.items()}
+                    held = await repo.held_ids_of_nodes(session, ids)
+                    await repo.upsert_items_of_nodes(
+                        session, {i: s.published for i, (_, s) in publishing.items()}, utcnow()
+                    )
+                    counts = await repo.count_items_of_nodes(session, list(publishing))
+                    for node_id, (node, step) in publishing.items():
+                        if step.move_republished and held[node_id]:
+                            await repo.restamp_items(session, node_id, held[node_id])
+                        current = _state(records[node_id]) if node_id in records else node
+                        if counts.get(node_id, 0) > self.limit(current):
+                            record = await self._trim(session, current)
+                            if record is not None:
+                                records[node_id] = record
+                for node, _ in phase:
+                    again[node.id].append(held.get(node.id, []))
+            if hot:
+                fresh = await repo.items_of_nodes(session, list(hot))
+            await session.commit()
+        out = []
+        for node, _ in changes:
+            # Kept only if nothing else changed the node's items meanwhile.
+            keep = node.id in fresh and self._version.get(node.id, 0) == hot[node.id]
+            self._drop_items(node.id)
+            state = self._remember(node, records.get(node.id))
+            if keep and state.serves_from_cache:
+                self._hold(node.id, fresh[node.id])
+            out.append((state, again[node.id]))
+        return out
 
     async def held(self, node: NodeState, item_ids: Sequence[str]) -> list[ItemRecord]:
         """The node's items with these ids (oldest first), from memory when hot."""

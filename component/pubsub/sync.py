@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from xml.etree import ElementTree as ET
@@ -19,9 +20,10 @@ from component.background import Background
 from component.keyed_locks import KeyedLocks
 from component.paging import RsmRequest
 from component.pubsub.access import NodeMeta, access_of, parse_node_meta, shareable
-from component.pubsub.cache import Cache, NodeState, utcnow
+from component.pubsub.cache import Cache, ItemStep, NodeState, utcnow
 from component.pubsub.eviction import EvictionWatch
 from component.pubsub.fetching import PAGE, FetchedPage, FullFetch
+from component.pubsub.group_commit import GroupCommit
 from component.pubsub.leases import abandoned_by, this_process
 from component.pubsub.openness import OpenNodes
 from component.pubsub.ordering import RepublishOrder
@@ -136,7 +138,11 @@ class Synchroniser:
         # runs each stanza's handler as its own task, and a retract must not overtake
         # its publish. Other nodes' notifications do not wait.
         self._order: KeyedLocks[tuple[str, str]] = KeyedLocks()
-        self._queued: dict[tuple[str, str], list[NodeEvent]] = {}
+        # Publications and retractions with payloads, for nodes nothing else holds,
+        # are written for many nodes in one transaction; the rest node by node.
+        self._groups: GroupCommit[tuple[str, str], NodeEvent] = GroupCommit(
+            self._apply_together, self._apply_alone, self._alone_only
+        )
         self._considered: dict[tuple[str, str], float] = {}
         self._rechecked: dict[int, float] = {}
         # Every metadata read lands here, so a node found closed for any reason stops
@@ -271,6 +277,7 @@ class Synchroniser:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        await self._groups.close()
         await self.evictions.close()
         await self._chores.close()
 
@@ -513,20 +520,60 @@ class Synchroniser:
         One that cannot be applied takes the node out of service until a re-fetch:
         nothing is dropped while the node goes on being served.
         """
-        key = (service, event.node)
-        self._queued.setdefault(key, []).append(event)
+        await self._groups.submit((service, event.node), event)
+
+    def _alone_only(self, key: tuple[str, str], events: list[NodeEvent]) -> bool:
+        """Whether the node's events must be applied on their own, not in a group."""
+        node = self.cache.node(*key)
+        return (
+            node is None
+            or node.id in self._pending
+            or self._order.locked(key)
+            or not all(
+                event.kind == "items" and all(item.payload for item in event.published)
+                for event in events
+            )
+        )
+
+    async def _apply_alone(self, key: tuple[str, str], events: list[NodeEvent]) -> None:
+        service, name = key
         async with self._order.hold(key):
-            # Whoever gets the node's turn applies everything queued for it by then, in
-            # arrival order: under a burst, one transaction per batch instead of one per
-            # notification (the later callers find their events applied).
-            batch = self._queued.pop(key, [])
             try:
-                for run in coalesced(batch):
+                for run in coalesced(events):
                     await self._apply(service, run)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.out_of_service(service, event.node, f"{event.kind} notification: {exc!r}")
+                self.out_of_service(service, name, f"{events[-1].kind} notification: {exc!r}")
+
+    async def _apply_together(self, group: dict[tuple[str, str], list[NodeEvent]]) -> None:
+        """Publications and retractions for several nodes, in one transaction."""
+        async with AsyncExitStack() as stack:
+            for key in group:
+                await stack.enter_async_context(self._order.hold(key))
+            changes: list[tuple[NodeState, list[ItemStep]]] = []
+            moves: list[bool | None] = []
+            for (service, name), events in group.items():
+                node = self.cache.node(service, name)
+                if node is None:
+                    continue
+                moves.append(self.order.moves(service))
+                steps = [
+                    ItemStep(
+                        run.retracted,
+                        tuple(self._item_input(node, item) for item in run.published),
+                        bool(moves[-1]),
+                    )
+                    for run in coalesced(events)
+                ]
+                changes.append((node, steps))
+            applied = await self.cache.apply_steps(changes)
+            for (_, steps), (node, again), moving in zip(changes, applied, moves, strict=True):
+                for step, held in zip(steps, again, strict=True):
+                    if step.published:
+                        self.evictions.published(node, len(step.published))
+                    if held and moving is None:
+                        await self._learn_order(node, held)
 
     def out_of_service(self, service: str, name: str, why: str) -> None:
         """Stop answering the node from the cache, and fetch it again."""

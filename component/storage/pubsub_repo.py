@@ -18,7 +18,7 @@ comparison then orders correctly) and tagged UTC when it is read back.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, Final, ParamSpec, TypeVar
@@ -34,6 +34,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -463,13 +464,17 @@ async def release_sync(
 async def _upsert(
     session: AsyncSession, node_id: int, items: Sequence[ItemInput], now: datetime
 ) -> int:
+    return await _upsert_rows(session, _rows(node_id, items, now))
+
+
+def _rows(node_id: int, items: Sequence[ItemInput], now: datetime) -> list[dict[str, Any]]:
     # One row per item id, at its first position with its last content: what applying
     # the items one after another gives. PostgreSQL also refuses a multi-row ON
     # CONFLICT DO UPDATE that touches one row twice, which executemany batches can be.
     latest: dict[str, ItemInput] = {}
     for item in items:
         latest[item.item_id] = item
-    rows = [
+    return [
         {
             "node_id": node_id,
             "item_id": item.item_id,
@@ -481,6 +486,9 @@ async def _upsert(
         }
         for item in latest.values()
     ]
+
+
+async def _upsert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     # The column's JSON type would store None as the JSON text 'null'; no parsed form
@@ -528,9 +536,36 @@ async def upsert_items(
 
 
 @_observed
+async def upsert_items_of_nodes(
+    session: AsyncSession, items: Mapping[int, Sequence[ItemInput]], now: datetime
+) -> int:
+    """upsert_items for several nodes in one statement (node id -> its items, oldest
+    first); return how many rows were written."""
+    now = _utc(now)
+    return await _upsert_rows(
+        session, [row for node_id, some in items.items() for row in _rows(node_id, some, now)]
+    )
+
+
+@_observed
 async def retract_items(session: AsyncSession, node_id: int, item_ids: Iterable[str]) -> int:
     """Delete these items of the node; return how many existed."""
     return await _delete_ids(session, node_id, item_ids)
+
+
+@_observed
+async def retract_items_of_nodes(session: AsyncSession, ids: Mapping[int, Iterable[str]]) -> int:
+    """retract_items for several nodes in one statement; return how many existed."""
+    pairs = list(dict.fromkeys((node_id, i) for node_id, some in ids.items() for i in some))
+    removed = 0
+    for start in range(0, len(pairs), _CHUNK):
+        result = await session.execute(
+            delete(_ITEMS).where(
+                tuple_(_ITEMS.c.node_id, _ITEMS.c.item_id).in_(pairs[start : start + _CHUNK])
+            )
+        )
+        removed += _rowcount(result)
+    return removed
 
 
 @_observed
@@ -619,6 +654,53 @@ async def get_items_by_ids(
             found.append((item.created, row.id, item))
     found.sort(key=lambda entry: (entry[0], entry[1]))
     return [item for _, _, item in found]
+
+
+@_observed
+async def held_ids_of_nodes(
+    session: AsyncSession, ids: Mapping[int, Iterable[str]]
+) -> dict[int, list[str]]:
+    """Which of these ids each node holds, oldest first: get_items_by_ids without the
+    payloads, for several nodes in one query (republication or new item?)."""
+    wanted = {(node_id, item_id) for node_id, some in ids.items() for item_id in some}
+    found: dict[int, list[tuple[datetime, int, str]]] = {node_id: [] for node_id in ids}
+    every = list(dict.fromkeys(item_id for _, item_id in wanted))
+    for chunk in _chunks(every):
+        query = select(_ITEMS.c.node_id, _ITEMS.c.id, _ITEMS.c.created, _ITEMS.c.item_id).where(
+            _ITEMS.c.node_id.in_(list(ids)), _ITEMS.c.item_id.in_(chunk)
+        )
+        for row in await session.execute(query):
+            if (row.node_id, row.item_id) in wanted:
+                found[row.node_id].append((_from_db(row.created), row.id, row.item_id))
+    return {node_id: [i for _, _, i in sorted(held)] for node_id, held in found.items()}
+
+
+@_observed
+async def items_of_nodes(
+    session: AsyncSession, node_ids: Iterable[int]
+) -> dict[int, list[ItemRecord]]:
+    """Every item of each of these nodes, oldest first, in one query."""
+    wanted = list(node_ids)
+    found: dict[int, list[ItemRecord]] = {node_id: [] for node_id in wanted}
+    query = (
+        select(_ITEMS.c.node_id, *_ITEM_COLUMNS)
+        .where(_ITEMS.c.node_id.in_(wanted))
+        .order_by(_ITEMS.c.node_id, *_CHRONOLOGICAL)
+    )
+    for row in await session.execute(query):
+        found[row.node_id].append(_item(row._mapping))
+    return found
+
+
+@_observed
+async def count_items_of_nodes(session: AsyncSession, node_ids: Iterable[int]) -> dict[int, int]:
+    """How many items each of these nodes holds (absent: none)."""
+    query = (
+        select(_ITEMS.c.node_id, func.count())
+        .where(_ITEMS.c.node_id.in_(list(node_ids)))
+        .group_by(_ITEMS.c.node_id)
+    )
+    return {node_id: count for node_id, count in await session.execute(query)}
 
 
 def _not_in_result_set(uid: str) -> PagingError:

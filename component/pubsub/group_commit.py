@@ -1,0 +1,125 @@
+"""Group commit: notifications for many nodes applied together, each node's in order.
+
+One transaction per notification (or per node's burst) costs a commit each, and on
+SQLite every writer waits for the one write lock in turn. Under load, whatever has
+queued up while the previous group was being written goes in the next group: the
+more notifications arrive, the more each commit carries. Per-node order holds since
+a node's events are taken in arrival order and a node is never in two groups, or in
+a group and on its own, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Hashable, Sequence
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+E = TypeVar("E")
+
+# How many nodes one group takes at most: bounds a transaction's size, and what is
+# re-applied node by node when a group fails.
+MAX_GROUP = 500
+
+
+class GroupCommit(Generic[K, E]):
+    """Queues events by key and hands them out in groups.
+
+    together(group) applies a group of keys' events in one go and raises if it could
+    not (nothing then applied); alone(key, events) applies one key's events on its
+    own and handles its own failures. alone_only(key, events) says which keys cannot
+    join a group now (a node busy with a sync, an event needing upstream reads).
+    """
+
+    def __init__(
+        self,
+        together: Callable[[dict[K, list[E]]], Coroutine[Any, Any, None]],
+        alone: Callable[[K, list[E]], Coroutine[Any, Any, None]],
+        alone_only: Callable[[K, list[E]], bool],
+    ) -> None:
+        self._together = together
+        self._alone = alone
+        self._alone_only = alone_only
+        self._queued: dict[K, list[tuple[E, asyncio.Future[None]]]] = {}
+        self._busy: dict[K, asyncio.Task[None]] = {}  # keys being applied on their own
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, key: K, event: E) -> None:
+        """Queue the event; return once it is applied (or its failure handled)."""
+        done = asyncio.get_running_loop().create_future()
+        self._queued.setdefault(key, []).append((event, done))
+        self._kick()
+        await done
+
+    def pending(self) -> int:
+        """Events queued and not yet taken."""
+        return sum(len(queued) for queued in self._queued.values())
+
+    async def close(self) -> None:
+        """Stop applying; what is queued is dropped (its waiters are cancelled)."""
+        tasks = [t for t in (self._worker, *self._busy.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for queued in self._queued.values():
+            for _, done in queued:
+                done.cancel()
+        self._queued.clear()
+
+    def _kick(self) -> None:
+        idle = self._worker is None or self._worker.done()
+        if idle and any(key not in self._busy for key in self._queued):
+            self._worker = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            ready = [key for key in self._queued if key not in self._busy][:MAX_GROUP]
+            if not ready:
+                return
+            taken = {key: self._queued.pop(key) for key in ready}
+            group: dict[K, list[E]] = {}
+            for key, queued in taken.items():
+                events = [event for event, _ in queued]
+                if self._alone_only(key, events):
+                    self._start_alone(key, queued)
+                else:
+                    group[key] = events
+            if not group:
+                continue
+            try:
+                await self._together(group)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Nothing of the group was applied: each node on its own, so that
+                # only one that really cannot be applied is taken out of service.
+                log.info("pubsub: a group of %d nodes failed (%r); one by one", len(group), exc)
+                for key in group:
+                    self._start_alone(key, taken[key])
+                continue
+            for key in group:
+                _settle(taken[key])
+
+    def _start_alone(self, key: K, queued: list[tuple[E, asyncio.Future[None]]]) -> None:
+        self._busy[key] = task = asyncio.create_task(
+            self._alone(key, [event for event, _ in queued])
+        )
+
+        def finished(task: asyncio.Task[None]) -> None:
+            if self._busy.get(key) is task:
+                del self._busy[key]
+            _settle(queued)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("pubsub: applying notifications failed", exc_info=task.exception())
+            self._kick()
+
+        task.add_done_callback(finished)
+
+
+def _settle(queued: Sequence[tuple[object, asyncio.Future[None]]]) -> None:
+    for _, done in queued:
+        if not done.done():
+            done.set_result(None)

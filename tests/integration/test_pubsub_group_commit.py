@@ -1,0 +1,119 @@
+"""Notifications for several nodes applied in one transaction (group commit), on a
+real database with the scripted upstream of test_pubsub_sync.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from component.pubsub.cache import Cache, NodeState
+from component.pubsub.stanzas import NodeEvent, ReceivedItem
+from component.pubsub.sync import Synchroniser
+from component.storage import pubsub_repo as repo
+from tests.integration.test_pubsub_sync import SERVICE, ScriptedUpstream, synchroniser
+
+pytestmark = pytest.mark.integration
+
+
+def published(node: str, *ids: str) -> NodeEvent:
+    items = tuple(ReceivedItem(i, f"<x xmlns='urn:x'>{i}</x>", "urn:x", None, None) for i in ids)
+    return NodeEvent("items", node, items)
+
+
+def retracted(node: str, *ids: str) -> NodeEvent:
+    return NodeEvent("items", node, (), tuple(ids))
+
+
+def statements(operation: str) -> float:
+    labels = {"operation": operation}
+    return REGISTRY.get_sample_value("herald_db_query_seconds_count", labels) or 0.0
+
+
+async def synced(sync: Synchroniser, cache: Cache, *names: str) -> list[NodeState]:
+    nodes = []
+    for name in names:
+        await sync.sync(await cache.ensure(SERVICE, name, None))
+        node = cache.node(SERVICE, name)
+        assert node is not None
+        assert node.serves_from_cache
+        nodes.append(node)
+    return nodes
+
+
+async def ids(cache: Cache, name: str) -> list[str]:
+    node = cache.node(SERVICE, name)
+    assert node is not None
+    return [item.item_id for item in await cache.items(node)]
+
+
+async def test_several_nodes_share_one_write_and_keep_their_own_order(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    cache = Cache(sessions, max_items_per_node=4)
+    sync = synchroniser(ScriptedUpstream(), cache)
+    await synced(sync, cache, "one", "two", "three")
+    before = statements("upsert_items_of_nodes")
+    await asyncio.gather(
+        sync.apply(SERVICE, published("one", "x")),
+        sync.apply(SERVICE, published("two", "y", "z")),
+        sync.apply(SERVICE, retracted("one", "x", "a")),  # after its publication
+        sync.apply(SERVICE, published("one", "w")),
+        sync.apply(SERVICE, published("three", "d", "e")),  # past the limit of 4
+    )
+    writes = statements("upsert_items_of_nodes") - before
+    print("group commit: upsert statements for 3 nodes' 5 notifications:", writes)
+    assert writes == 2  # the first step of each node, then node one's last one
+    assert await ids(cache, "one") == ["b", "c", "w"]
+    assert await ids(cache, "two") == ["a", "b", "c", "y", "z"][-4:]
+    assert await ids(cache, "three") == ["b", "c", "d", "e"]
+    assert cache.node(SERVICE, "three").truncated  # type: ignore[union-attr]
+    await sync.close()
+
+
+async def test_a_node_that_cannot_be_written_leaves_service_alone(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Its failure undoes the group's transaction: the others are applied again on
+    their own, and only it is taken out of service (and re-fetched)."""
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = synchroniser(ScriptedUpstream(), cache)
+    await synced(sync, cache, "fine", "gone")
+    async with sessions() as session:  # behind the cache's back: its rows refuse items
+        await repo.delete_node(session, SERVICE, "gone")
+        await session.commit()
+    await asyncio.gather(
+        sync.apply(SERVICE, published("fine", "x")),
+        sync.apply(SERVICE, published("gone", "y")),
+        sync.apply(SERVICE, published("fine", "z")),
+    )
+    assert await ids(cache, "fine") == ["a", "b", "c", "x", "z"]
+    assert cache.node(SERVICE, "fine").serves_from_cache  # type: ignore[union-attr]
+    gone = cache.node(SERVICE, "gone")
+    assert gone is not None
+    assert not gone.serves_from_cache  # until a re-fetch (its row is gone: none here)
+    await sync.close()
+
+
+async def test_items_in_memory_stay_there_through_notifications(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A node requested lately is re-read with the write, not on its next request."""
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = synchroniser(ScriptedUpstream(), cache)
+    await synced(sync, cache, "hot", "cold")
+    assert await ids(cache, "hot") == ["a", "b", "c"]  # now in memory
+    await asyncio.gather(
+        sync.apply(SERVICE, published("hot", "x")),
+        sync.apply(SERVICE, retracted("hot", "a")),
+        sync.apply(SERVICE, published("cold", "y")),
+    )
+    reads = statements("page_items")
+    assert await ids(cache, "hot") == ["b", "c", "x"]
+    print("database reads for a request after the notifications:", statements("page_items") - reads)
+    assert statements("page_items") == reads
+    assert await ids(cache, "cold") == ["a", "b", "c", "y"]
+    assert statements("page_items") == reads + 1  # not requested before: read now
+    await sync.close()
