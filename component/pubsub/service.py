@@ -29,6 +29,7 @@ from component.paging import PagingError, paginate
 from component.pubsub.access import access_of
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
+from component.pubsub.discovery import as_proxy
 from component.pubsub.openness import Access
 from component.pubsub.policy import requester_refusal, target_refusal
 from component.pubsub.requests import (
@@ -526,7 +527,7 @@ class PubsubComponent(ServiceComponent):
                     and answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{RSM_FEATURE}']") is None
                 ):
                     ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": RSM_FEATURE})
-        self._reply(iq, children)
+        self._reply(iq, as_proxy(children, service, str(iq["to"])))
         return "bypass"
 
     # -- messages: notifications and privileges --------------------------------------
