@@ -18,7 +18,8 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from component.storage.subscriptions_repo import LocalSubscription
-from component.xmpp.namespaces import DATA_FORMS_NS
+from component.xmpp.namespaces import DATA_FORMS_NS, PUBSUB_EVENT_NS
+from component.xmpp.xmltext import quote_attr
 
 OPTIONS_FORM_TYPE = "http://jabber.org/protocol/pubsub#subscribe_options"
 Options = dict[str, Any]  # field var -> value (str) or values (list[str])
@@ -264,3 +265,36 @@ def options_form(options: Mapping[str, Any]) -> ET.Element:
         for value in values:
             ET.SubElement(field, f"{{{DATA_FORMS_NS}}}value").text = value
     return form
+
+
+SHIM_NS = "http://jabber.org/protocol/shim"
+
+
+def notification_text(delivery: Delivery, inner: str) -> str:
+    """The <message/> carrying one event child (`inner`, serialised in the pubsub#event
+    namespace) to a subscriber, with SHIM SubID headers when it holds several."""
+    headers = ""
+    if delivery.subids:
+        headers = (
+            f"<headers xmlns={quote_attr(SHIM_NS)}>"
+            + "".join(f'<header name="SubID">{_text(s)}</header>' for s in delivery.subids)
+            + "</headers>"
+        )
+    return (
+        f"<message from={quote_attr(delivery.address)} to={quote_attr(delivery.to)}>"
+        f"<event xmlns={quote_attr(PUBSUB_EVENT_NS)}>{inner}</event>{headers}</message>"
+    )
+
+
+def ended_text(sub: LocalSubscription) -> str:
+    """The notice a pubsub service sends when it ends a subscription (subscription='none')."""
+    return (
+        f"<message from={quote_attr(sub.address)} to={quote_attr(sub.subscriber)}>"
+        f"<event xmlns={quote_attr(PUBSUB_EVENT_NS)}><subscription node={quote_attr(sub.node)}"
+        f" jid={quote_attr(sub.subscriber)} subid={quote_attr(sub.subid)}"
+        ' subscription="none"/></event></message>'
+    )
+
+
+def _text(value: str) -> str:
+    return quote_attr(value)[1:-1]

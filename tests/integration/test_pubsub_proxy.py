@@ -797,3 +797,6 @@ async def test_listings_point_at_the_proxy_address_queried(
     info = await disco.get_info(jid=address, timeout=5)
     names = {i[3] for i in info["disco_info"]["identities"] if i[0] == "pubsub"}
     assert names == {"Herald pubsub proxy"}
+    features = set(info["disco_info"]["features"])
+    for feature in ("rsm", "subscribe", "subscription-options", "publish"):
+        assert f"http://jabber.org/protocol/pubsub#{feature}" in features
