@@ -244,6 +244,22 @@ async def test_several_subscriptions_and_their_options(
     )
     listing = await ask(alice, "get", PROXY_JID, "subscriptions", {"node": node})
     assert [s.get("subid") for s in listing.iter(f"{{{PUBSUB}}}subscription")] == [quiet]
+    assert PROXY_JID in await upstream_subscribers(clients["olivia"], node)
+    # the last one gone: Herald's own subscription upstream goes too
+    await ask(alice, "set", PROXY_JID, "unsubscribe", {"node": node, "jid": "alice@localhost"})
+    assert not proxy_of(proxy).held.holds(UPSTREAM_JID, node)
+    assert PROXY_JID not in await upstream_subscribers(clients["olivia"], node)
+
+
+async def upstream_subscribers(owner: TestClient, node: str) -> list[str]:
+    """The node's subscribers as upstream lists them to its owner."""
+    iq = owner.make_iq_get(ito=UPSTREAM_JID)
+    pubsub = ET.SubElement(iq.xml, f"{{{PUBSUB}#owner}}pubsub")
+    ET.SubElement(pubsub, f"{{{PUBSUB}#owner}}subscriptions", {"node": node})
+    reply = await iq.send(timeout=5)
+    found = [s.get("jid", "") for s in reply.xml.iter(f"{{{PUBSUB}#owner}}subscription")]
+    print("upstream subscribers:", found)
+    return found
 
 
 async def _drop_herald_upstream(herald: Herald, node: str) -> None:

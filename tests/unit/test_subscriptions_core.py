@@ -165,3 +165,31 @@ def test_options_form_shows_current_values() -> None:
     assert values["FORM_TYPE"] == [core.OPTIONS_FORM_TYPE]
     assert values["pubsub#deliver"] == ["0"]
     assert values["pubsub#digest"] == ["0"]
+
+
+def test_notification_golden_xml() -> None:
+    inner = '<items node="blog"><item id="1"><p xmlns="urn:x">a &amp; b</p></item></items>'
+    one = core.notification_text(Delivery("pubsub.example.org", ALICE, ()), inner)
+    assert one == (
+        '<message from="pubsub.example.org" to="alice@example.org">'
+        '<event xmlns="http://jabber.org/protocol/pubsub#event">'
+        '<items node="blog"><item id="1"><p xmlns="urn:x">a &amp; b</p></item></items>'
+        "</event></message>"
+    )
+    two = core.notification_text(Delivery("o\\40x@pubsub.example.org", ALICE, ("a<", "b")), inner)
+    assert two.startswith('<message from="o\\40x@pubsub.example.org" to="alice@example.org">')
+    assert two.endswith(
+        '</event><headers xmlns="http://jabber.org/protocol/shim">'
+        '<header name="SubID">a&lt;</header><header name="SubID">b</header></headers></message>'
+    )
+    ET.fromstring(two)  # well-formed
+
+
+def test_ended_golden_xml() -> None:
+    text = core.ended_text(held("s&1", f"{ALICE}/phone"))
+    assert text == (
+        '<message from="pubsub.example.org" to="alice@example.org/phone">'
+        '<event xmlns="http://jabber.org/protocol/pubsub#event">'
+        '<subscription node="blog" jid="alice@example.org/phone" subid="s&amp;1"'
+        ' subscription="none"/></event></message>'
+    )
