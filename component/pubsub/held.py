@@ -45,6 +45,7 @@ SUBSCRIBE_FEATURES = (
 )
 HELD_ACTIONS = frozenset({"subscribe", "unsubscribe", "options", "subscriptions"})
 
+WRITE_BATCH = 64  # notification copies per socket write
 RECHECK_EVERY = 60.0  # seconds between re-checks that a held node is still shareable
 
 NodeKey = tuple[str, str]
@@ -346,11 +347,20 @@ class HeldSubscriptions:
                 self._background.start(self.recheck(service, node))
 
     def _fan_out(self, subs: list[LocalSubscription], inner: str) -> None:
-        texts = [core.notification_text(d, inner) for d in core.deliveries(subs)]
-        # One write for them all: a thousand small writes cost a thousand syscalls and,
-        # with Nagle off, a thousand packets.
-        self.send("".join(texts))
-        sent = len(texts)
+        # Written in batches: one write per copy costs a syscall and, with Nagle off, a
+        # packet each; one write for all would hold the first copy back until the
+        # last is built, while the server could already be routing it.
+        batch: list[str] = []
+        sent = 0
+        for delivery in core.deliveries(subs):
+            batch.append(core.notification_text(delivery, inner))
+            if len(batch) == WRITE_BATCH:
+                self.send("".join(batch))
+                sent += len(batch)
+                batch.clear()
+        if batch:
+            self.send("".join(batch))
+            sent += len(batch)
         metrics.PUBSUB_NOTIFICATIONS_FANNED_OUT.inc(sent)
         if sent > 1:
             # Upstream would have sent each local subscriber its own; it sent Herald one.
