@@ -166,6 +166,10 @@ class HeldSubscriptions:
             await self.upstream.as_herald("set", service, pubsub)
         except UpstreamError as exc:
             log.info("pubsub: unsubscribing from %s/%s: %s", service, node, exc.condition)
+        if self.holds(service, node):
+            # Someone subscribed while the unsubscribe was on its way: subscribe again.
+            self._subscribed.pop((service, node), None)
+            await self._resubscribe(service, node)
 
     # -- requests ---------------------------------------------------------------------
 
