@@ -68,6 +68,17 @@ PUBSUB_CACHED_NODES = Gauge(
     "herald_pubsub_cached_nodes", "Nodes in the cache, by sync state", ["sync_state"]
 )
 PUBSUB_CACHED_ITEMS = Gauge("herald_pubsub_cached_items", "Items held in the cache")
+PUBSUB_LOCAL_SUBSCRIPTIONS = Gauge(
+    "herald_pubsub_local_subscriptions", "Subscriptions Herald holds itself at its proxy addresses"
+)
+PUBSUB_NOTIFICATIONS_FANNED_OUT = Counter(
+    "herald_pubsub_notifications_fanned_out",
+    "Notifications Herald delivered to local subscribers",
+)
+PUBSUB_UPSTREAM_NOTIFICATIONS_SAVED = Counter(
+    "herald_pubsub_upstream_notifications_saved",
+    "Notifications upstream did not send because Herald fanned one out locally",
+)
 
 MULTICAST_STANZAS = Counter(
     "herald_multicast_stanzas",

@@ -29,6 +29,14 @@ from component.paging import PagingError, paginate
 from component.pubsub.access import access_of
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
+from component.pubsub.discovery import as_proxy
+from component.pubsub.held import (
+    HELD_ACTIONS,
+    SUBSCRIBE_FEATURES,
+    HeldRefusal,
+    HeldSubscriptions,
+    by_read_decision,
+)
 from component.pubsub.openness import Access
 from component.pubsub.policy import requester_refusal, target_refusal
 from component.pubsub.requests import (
@@ -135,6 +143,14 @@ class PubsubComponent(ServiceComponent):
             CacheLimits(settings.max_item_bytes, settings.max_nodes_per_service),
         )
         self.open_nodes = self.synchroniser.open_nodes
+        self.held = HeldSubscriptions(
+            self.cache,
+            self.upstream,
+            self.boundjid.bare,
+            self.send_raw,
+            by_read_decision(self.synchroniser.node_meta),
+        )
+        self.synchroniser.keeps_subscription = self.held.holds
 
     def size_limited(self, xml: ET.Element) -> bool:
         # Requests only: results and notifications are answers from services Herald
@@ -165,6 +181,7 @@ class PubsubComponent(ServiceComponent):
     async def prepare(self) -> None:
         """Load the cache index and gauges from the database, before connecting."""
         await self.cache.load()
+        await self.held.load()
 
     async def close(self, wait: float = 2.0) -> None:
         for loop_task in (self._upkeep_task, self._gauges_task):
@@ -175,6 +192,7 @@ class PubsubComponent(ServiceComponent):
             task.cancel()
         await asyncio.gather(*checks, return_exceptions=True)
         await self._background.close()
+        await self.held.close()
         await self.synchroniser.close()
         await super().close(wait)
 
@@ -185,6 +203,7 @@ class PubsubComponent(ServiceComponent):
             self._gauges_task = asyncio.create_task(self._gauges())
         # Notifications sent while we were away are lost: re-fetch every synced node.
         self.synchroniser.resync_all()
+        self.held.reconnected()
 
     async def _gauges(self) -> None:
         while True:
@@ -205,6 +224,7 @@ class PubsubComponent(ServiceComponent):
             await self.connected_event.wait()
             try:
                 await self.synchroniser.upkeep(idle)
+                await self.held.upkeep(asyncio.get_running_loop().time())
                 self.cache.forget_gone(self._verified)
             except Exception:
                 log.exception("pubsub: upkeep failed")
@@ -411,6 +431,11 @@ class PubsubComponent(ServiceComponent):
         service = self._target(iq, reading=request.is_items_read)
         if request.is_items_read:
             return await self._read(iq, service, request)
+        if request.namespace == PUBSUB_NS and request.action in HELD_ACTIONS:
+            held = await self._held(iq, service, request, payload)
+            if held is not None:
+                self._reply(iq, held)
+                return "hit"
         # Writes and owner requests only ever go upstream as the user.
         reply = await self._as_user(iq, request.namespace, service, payload)
         if request.node is not None and self.cache.node(service, request.node) is not None:
@@ -418,6 +443,15 @@ class PubsubComponent(ServiceComponent):
             await self.synchroniser.written(service, written_events(request, payload, reply))
         self._reply(iq, list(reply))
         return "bypass"
+
+    async def _held(
+        self, iq: StanzaBase, service: str, request: PubsubRequest, payload: ET.Element
+    ) -> list[ET.Element] | None:
+        """A subscription request Herald answers itself, or None (go as the user)."""
+        try:
+            return await self.held.handle(str(iq["from"]), str(iq["to"]), service, request, payload)
+        except HeldRefusal as refusal:
+            raise Refused(refusal.error) from None
 
     async def _read(self, iq: StanzaBase, service: str, request: PubsubRequest) -> str:
         assert request.node is not None
@@ -532,7 +566,8 @@ class PubsubComponent(ServiceComponent):
                     and answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{RSM_FEATURE}']") is None
                 ):
                     ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": RSM_FEATURE})
-        self._reply(iq, children)
+        features = SUBSCRIBE_FEATURES if node is None else ()
+        self._reply(iq, as_proxy(children, service, str(iq["to"]), features))
         return "bypass"
 
     # -- messages: notifications and privileges --------------------------------------
@@ -547,6 +582,7 @@ class PubsubComponent(ServiceComponent):
         event = msg.xml.find(f"{{{PUBSUB_EVENT_NS}}}event")
         if event is None:
             return
+        self.held.notified(sender.bare, event)
         # Only the node's own service may change it: the cache is keyed by sender.
         try:
             changes = parse_event(event, serialize)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -154,6 +155,9 @@ class Synchroniser:
         self.reconciler = Reconciler(
             upstream, cache, self._order, self.out_of_service, proxy_jid, reconcile_interval
         )
+        # Herald's upstream subscription to a node may also serve local subscribers
+        # (pubsub/held.py): then it is theirs to end, not the cache's.
+        self.keeps_subscription: Callable[[str, str], bool] = lambda _service, _node: False
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -455,6 +459,8 @@ class Synchroniser:
             raise SyncFailed(f"subscription is {state}")
 
     async def _unsubscribe(self, node: NodeState) -> None:
+        if self.keeps_subscription(node.service, node.name):
+            return
         pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
         ET.SubElement(
             pubsub, f"{{{PUBSUB_NS}}}unsubscribe", {"node": node.name, "jid": self.proxy_jid}

@@ -124,3 +124,27 @@ class MulticastPresence(Base):
     sender: Mapped[str] = mapped_column(String(3071), index=True)
     recipient: Mapped[str] = mapped_column(String(3071))
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PubsubLocalSubscription(Base):
+    """A subscription Herald holds itself, made at a proxy address to a shareable node.
+
+    Herald is subscribed upstream once per node and delivers each notification to
+    every such subscriber, from the address it subscribed at.
+    """
+
+    __tablename__ = "pubsub_local_subscriptions"
+    __table_args__ = (
+        Index("ix_pubsub_local_subscriptions_service_node", "service", "node"),
+        Index("ix_pubsub_local_subscriptions_address_bare", "address", "subscriber_bare"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(3071))  # the proxy address subscribed at
+    service: Mapped[str] = mapped_column(String(1023))  # the upstream service proxied
+    node: Mapped[str] = mapped_column(String(1023))
+    subscriber: Mapped[str] = mapped_column(String(3071))  # the jid attribute, full or bare
+    subscriber_bare: Mapped[str] = mapped_column(String(3071))
+    subid: Mapped[str] = mapped_column(String(255), unique=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)  # XEP-0060 §6.3 form values
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -830,3 +830,33 @@ async def test_idle_nodes_are_unsubscribed_and_dropped(
     assert service.cache.node(UPSTREAM_JID, node) is None
     assert PROXY_JID not in await subscribers()
     assert (items_before, sample("herald_pubsub_cached_items")) == (2, 0)
+
+
+def _disco_items(reply: Any) -> list[tuple[str | None, str | None]]:
+    query = reply.xml.find("{http://jabber.org/protocol/disco#items}query")
+    assert query is not None
+    return [(i.get("jid"), i.get("node")) for i in query]
+
+
+@pytest.mark.parametrize("escaped", [False, True], ids=["bare", "escaped"])
+async def test_listings_point_at_the_proxy_address_queried(
+    proxy: Herald, clients: dict[str, TestClient], escaped: bool
+) -> None:
+    """disco#items names the proxy address that was asked, never upstream: a client
+    that opens a listed node reads it through the proxy (issue 13)."""
+    owner = Owner(clients["olivia"])
+    node = unique("plain-list")
+    await owner.create(node, items=1)
+    address = f"{UPSTREAM_JID}@{PROXY_JID}" if escaped else PROXY_JID
+    disco = clients["alice"].plugin["xep_0030"]
+    reply = await disco.get_items(jid=address, timeout=5)
+    listed = _disco_items(reply)
+    print("listed at", address, ":", len(listed), "items, jids", {j for j, _ in listed})
+    assert (address, node) in listed
+    assert {j for j, _ in listed} == {address}
+    info = await disco.get_info(jid=address, timeout=5)
+    names = {i[3] for i in info["disco_info"]["identities"] if i[0] == "pubsub"}
+    assert names == {"Herald pubsub proxy"}
+    features = set(info["disco_info"]["features"])
+    for feature in ("rsm", "subscribe", "subscription-options", "publish"):
+        assert f"http://jabber.org/protocol/pubsub#{feature}" in features
