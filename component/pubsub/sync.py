@@ -307,6 +307,8 @@ class Synchroniser:
                     subscribed=True,
                     sync_attempts=0,
                     next_sync_at=None,
+                    last_synced=utcnow(),
+                    last_error=None,
                 )
                 for event in self._pending.pop(node.id, []):
                     await self._apply(node.service, event)
@@ -373,6 +375,7 @@ class Synchroniser:
             sync_state=ERROR,
             sync_attempts=attempts,
             next_sync_at=utcnow() + retry_delay(attempts),
+            last_error=reason,
         )
         metrics.PUBSUB_SYNC_RUNS.labels(result="failed").inc()
         log.warning(
