@@ -27,6 +27,7 @@ from component.background import Background
 from component.config import PubsubSettings
 from component.paging import PagingError, paginate
 from component.pubsub.access import access_of
+from component.pubsub.admin_watch import AdminWatch
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
 from component.pubsub.openness import Access
@@ -133,6 +134,8 @@ class PubsubComponent(ServiceComponent):
             settings.reconcile_interval,
         )
         self.open_nodes = self.synchroniser.open_nodes
+        self.admin_watch = AdminWatch(self.cache, self.synchroniser)
+        self._admin_task: asyncio.Task[None] | None = None
 
     def setup(self) -> None:
         # Disco is proxied, so slixmpp's own disco answers must not run.
@@ -158,10 +161,11 @@ class PubsubComponent(ServiceComponent):
 
     async def prepare(self) -> None:
         """Load the cache index and gauges from the database, before connecting."""
+        await self.admin_watch.skip_past()  # what is logged until now is in the load
         await self.cache.load()
 
     async def close(self, wait: float = 2.0) -> None:
-        for loop_task in (self._upkeep_task, self._gauges_task):
+        for loop_task in (self._upkeep_task, self._gauges_task, self._admin_task):
             if loop_task is not None:
                 loop_task.cancel()
         checks = list(self._checks.values())
@@ -177,6 +181,8 @@ class PubsubComponent(ServiceComponent):
             self._upkeep_task = asyncio.create_task(self._upkeep())
         if self._gauges_task is None or self._gauges_task.done():
             self._gauges_task = asyncio.create_task(self._gauges())
+        if self._admin_task is None or self._admin_task.done():
+            self._admin_task = asyncio.create_task(self.admin_watch.run())
         # Notifications sent while we were away are lost: re-fetch every synced node.
         self.synchroniser.resync_all()
 

@@ -223,6 +223,38 @@ class Synchroniser:
         self._tasks[node.id] = task
         task.add_done_callback(lambda done: self._finished(node.id, done))
 
+    def resync(self, node: NodeState) -> None:
+        """Fetch the node again because an administrator asked; it is not answered
+        from the cache until then. A sync running now may have read upstream before
+        the request: another one follows it."""
+        self.cache.unconfirm(node)
+        task = self._tasks.get(node.id)
+        if task is None or task.done():
+            self.schedule(node)
+            return
+
+        def again(_done: asyncio.Task[None]) -> None:
+            current = self.cache.node(node.service, node.name)
+            if current is not None and current.id == node.id:
+                self.schedule(current)
+
+        task.add_done_callback(again)
+
+    def forget_purged(self, node: NodeState) -> None:
+        """An administrator purged the node from the database: stop answering it from
+        memory and stop its sync, at once (call unsubscribe() next)."""
+        task = self._tasks.get(node.id)
+        if task is not None:
+            # Before the unsubscribe is sent, so no sync of it can subscribe after it.
+            task.cancel()
+        self._pending.pop(node.id, None)
+        self.cache.forget(node)
+
+    async def unsubscribe(self, node: NodeState) -> None:
+        """Drop Herald's upstream subscription to the node (failures are logged)."""
+        if node.sync_state != NO_SYNC:
+            await self._unsubscribe(node)
+
     def syncing(self, node: NodeState) -> bool:
         """Whether a sync of the node is running or queued in this process."""
         return node.id in self._tasks

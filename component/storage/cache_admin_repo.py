@@ -238,3 +238,9 @@ async def prune_requests(session: AsyncSession, older_than: datetime) -> int:
         delete(_REQUESTS).where(_REQUESTS.c.requested_at < _utc(older_than))
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def node_keys(session: AsyncSession) -> set[tuple[str, str, int]]:
+    """(service, name, id) of every node: what a Herald checks its memory against."""
+    query = select(_NODES.c.service, _NODES.c.name, _NODES.c.id)
+    return {(row.service, row.name, row.id) for row in await session.execute(query)}
