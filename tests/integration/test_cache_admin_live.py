@@ -89,7 +89,7 @@ async def test_a_running_herald_resyncs_a_node_after_herald_cache_sync(
     completed = sample("herald_pubsub_sync_runs_total", result="completed") or 0
 
     started = time.monotonic()
-    code, out, err = await herald_cli(config, "cache", "sync", UPSTREAM_JID, node)
+    code, _out, err = await herald_cli(config, "cache", "sync", UPSTREAM_JID, node)
     assert code == 0, err
     cli = time.monotonic() - started
 
@@ -97,7 +97,8 @@ async def test_a_running_herald_resyncs_a_node_after_herald_cache_sync(
         async with service.cache.sessions() as session:
             now = await repo.get_node_by_id(session, state.id)
             held = await repo.item_ids(session, state.id)
-        assert now is not None and now.last_synced is not None
+        assert now is not None
+        assert now.last_synced is not None
         assert before.last_synced is not None
         return now.last_synced > before.last_synced and len(held) == 3
 
@@ -131,7 +132,7 @@ async def test_a_running_herald_stops_serving_purged_nodes(
     await get_items(users["alice"], purged)
     assert requests(herald, "items", "hit") == hits + 1  # served from the cache (memory)
 
-    code, out, err = await herald_cli(
+    code, _, err = await herald_cli(
         config, "cache", "purge", "--service", UPSTREAM_JID, "--node", purged
     )
     assert code == 0, err
@@ -155,7 +156,7 @@ async def test_a_running_herald_stops_serving_purged_nodes(
     assert service.cache.node(UPSTREAM_JID, kept) is not None  # the other node stays
     assert PROXY_JID in await subscribers(kept)
 
-    code, out, err = await herald_cli(config, "cache", "reset", "--yes")
+    code, _out, err = await herald_cli(config, "cache", "reset", "--yes")
     assert code == 0, err
 
     async def emptied() -> bool:
