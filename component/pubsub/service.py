@@ -27,6 +27,7 @@ from component.background import Background
 from component.config import PubsubSettings
 from component.paging import PagingError, paginate
 from component.pubsub.access import access_of
+from component.pubsub.admin_commands import COMMANDS_NS, AdminCommands, CommandError
 from component.pubsub.admin_watch import AdminWatch
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
@@ -136,6 +137,9 @@ class PubsubComponent(ServiceComponent):
         self.open_nodes = self.synchroniser.open_nodes
         self.admin_watch = AdminWatch(self.cache, self.synchroniser)
         self._admin_task: asyncio.Task[None] | None = None
+        self.admin_commands = AdminCommands(
+            settings.admins, self.boundjid.bare, self.upstream_jid, sessions, self.admin_watch
+        )
 
     def setup(self) -> None:
         # Disco is proxied, so slixmpp's own disco answers must not run.
@@ -155,6 +159,13 @@ class PubsubComponent(ServiceComponent):
         self.register_handler(
             CoroutineCallback(
                 "proxy message", MatchXPath(f"{{{COMPONENT_NS}}}message"), self._on_message
+            )
+        )
+        self.register_handler(
+            CoroutineCallback(
+                "admin commands",
+                MatchXPath(f"{{{COMPONENT_NS}}}iq/{{{COMMANDS_NS}}}command"),
+                self._on_command,
             )
         )
         self.add_event_handler("session_start", self._on_connected)
@@ -515,6 +526,10 @@ class PubsubComponent(ServiceComponent):
         namespace = tag[1:].partition("}")[0]
         service = self._target(iq, reading=True)
         node = asked.get("node")
+        if namespace == DISCO_ITEMS_NS and node == COMMANDS_NS and not iq["to"].user:
+            # XEP-0050 command list: answered here, never by upstream
+            self._reply(iq, [self.admin_commands.listing(iq["from"].bare)])
+            return "bypass"
         query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
         action = Action.AS_HERALD
         if namespace == DISCO_ITEMS_NS and node is not None:
@@ -526,14 +541,44 @@ class PubsubComponent(ServiceComponent):
             reply = await self._as_user(iq, namespace, service, query)
         children = list(reply)
         if namespace == DISCO_INFO_NS and node is None:
+            added = [RSM_FEATURE]
+            if self.admin_commands.is_admin(iq["from"].bare) and not iq["to"].user:
+                added.append(COMMANDS_NS)  # only admins have commands to run
             for answer in children:
-                if (
-                    answer.tag == f"{{{DISCO_INFO_NS}}}query"
-                    and answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{RSM_FEATURE}']") is None
-                ):
-                    ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": RSM_FEATURE})
+                if answer.tag != f"{{{DISCO_INFO_NS}}}query":
+                    continue
+                for var in added:
+                    if answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{var}']") is None:
+                        ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": var})
         self._reply(iq, children)
         return "bypass"
+
+    # -- XEP-0050 commands -------------------------------------------------------------
+
+    async def _on_command(self, iq: StanzaBase) -> None:
+        if iq["type"] not in ("get", "set"):
+            return
+        command = iq.xml.find(f"{{{COMMANDS_NS}}}command")
+        if command is None:
+            return
+        try:
+            if iq["to"].user:
+                raise CommandError(
+                    "feature-not-implemented",
+                    f"Commands are offered at {self.boundjid.bare} only, not proxied.",
+                    "cancel",
+                )
+            if iq["type"] != "set":
+                raise CommandError("bad-request", "Commands are executed with type='set'.")
+            answer = await self.admin_commands.execute(str(iq["from"]), iq["from"].bare, command)
+        except CommandError as exc:
+            error = make_error(exc.condition, exc.text, exc.etype, exc.specific)
+            self._reply(iq, [error], "error")
+        except Exception:
+            log.exception("pubsub: command %r from %s failed", command.get("node"), iq["from"])
+            self._reply(iq, [make_error("internal-server-error", "The command failed.")], "error")
+        else:
+            self._reply(iq, [answer])
 
     # -- messages: notifications and privileges --------------------------------------
 
