@@ -19,6 +19,7 @@ import asyncio
 import logging
 from typing import Final
 
+from component.background import Background
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.sync import Synchroniser
 from component.storage import cache_admin_repo as repo
@@ -38,6 +39,11 @@ class AdminWatch:
         self._seen = 0
         self._lock = asyncio.Lock()
         self._failing = False
+        self._unsubscribing = Background("pubsub: unsubscribing from purged nodes")
+
+    async def close(self) -> None:
+        """Stop the unsubscriptions still running."""
+        await self._unsubscribing.close()
 
     async def skip_past(self) -> None:
         """Start after the newest logged request: call before loading the cache,
@@ -101,8 +107,13 @@ class AdminWatch:
         if gone:
             log.info("pubsub: %d nodes purged by an administrator; dropped", len(gone))
         await self.cache.refresh_gauges()
-        for node in gone:
-            await self.synchroniser.unsubscribe(node)
+        if gone:
+            # In the background: an answer to an ad-hoc purge need not wait for them.
+            self._unsubscribing.start(self._unsubscribe(gone))
+
+    async def _unsubscribe(self, nodes: list[NodeState]) -> None:
+        for node in nodes:
+            await self.synchroniser.unsubscribe_purged(node)
 
 
 def _key(request: AdminRequest) -> tuple[str | None, str | None]:

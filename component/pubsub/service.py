@@ -184,6 +184,7 @@ class PubsubComponent(ServiceComponent):
             task.cancel()
         await asyncio.gather(*checks, return_exceptions=True)
         await self._background.close()
+        await self.admin_watch.close()
         await self.synchroniser.close()
         await super().close(wait)
 

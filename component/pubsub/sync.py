@@ -242,7 +242,7 @@ class Synchroniser:
 
     def forget_purged(self, node: NodeState) -> None:
         """An administrator purged the node from the database: stop answering it from
-        memory and stop its sync, at once (call unsubscribe() next)."""
+        memory and stop its sync, at once (then unsubscribe_purged())."""
         task = self._tasks.get(node.id)
         if task is not None:
             # Before the unsubscribe is sent, so no sync of it can subscribe after it.
@@ -250,9 +250,11 @@ class Synchroniser:
         self._pending.pop(node.id, None)
         self.cache.forget(node)
 
-    async def unsubscribe(self, node: NodeState) -> None:
-        """Drop Herald's upstream subscription to the node (failures are logged)."""
-        if node.sync_state != NO_SYNC:
+    async def unsubscribe_purged(self, node: NodeState) -> None:
+        """Drop Herald's upstream subscription to a purged node (failures are logged),
+        unless the node is cached again by now: its new sync subscribes, and must not
+        be undone. The check and the sending happen in one step of the loop."""
+        if node.sync_state != NO_SYNC and self.cache.node(node.service, node.name) is None:
             await self._unsubscribe(node)
 
     def syncing(self, node: NodeState) -> bool:
