@@ -176,13 +176,18 @@ class PubsubComponent(ServiceComponent):
         await self.cache.load()
 
     async def close(self, wait: float = 2.0) -> None:
-        for loop_task in (self._upkeep_task, self._gauges_task, self._admin_task):
+        for loop_task in (self._upkeep_task, self._gauges_task):
             if loop_task is not None:
                 loop_task.cancel()
         checks = list(self._checks.values())
         for task in checks:
             task.cancel()
         await asyncio.gather(*checks, return_exceptions=True)
+        if self._admin_task is not None:
+            # Awaited: it reads the database every second, and must be out of its
+            # session before the engine is disposed.
+            self._admin_task.cancel()
+            await asyncio.gather(self._admin_task, return_exceptions=True)
         await self._background.close()
         await self.admin_watch.close()
         await self.synchroniser.close()
