@@ -1,4 +1,5 @@
-"""Command line: herald run | migrate | check-config, each with -c FILE; herald --version."""
+"""Command line: herald run | migrate | check-config | cache ..., each with -c FILE;
+herald --version."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from typing import Any
 
 import component
+from component.cache_admin import command as cache_command
 from component.config import ConfigError, Settings, load_settings, masked_view
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
@@ -34,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "-c", "--config", required=True, metavar="FILE", help="the TOML configuration file"
         )
+    cache_command.add_parser(sub)
     return parser
 
 
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {args.config}: valid")
         print(render_toml(masked_view(settings)), end="")
         return EXIT_OK
+    if args.command == "cache":
+        return cache_command.run(args, settings)
 
     from component import app, logs  # heavy imports only where needed
 

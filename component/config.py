@@ -52,6 +52,16 @@ def _check_jid(value: str) -> str:
     return jid.bare
 
 
+def _check_bare_jid(value: str) -> str:
+    try:
+        jid = JID(value)
+    except InvalidJID as exc:
+        raise ValueError(f"not a valid JID: {exc}") from None
+    if jid.resource or not jid.domain:
+        raise ValueError(f"{value!r}: give a bare JID such as 'admin@example.org'")
+    return jid.bare
+
+
 class ServerSettings(_Section):
     """Where the XMPP server's component listener (XEP-0114) is."""
 
@@ -187,6 +197,13 @@ class PubsubSettings(_ServiceSettings):
     max_nodes_per_service: int = Field(default=1_000, ge=1, le=10_000)
     memory_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     rules: list[AnalyserRule] = Field(default_factory=list)
+    # Bare JIDs that may run the XEP-0050 cache commands (stats, resync, purge).
+    admins: list[str] = Field(default_factory=list)
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, value: list[str]) -> list[str]:
+        return [_check_bare_jid(a) for a in value]
 
     @field_validator("upstream")
     @classmethod

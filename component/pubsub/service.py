@@ -27,6 +27,8 @@ from component.background import Background
 from component.config import PubsubSettings
 from component.paging import PagingError, paginate
 from component.pubsub.access import access_of
+from component.pubsub.admin_commands import COMMANDS_NS, AdminCommands, CommandError
+from component.pubsub.admin_watch import AdminWatch
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
 from component.pubsub.discovery import as_proxy
@@ -151,6 +153,11 @@ class PubsubComponent(ServiceComponent):
             by_read_decision(self.synchroniser.node_meta),
         )
         self.synchroniser.keeps_subscription = self.held.holds
+        self.admin_watch = AdminWatch(self.cache, self.synchroniser)
+        self._admin_task: asyncio.Task[None] | None = None
+        self.admin_commands = AdminCommands(
+            settings.admins, self.boundjid.bare, self.upstream_jid, sessions, self.admin_watch
+        )
 
     def size_limited(self, xml: ET.Element) -> bool:
         # Requests only: results and notifications are answers from services Herald
@@ -176,10 +183,18 @@ class PubsubComponent(ServiceComponent):
                 "proxy message", MatchXPath(f"{{{COMPONENT_NS}}}message"), self._on_message
             )
         )
+        self.register_handler(
+            CoroutineCallback(
+                "admin commands",
+                MatchXPath(f"{{{COMPONENT_NS}}}iq/{{{COMMANDS_NS}}}command"),
+                self._on_command,
+            )
+        )
         self.add_event_handler("session_start", self._on_connected)
 
     async def prepare(self) -> None:
         """Load the cache index and gauges from the database, before connecting."""
+        await self.admin_watch.skip_past()  # what is logged until now is in the load
         await self.cache.load()
         await self.held.load()
 
@@ -191,8 +206,14 @@ class PubsubComponent(ServiceComponent):
         for task in checks:
             task.cancel()
         await asyncio.gather(*checks, return_exceptions=True)
+        if self._admin_task is not None:
+            # Awaited: it reads the database every second, and must be out of its
+            # session before the engine is disposed.
+            self._admin_task.cancel()
+            await asyncio.gather(self._admin_task, return_exceptions=True)
         await self._background.close()
         await self.held.close()
+        await self.admin_watch.close()
         await self.synchroniser.close()
         await super().close(wait)
 
@@ -201,6 +222,8 @@ class PubsubComponent(ServiceComponent):
             self._upkeep_task = asyncio.create_task(self._upkeep())
         if self._gauges_task is None or self._gauges_task.done():
             self._gauges_task = asyncio.create_task(self._gauges())
+        if self._admin_task is None or self._admin_task.done():
+            self._admin_task = asyncio.create_task(self.admin_watch.run())
         # Notifications sent while we were away are lost: re-fetch every synced node.
         self.synchroniser.resync_all()
         self.held.reconnected()
@@ -549,6 +572,10 @@ class PubsubComponent(ServiceComponent):
         namespace = tag[1:].partition("}")[0]
         service = self._target(iq, reading=True)
         node = asked.get("node")
+        if namespace == DISCO_ITEMS_NS and node == COMMANDS_NS and not iq["to"].user:
+            # XEP-0050 command list: answered here, never by upstream
+            self._reply(iq, [self.admin_commands.listing(iq["from"].bare)])
+            return "bypass"
         query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
         action = Action.AS_HERALD
         if namespace == DISCO_ITEMS_NS and node is not None:
@@ -560,15 +587,45 @@ class PubsubComponent(ServiceComponent):
             reply = await self._as_user(iq, namespace, service, query)
         children = list(reply)
         if namespace == DISCO_INFO_NS and node is None:
+            added = [RSM_FEATURE]
+            if self.admin_commands.is_admin(iq["from"].bare) and not iq["to"].user:
+                added.append(COMMANDS_NS)  # only admins have commands to run
             for answer in children:
-                if (
-                    answer.tag == f"{{{DISCO_INFO_NS}}}query"
-                    and answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{RSM_FEATURE}']") is None
-                ):
-                    ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": RSM_FEATURE})
+                if answer.tag != f"{{{DISCO_INFO_NS}}}query":
+                    continue
+                for var in added:
+                    if answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{var}']") is None:
+                        ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": var})
         features = SUBSCRIBE_FEATURES if node is None else ()
         self._reply(iq, as_proxy(children, service, str(iq["to"]), features))
         return "bypass"
+
+    # -- XEP-0050 commands -------------------------------------------------------------
+
+    async def _on_command(self, iq: StanzaBase) -> None:
+        if iq["type"] not in ("get", "set"):
+            return
+        command = iq.xml.find(f"{{{COMMANDS_NS}}}command")
+        if command is None:
+            return
+        try:
+            if iq["to"].user:
+                raise CommandError(
+                    "feature-not-implemented",
+                    f"Commands are offered at {self.boundjid.bare} only, not proxied.",
+                    "cancel",
+                )
+            if iq["type"] != "set":
+                raise CommandError("bad-request", "Commands are executed with type='set'.")
+            answer = await self.admin_commands.execute(str(iq["from"]), iq["from"].bare, command)
+        except CommandError as exc:
+            error = make_error(exc.condition, exc.text, exc.etype, exc.specific)
+            self._reply(iq, [error], "error")
+        except Exception:
+            log.exception("pubsub: command %r from %s failed", command.get("node"), iq["from"])
+            self._reply(iq, [make_error("internal-server-error", "The command failed.")], "error")
+        else:
+            self._reply(iq, [answer])
 
     # -- messages: notifications and privileges --------------------------------------
 

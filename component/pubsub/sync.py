@@ -258,6 +258,40 @@ class Synchroniser:
         self._tasks[node.id] = task
         task.add_done_callback(lambda done: self._finished(node.id, done))
 
+    def resync(self, node: NodeState) -> None:
+        """Fetch the node again because an administrator asked; it is not answered
+        from the cache until then. A sync running now may have read upstream before
+        the request: another one follows it."""
+        self.cache.unconfirm(node)
+        task = self._tasks.get(node.id)
+        if task is None or task.done():
+            self.schedule(node)
+            return
+
+        def again(_done: asyncio.Task[None]) -> None:
+            current = self.cache.node(node.service, node.name)
+            if current is not None and current.id == node.id:
+                self.schedule(current)
+
+        task.add_done_callback(again)
+
+    def forget_purged(self, node: NodeState) -> None:
+        """An administrator purged the node from the database: stop answering it from
+        memory and stop its sync, at once (then unsubscribe_purged())."""
+        task = self._tasks.get(node.id)
+        if task is not None:
+            # Before the unsubscribe is sent, so no sync of it can subscribe after it.
+            task.cancel()
+        self._pending.pop(node.id, None)
+        self.cache.forget(node)
+
+    async def unsubscribe_purged(self, node: NodeState) -> None:
+        """Drop Herald's upstream subscription to a purged node (failures are logged),
+        unless the node is cached again by now: its new sync subscribes, and must not
+        be undone. The check and the sending happen in one step of the loop."""
+        if node.sync_state != NO_SYNC and self.cache.node(node.service, node.name) is None:
+            await self._unsubscribe(node)
+
     def syncing(self, node: NodeState) -> bool:
         """Whether a sync of the node is running or queued in this process."""
         return node.id in self._tasks
@@ -343,6 +377,8 @@ class Synchroniser:
                     subscribed=True,
                     sync_attempts=0,
                     next_sync_at=None,
+                    last_synced=utcnow(),
+                    last_error=None,
                 )
                 for event in self._pending.pop(node.id, []):
                     await self._apply(node.service, event)
@@ -409,6 +445,7 @@ class Synchroniser:
             sync_state=ERROR,
             sync_attempts=attempts,
             next_sync_at=utcnow() + retry_delay(attempts),
+            last_error=reason,
         )
         metrics.PUBSUB_SYNC_RUNS.labels(result="failed").inc()
         log.warning(

@@ -69,6 +69,10 @@ class PubsubNode(Base):
     # The node's pubsub#max_items when its metadata gives one: upstream drops older
     # items silently past it, so the cache must too.
     upstream_max_items: Mapped[int | None] = mapped_column(Integer)
+    # When a sync last completed, and why the last one failed (cleared by a success):
+    # what `herald cache show` tells the operator.
+    last_synced: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(1023))
     last_requested: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     type: Mapped[str | None] = mapped_column(String(255))
     subtype: Mapped[str | None] = mapped_column(String(255))
@@ -99,6 +103,22 @@ class PubsubItem(Base):
     updated: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     node: Mapped[PubsubNode] = relationship(back_populates="items")
+
+
+class PubsubAdminRequest(Base):
+    """A change an administrator made to the cache (CLI or ad-hoc command), for every
+    running Herald to apply to what it holds in memory: resync, purged or reset."""
+
+    __tablename__ = "pubsub_admin_requests"
+    # Read by "id greater than the last one seen": ids are never reused.
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))
+    service: Mapped[str | None] = mapped_column(String(1023))
+    node: Mapped[str | None] = mapped_column(String(1023))
+    node_id: Mapped[int | None] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class MulticastRemoteSupport(Base):

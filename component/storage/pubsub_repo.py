@@ -157,6 +157,8 @@ def _node(m: RowMapping) -> NodeRecord:
         shareable=m["shareable"],
         truncated=m["truncated"],
         upstream_max_items=m["upstream_max_items"],
+        last_synced=_from_db_or_none(m["last_synced"]),
+        last_error=m["last_error"],
         last_requested=_from_db_or_none(m["last_requested"]),
         type=m["type"],
         subtype=m["subtype"],
@@ -272,6 +274,8 @@ async def set_node_state(
     next_sync_at: datetime | Unset | None = UNSET,
     truncated: bool | Unset = UNSET,
     upstream_max_items: int | Unset | None = UNSET,
+    last_synced: datetime | Unset | None = UNSET,
+    last_error: str | Unset | None = UNSET,
 ) -> NodeRecord | None:
     """Change only the fields given; return the node as it is now, None if unknown.
 
@@ -303,6 +307,10 @@ async def set_node_state(
         values["truncated"] = truncated
     if not isinstance(upstream_max_items, Unset):
         values["upstream_max_items"] = upstream_max_items
+    if not isinstance(last_synced, Unset):
+        values["last_synced"] = None if last_synced is None else _utc(last_synced)
+    if not isinstance(last_error, Unset):
+        values["last_error"] = None if last_error is None else last_error[:1023]
     if not values:
         row = (await session.execute(select(_NODES).where(_NODES.c.id == node_id))).first()
     else:

@@ -36,6 +36,8 @@ class NodeRecord:
     shareable: bool
     truncated: bool
     upstream_max_items: int | None
+    last_synced: datetime | None
+    last_error: str | None
     last_requested: datetime | None
     type: str | None
     subtype: str | None

@@ -29,6 +29,7 @@ def test_defaults_follow_the_contract(tmp_path: Path) -> None:
     assert s.multicast.remote_disco_ttl == 86400
     assert s.multicast.local_domains == ["example.org"]  # parent of the jid
     assert s.pubsub.max_items_per_node == 5000
+    assert s.pubsub.admins == []
     assert s.enabled_services() == ["multicast", "pubsub"]
 
 
@@ -63,6 +64,8 @@ def test_example_file_is_valid_and_documents_every_key() -> None:
         ('[log]\nlevel = "loud"\n', "log.level"),
         ("[[pubsub.rules]]\nsink = true\n", "pubsub.rules.0.sink"),
         ('[[pubsub.rules]]\nparser = "rss"\n', "pubsub.rules[0]: unknown pubsub parser 'rss'"),
+        ('[pubsub]\nadmins = ["boss@example.org/laptop"]\n', "pubsub.admins: Value error"),
+        ('[pubsub]\nadmins = ["@@"]\n', "pubsub.admins: Value error"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, body: str, expected: str) -> None:
