@@ -49,6 +49,7 @@ from component.storage.records import (
     ItemRecord,
     NodeRecord,
 )
+from component.storage.search_repo import index_items
 from component.storage.timing import timed
 
 __all__ = [
@@ -501,6 +502,7 @@ async def _upsert(
     # Rows are sent in order, so items that share a `created` get increasing ids in
     # the order given: the tie-break of the chronological order.
     await session.execute(statement, rows)
+    await index_items(session, node_id, latest.values())  # same transaction: never lags
     return len(rows)
 
 
