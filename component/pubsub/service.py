@@ -39,6 +39,8 @@ from component.pubsub.requests import (
     parse_request,
 )
 from component.pubsub.rules import Registry
+from component.pubsub.search import MAM_NS, add_search_features
+from component.pubsub.searching import Searching
 from component.pubsub.stanzas import items_result, parse_event, written_events
 from component.pubsub.sync import OPEN_FOR, RSM_FEATURE, Synchroniser
 from component.pubsub.upstream import Upstream, UpstreamError
@@ -133,6 +135,7 @@ class PubsubComponent(ServiceComponent):
             settings.reconcile_interval,
         )
         self.open_nodes = self.synchroniser.open_nodes
+        self.searching = Searching(self)
 
     def setup(self) -> None:
         # Disco is proxied, so slixmpp's own disco answers must not run.
@@ -143,6 +146,7 @@ class PubsubComponent(ServiceComponent):
             (f"{{{PUBSUB_OWNER_NS}}}pubsub", self._on_pubsub),
             (f"{{{DISCO_INFO_NS}}}query", self._on_disco),
             (f"{{{DISCO_ITEMS_NS}}}query", self._on_disco),
+            (f"{{{MAM_NS}}}query", self._on_search),
         ):
             self.register_handler(
                 CoroutineCallback(
@@ -488,6 +492,12 @@ class PubsubComponent(ServiceComponent):
             items_result(iq["id"], str(iq["to"]), str(iq["from"]), node.name, selected, page)
         )
 
+    # -- search (XEP-0442) -----------------------------------------------------------
+
+    async def _on_search(self, iq: StanzaBase) -> None:
+        if iq["type"] in ("get", "set"):
+            await self._serve(iq, "search", lambda: self.searching.answer(iq))
+
     # -- disco -----------------------------------------------------------------------
 
     async def _on_disco(self, iq: StanzaBase) -> None:
@@ -526,6 +536,10 @@ class PubsubComponent(ServiceComponent):
                     and answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{RSM_FEATURE}']") is None
                 ):
                     ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": RSM_FEATURE})
+        elif namespace == DISCO_INFO_NS and node and self.searching.searchable(service, node):
+            for answer in children:
+                if answer.tag == f"{{{DISCO_INFO_NS}}}query":
+                    add_search_features(answer)
         self._reply(iq, children)
         return "bypass"
 
