@@ -100,16 +100,21 @@ async def search_items(
     where = ["i.node_id = :node_id"]
     params: dict[str, Any] = {"node_id": node_id}
     times = []
-    join = ""
     if wanted.terms:
+        # The index is asked once, in a subquery: joined, SQLite's planner walks the
+        # node's items and runs the full-text query once per item (1.3 s vs 30 ms at
+        # 100,000 items).
         if dialect == "sqlite":
-            join = "JOIN pubsub_search s ON s.rowid = i.id"
-            where.append("pubsub_search MATCH :query")
+            where.append(
+                "i.id IN (SELECT rowid FROM pubsub_search WHERE pubsub_search MATCH :query)"
+            )
             # Terms are letters and digits only: quoting each makes it a plain token.
             params["query"] = " ".join(f'"{term}"' for term in wanted.terms)
         else:
-            join = "JOIN pubsub_search s ON s.item_pk = i.id"
-            where.append("s.document @@ plainto_tsquery('simple', :query)")
+            where.append(
+                "i.id IN (SELECT item_pk FROM pubsub_search "
+                "WHERE document @@ plainto_tsquery('simple', :query))"
+            )
             params["query"] = " ".join(wanted.terms)
     for name, op, value in (("start", ">=", wanted.start), ("end", "<=", wanted.end)):
         if value is not None:
@@ -117,7 +122,7 @@ async def search_items(
             params[name] = _utc(value)
             times.append(bindparam(name, type_=_ITEMS.c.created.type))
     statement = text(
-        f"SELECT i.id, i.item_id FROM pubsub_items i {join} "
+        "SELECT i.id, i.item_id FROM pubsub_items i "
         f"WHERE {' AND '.join(where)} ORDER BY i.created, i.id"
     ).bindparams(*times)
     rows = await session.execute(statement, params)
