@@ -49,6 +49,8 @@ from component.pubsub.requests import (
     parse_request,
 )
 from component.pubsub.rules import Registry
+from component.pubsub.search import MAM_NS, add_search_features
+from component.pubsub.searching import Searching
 from component.pubsub.stanzas import items_result, parse_event, written_events
 from component.pubsub.sync import OPEN_FOR, RSM_FEATURE, CacheLimits, Synchroniser
 from component.pubsub.upstream import Upstream, UpstreamError
@@ -158,6 +160,7 @@ class PubsubComponent(ServiceComponent):
         self.admin_commands = AdminCommands(
             settings.admins, self.boundjid.bare, self.upstream_jid, sessions, self.admin_watch
         )
+        self.searching = Searching(self)
 
     def size_limited(self, xml: ET.Element) -> bool:
         # Requests only: results and notifications are answers from services Herald
@@ -172,6 +175,7 @@ class PubsubComponent(ServiceComponent):
             (f"{{{PUBSUB_OWNER_NS}}}pubsub", self._on_pubsub),
             (f"{{{DISCO_INFO_NS}}}query", self._on_disco),
             (f"{{{DISCO_ITEMS_NS}}}query", self._on_disco),
+            (f"{{{MAM_NS}}}query", self._on_search),
         ):
             self.register_handler(
                 CoroutineCallback(
@@ -551,6 +555,12 @@ class PubsubComponent(ServiceComponent):
             items_result(iq["id"], str(iq["to"]), str(iq["from"]), node.name, selected, page)
         )
 
+    # -- search (XEP-0442) -----------------------------------------------------------
+
+    async def _on_search(self, iq: StanzaBase) -> None:
+        if iq["type"] in ("get", "set"):
+            await self._serve(iq, "search", lambda: self.searching.answer(iq))
+
     # -- disco -----------------------------------------------------------------------
 
     async def _on_disco(self, iq: StanzaBase) -> None:
@@ -596,6 +606,10 @@ class PubsubComponent(ServiceComponent):
                 for var in added:
                     if answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{var}']") is None:
                         ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": var})
+        elif namespace == DISCO_INFO_NS and node and self.searching.searchable(service, node):
+            for answer in children:
+                if answer.tag == f"{{{DISCO_INFO_NS}}}query":
+                    add_search_features(answer)
         features = SUBSCRIBE_FEATURES if node is None else ()
         self._reply(iq, as_proxy(children, service, str(iq["to"]), features))
         return "bypass"

@@ -50,6 +50,7 @@ from component.storage.records import (
     ItemRecord,
     NodeRecord,
 )
+from component.storage.search_repo import index_items
 from component.storage.timing import timed
 
 __all__ = [
@@ -517,6 +518,7 @@ async def _upsert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int
     # Rows are sent in order, so items that share a `created` get increasing ids in
     # the order given: the tie-break of the chronological order.
     await session.execute(statement, rows)
+    await index_items(session, rows)  # same transaction: the index never lags
     return len(rows)
 
 

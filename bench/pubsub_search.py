@@ -1,0 +1,327 @@
+"""Searching a node of 100,000 items: Herald's index vs. what a client must do today.
+
+Run:
+    .venv/bin/python -m bench.pubsub_search [--items 100000] [--queries 200]
+        [--baseline 5] [--db-url URL]   # default: an SQLite file in the temporary directory
+
+Everything runs on loopback in a temporary directory and stops by itself. Processes: a
+throwaway Prosody 0.12 (tests/conftest.py's standard_prosody, its pubsub allowed nodes
+of --items items), Herald as `herald run -c FILE`, and this process, the client
+(bench/rawclient.py, one request in flight).
+
+Setup: olivia creates the open node `blog-search` (pubsub#max_items --items, items kept
+in memory: the pubsub host uses Prosody's memory store, since its file store rewrites
+the whole node on every publish) and publishes --items Atom entries. Entry i has the title "Post i",
+the category "cat{i % 500}" and a content of common words plus "zebra{i % 1000}". Then
+alice reads the node once through the proxy, which starts its sync, and the bench
+waits until a search through the proxy counts every item.
+
+Herald runs with reconcile_interval at its maximum (86400 s): its periodic comparison of
+a cached node with upstream reads the node's item ids (disco#items), which for 100,000
+items keeps Prosody 0.12 busy for many seconds, stalling every stream it serves; with
+the default 60 s, queries would measure that comparison, not search.
+
+Paths, in the same run, each query naming another value (cycling over 50):
+  herald fulltext   A XEP-0442 query to the proxy, {urn:xmpp:fulltext:0}fulltext
+                    "zebraK" (100 matches), RSM max 20: the time to the <fin/>, after
+                    the 20 result messages.
+  herald parsed     The same with {urn:herald:parsed:0}categories "catK" (200 matches).
+  client fulltext   What a client must do without search: fetch the node's items from
+                    the server (an items request to pubsub-origin.localhost, every item:
+                    Prosody 0.12 has no RSM) and filter them itself, on the payload's text
+                    with the same word rules (component.search_text).
+  client parsed     The same, parsing each entry's categories (component's atom parser).
+Herald's paths run first, then the client's (whose 100,000-item stanzas leave Prosody
+collecting garbage for a while). Herald's <fin/> count must equal what the client-side
+filter finds for the same value.
+
+Then the index size: the search index's bytes on disk relative to the items table's
+(SQLite: dbstat pages; PostgreSQL: pg_total_relation_size, indexes and TOAST included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import math
+import tempfile
+import time
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from bench.pubsub_items import Drain, Metrics
+from bench.rawclient import RawClient
+from component.pubsub.parsers.atom import parse_atom
+from component.search_text import payload_text, words
+from tests.conftest import OWNER, PROXY_JID, UPSTREAM_JID, USERS, standard_prosody
+from tests.harness.herald import settings_for, spawn, toml_for
+from tests.harness.prosody import Prosody
+
+PUBSUB = "http://jabber.org/protocol/pubsub"
+ATOM = "http://www.w3.org/2005/Atom"
+MAM = "urn:xmpp:mam:2"
+RSM = "http://jabber.org/protocol/rsm"
+NODE = "blog-search"
+VALUES = 50
+GOAL_SPEEDUP = 20.0
+GOAL_TAIL = 2.0
+
+
+class BigNodeProsody(Prosody):
+    """The standard Prosody, its pubsub allowed nodes of `max_items` items."""
+
+    max_items: int = 100_000
+
+    def _config(self) -> str:
+        # The pubsub host alone keeps its data in memory: the file store rewrites
+        # the whole node on every publish, which 100,000 publishes cannot afford.
+        limits = (
+            f'pubsub_max_items = {self.max_items}\n  storage = "memory"\n'
+            f"  storage_archive_item_limit = {self.max_items + 10}"
+        )
+        return super()._config().replace("pubsub_max_items = 10000", limits)
+
+
+def entry(i: int) -> str:
+    return (
+        f"<entry xmlns='{ATOM}'><title>Post {i}</title><category term='cat{i % 500}'/>"
+        f"<content>Notes on the garden, the weather and zebra{i % 1000} today</content>"
+        f"<id>tag:bench,{i}</id></entry>"
+    )
+
+
+def mam_query(field: str, value: str) -> str:
+    return (
+        f"<iq type='set' id='{{id}}' to='{PROXY_JID}'><query xmlns='{MAM}' node='{NODE}'>"
+        "<x xmlns='jabber:x:data' type='submit'>"
+        f"<field var='FORM_TYPE'><value>{MAM}</value></field>"
+        f"<field var='{field}'><value>{value}</value></field></x>"
+        f"<set xmlns='{RSM}'><max>20</max></set></query></iq>"
+    )
+
+
+def fin_count(reply: ET.Element) -> int:
+    text = reply.findtext(f"{{{MAM}}}fin/{{{RSM}}}set/{{{RSM}}}count")
+    if reply.get("type") != "result" or text is None:
+        raise RuntimeError(f"search failed: {ET.tostring(reply)[:400]!r}")
+    return int(text)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1] if ordered else math.nan
+
+
+@dataclasses.dataclass
+class Measured:
+    name: str
+    latencies: list[float] = dataclasses.field(default_factory=list)
+
+    def row(self) -> str:
+        p50, p99 = percentile(self.latencies, 50), percentile(self.latencies, 99)
+        p90, worst = percentile(self.latencies, 90), max(self.latencies)
+        return (
+            f"  {self.name:<18} {len(self.latencies):>5} {p50 * 1000:>10.1f} {p99 * 1000:>10.1f}"
+            f" {p99 / p50:>9.2f}   (p90 {p90 * 1000:.1f}, max {worst * 1000:.1f})"
+        )
+
+
+async def publish_all(owner: RawClient, count: int, inflight: int = 200) -> None:
+    fields = {
+        "FORM_TYPE": "http://jabber.org/protocol/pubsub#node_config",
+        "pubsub#access_model": "open",
+        "pubsub#max_items": str(count),
+    }
+    form = "".join(f"<field var='{k}'><value>{v}</value></field>" for k, v in fields.items())
+    await owner.iq(
+        f"<iq type='set' id='{{id}}' to='{UPSTREAM_JID}'><pubsub xmlns='{PUBSUB}'>"
+        f"<create node='{NODE}'/><configure><x xmlns='jabber:x:data' type='submit'>"
+        f"{form}</x></configure></pubsub></iq>"
+    )
+    for start in range(0, count, inflight):
+        await asyncio.gather(
+            *(
+                owner.iq(
+                    f"<iq type='set' id='{{id}}' to='{UPSTREAM_JID}'><pubsub xmlns='{PUBSUB}'>"
+                    f"<publish node='{NODE}'><item id='item-{i:06d}'>{entry(i)}</item>"
+                    "</publish></pubsub></iq>",
+                    timeout=60,
+                )
+                for i in range(start, min(count, start + inflight))
+            )
+        )
+
+
+async def client_side(client: RawClient, kind: str, value: str) -> int:
+    """Fetch every item from the server and filter them here; the number that match."""
+    reply = await client.iq(
+        f"<iq type='get' id='{{id}}' to='{UPSTREAM_JID}'><pubsub xmlns='{PUBSUB}'>"
+        f"<items node='{NODE}'/></pubsub></iq>",
+        timeout=120,
+    )
+    wanted = words(value)
+    matched = 0
+    for item in reply.iter(f"{{{PUBSUB}}}item"):
+        payload = next(iter(item), None)
+        if payload is None:
+            continue
+        if kind == "fulltext":
+            have = set(words(payload_text(ET.tostring(payload, encoding="unicode"))))
+        else:
+            have = {w for term in parse_atom(payload).get("categories", []) for w in words(term)}
+        matched += all(word in have for word in wanted)
+    return matched
+
+
+async def index_size(db_url: str) -> tuple[int, int]:
+    from component.storage.engine import create_engine, session_factory
+    from component.storage.search_repo import index_size as measure
+
+    engine = create_engine(db_url)
+    try:
+        async with session_factory(engine)() as session:
+            return await measure(session)
+    finally:
+        await engine.dispose()
+
+
+async def run(args: argparse.Namespace, root: Path) -> None:
+    began = time.perf_counter()
+    standard = standard_prosody(root / "prosody")
+    prosody = BigNodeProsody(
+        **{f.name: getattr(standard, f.name) for f in dataclasses.fields(standard) if f.init}
+    )
+    prosody.max_items = args.items
+    prosody.users = {name: USERS[name] for name in ("olivia", "alice")}
+    prosody.start()
+    herald = None
+    try:
+        owner = RawClient(f"{OWNER}/setup", USERS["olivia"])
+        await owner.login("127.0.0.1", prosody.c2s_port)
+        await publish_all(owner, args.items)
+        await owner.close()
+        print(f"published {args.items} items: {time.perf_counter() - began:.0f} s", flush=True)
+
+        db_url = args.db_url or f"sqlite+aiosqlite:///{root / 'herald.db'}"
+        settings = settings_for(
+            prosody,
+            db_url,
+            multicast={"enabled": False},
+            pubsub={
+                "rules": [{"node": "blog*", "sync": True, "parser": "atom"}],
+                "max_items_per_node": args.items,
+                "upstream_timeout": 120,
+                # See the docstring: comparisons would measure Prosody, not search.
+                "reconcile_interval": 86400,
+            },
+            log={"level": "warning"},
+        )
+        config = root / "herald.toml"
+        config.write_text(toml_for(settings))
+        herald = spawn(config, "run")
+        log = Drain(herald.stderr)
+        Drain(herald.stdout)
+        metrics = Metrics(settings.metrics.listen)
+        client = RawClient("alice@localhost/bench", USERS["alice"])
+        await client.login("127.0.0.1", prosody.c2s_port)
+        deadline = time.monotonic() + 600
+        while not metrics.connected():
+            if herald.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Herald did not connect:\n{log.tail()}")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)  # the privilege advertisement follows the handshake
+        await client.iq(
+            f"<iq type='get' id='{{id}}' to='{PROXY_JID}'><pubsub xmlns='{PUBSUB}'>"
+            f"<items node='{NODE}' max_items='1'/></pubsub></iq>",
+            timeout=120,
+        )
+        everything = mam_query("start", "2000-01-01T00:00:00Z")
+        while True:
+            reply = await client.iq(everything, timeout=120, check=False)
+            if reply.get("type") == "result" and fin_count(reply) == args.items:
+                break
+            if herald.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the node was never searchable:\n{log.tail()}")
+            await asyncio.sleep(1)
+        print(f"cached and indexed: {time.perf_counter() - began:.0f} s", flush=True)
+
+        fulltext = ("{urn:xmpp:fulltext:0}fulltext", "fulltext", "zebra{}")
+        parsed = ("{urn:herald:parsed:0}categories", "parsed", "cat{}")
+        paths: list[Measured] = []
+        counted: dict[tuple[str, str], int] = {}
+        # Herald first: the client-side fetches make Prosody build 100,000-item
+        # stanzas, and its garbage collection afterwards would stall the stanzas
+        # Herald's results go through.
+        for field, kind, pattern in (fulltext, parsed):
+            measured = Measured(f"herald {kind}")
+            for n in range(args.warmup + args.queries):
+                value = pattern.format(n % VALUES)
+                started = time.perf_counter()
+                reply = await client.iq(mam_query(field, value), timeout=60, check=False)
+                elapsed = time.perf_counter() - started
+                counted[(kind, value)] = fin_count(reply)
+                if n >= args.warmup:
+                    measured.latencies.append(elapsed)
+            paths.append(measured)
+            print(measured.row(), flush=True)
+        for _field, kind, pattern in (fulltext, parsed):
+            measured = Measured(f"client {kind}")
+            for n in range(args.baseline):
+                value = pattern.format(n % VALUES)
+                started = time.perf_counter()
+                found = await client_side(client, kind, value)
+                measured.latencies.append(time.perf_counter() - started)
+                if counted[(kind, value)] != found:
+                    ours = counted[(kind, value)]
+                    raise RuntimeError(f"{kind} {value}: Herald counts {ours}, client {found}")
+            paths.append(measured)
+            print(measured.row(), flush=True)
+        await client.close()
+        index, items = await index_size(db_url)
+    finally:
+        if herald is not None:
+            herald.terminate()
+            herald.wait(10)
+        prosody.stop()
+
+    by_name = {p.name: p for p in paths}
+    print(f"\n{args.items} cached items, one query in flight; machine shared (2 cores, loaded)")
+    print(f"  {'path':<18} {'n':>5} {'p50 ms':>10} {'p99 ms':>10} {'p99/p50':>9}")
+    for path in paths:
+        print(path.row())
+    print()
+    for kind in ("fulltext", "parsed"):
+        ours, theirs = by_name[f"herald {kind}"], by_name[f"client {kind}"]
+        speedup = percentile(theirs.latencies, 50) / percentile(ours.latencies, 50)
+        tail = percentile(ours.latencies, 99) / percentile(ours.latencies, 50)
+        print(
+            f"  {kind:<9} p50 speed-up {speedup:8.1f}x (goal >= {GOAL_SPEEDUP:g}x)   "
+            f"p99/p50 {tail:5.2f} (goal < {GOAL_TAIL:g})"
+        )
+    print(
+        f"  index size: {index / 1e6:.1f} MB for {items / 1e6:.1f} MB of items "
+        f"(ratio {index / items:.2f})"
+    )
+    print(f"\ntotal {time.perf_counter() - began:.0f} s")
+
+
+async def main(args: argparse.Namespace) -> None:
+    if args.root:
+        await run(args, Path(args.root))
+        return
+    with tempfile.TemporaryDirectory(prefix="herald-search-bench-") as tmp:
+        await run(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200, help="per Herald path")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--baseline", type=int, default=5, help="client-side fetches per path")
+    parser.add_argument("--root", help="keep the files (logs, database) in this directory")
+    parser.add_argument("--db-url", help="Herald's database (default: SQLite in the temp dir)")
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,193 @@
+"""All SQL of cache search: the full-text index of items, kept in step, and queries.
+
+The index holds one search document per item (``component.search_text``), keyed by
+the item's row id:
+- SQLite: the FTS5 table ``pubsub_search`` (rowid = ``pubsub_items.id``); a trigger
+  on ``pubsub_items`` deletes the entry of every deleted item (retract, trim, purge,
+  and the cascade of a node's deletion).
+- PostgreSQL: the table ``pubsub_search`` (``item_pk`` references ``pubsub_items.id``
+  ON DELETE CASCADE) with a ``tsvector`` under a GIN index.
+Parsed keys are indexed in the same document, as key-tagged words, so the one index
+serves fulltext and every parsed key. ``index_items`` runs in the caller's
+transaction, right after the items are written: the index never lags the items.
+
+Searching selects the matching items' keys in chronological order, pages them with
+``component.paging.paginate`` (so RSM behaves exactly as for items reads), then reads
+the rows of the page only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sqlalchemy import Table, bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from component.paging import Page, RsmRequest, paginate
+from component.search_text import document
+from component.storage.models import Base
+from component.storage.records import ItemRecord
+from component.storage.timing import timed
+
+_ITEMS: Final[Table] = Base.metadata.tables["pubsub_items"]
+_CHUNK: Final = 500
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """What a search asks: every term in the item's document, its time in [start, end]."""
+
+    terms: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def _dialect(session: AsyncSession) -> str:
+    name = session.get_bind().dialect.name
+    if name not in ("sqlite", "postgresql"):
+        raise NotImplementedError(f"search supports SQLite and PostgreSQL, not {name}")
+    return name
+
+
+_INDEX_SQL: Final = {
+    "sqlite": (
+        "INSERT OR REPLACE INTO pubsub_search (rowid, document) "
+        "SELECT id, :document FROM pubsub_items WHERE node_id = :node_id AND item_id = :item_id"
+    ),
+    "postgresql": (
+        "INSERT INTO pubsub_search (item_pk, document) "
+        "SELECT id, to_tsvector('simple', :document) FROM pubsub_items "
+        "WHERE node_id = :node_id AND item_id = :item_id "
+        "ON CONFLICT (item_pk) DO UPDATE SET document = excluded.document"
+    ),
+}
+
+
+@timed("index_items")
+async def index_items(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """(Re)index stored items, given as the rows written (node_id, item_id, data,
+    parsed_value); call it in the transaction that wrote them."""
+    documents = [
+        {
+            "node_id": row["node_id"],
+            "item_id": row["item_id"],
+            "document": document(row["data"], row["parsed_value"]),
+        }
+        for row in rows
+    ]
+    if documents:
+        await session.execute(text(_INDEX_SQL[_dialect(session)]), documents)
+
+
+def _utc(value: datetime) -> datetime:
+    # As pubsub_repo binds times: aware, in UTC (SQLite compares them as text).
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"times must be timezone-aware, got the naive {value!r}")
+    return value.astimezone(UTC)
+
+
+def _from_db(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@timed("search_items")
+async def search_items(
+    session: AsyncSession, node_id: int, wanted: SearchFilter, rsm: RsmRequest | None
+) -> Page[ItemRecord]:
+    """The page of the node's matching items that ``rsm`` asks for (oldest first).
+
+    Raises PagingError as ``paginate`` does (item-not-found for an unknown anchor).
+    """
+    dialect = _dialect(session)
+    where = ["i.node_id = :node_id"]
+    params: dict[str, Any] = {"node_id": node_id}
+    times = []
+    if wanted.terms:
+        # The index is asked once, in a subquery: joined, SQLite's planner walks the
+        # node's items and runs the full-text query once per item (1.3 s vs 30 ms at
+        # 100,000 items).
+        if dialect == "sqlite":
+            where.append(
+                "i.id IN (SELECT rowid FROM pubsub_search WHERE pubsub_search MATCH :query)"
+            )
+            # Terms are letters and digits only: quoting each makes it a plain token.
+            params["query"] = " ".join(f'"{term}"' for term in wanted.terms)
+        else:
+            where.append(
+                "i.id IN (SELECT item_pk FROM pubsub_search "
+                "WHERE document @@ plainto_tsquery('simple', :query))"
+            )
+            params["query"] = " ".join(wanted.terms)
+    for name, op, value in (("start", ">=", wanted.start), ("end", "<=", wanted.end)):
+        if value is not None:
+            where.append(f"i.created {op} :{name}")
+            params[name] = _utc(value)
+            times.append(bindparam(name, type_=_ITEMS.c.created.type))
+    statement = text(
+        "SELECT i.id, i.item_id FROM pubsub_items i "
+        f"WHERE {' AND '.join(where)} ORDER BY i.created, i.id"
+    ).bindparams(*times)
+    rows = await session.execute(statement, params)
+    keys: list[tuple[int, str]] = [(row[0], row[1]) for row in rows]
+    page = paginate(keys, _key_id, rsm, None)
+    records = await _rows(session, [key[0] for key in page.items])
+    return Page(tuple(records), page.first, page.first_index, page.last, page.count, page.complete)
+
+
+def _key_id(key: tuple[int, str]) -> str:
+    return key[1]
+
+
+async def _rows(session: AsyncSession, ids: Sequence[int]) -> list[ItemRecord]:
+    """The items with these row ids, in the order given."""
+    columns = [_ITEMS.c[name] for name in ("id", "item_id", "data", "parsed")]
+    columns += [_ITEMS.c[name] for name in ("publisher", "created", "updated")]
+    found: dict[int, ItemRecord] = {}
+    for start in range(0, len(ids), _CHUNK):
+        query = select(*columns).where(_ITEMS.c.id.in_(ids[start : start + _CHUNK]))
+        for row in await session.execute(query):
+            found[row.id] = ItemRecord(
+                item_id=row.item_id,
+                data=row.data,
+                parsed=row.parsed,
+                publisher=row.publisher,
+                created=_from_db(row.created),
+                updated=_from_db(row.updated),
+            )
+    return [found[i] for i in ids if i in found]
+
+
+@timed("parsed_keys")
+async def parsed_keys(session: AsyncSession, node_id: int) -> list[str]:
+    """The top-level keys of the node's parsed items, sorted."""
+    if _dialect(session) == "sqlite":
+        sql = (
+            "SELECT DISTINCT k.key FROM pubsub_items i, json_each(i.parsed) k "
+            "WHERE i.node_id = :node_id AND json_type(i.parsed) = 'object'"
+        )
+    else:
+        sql = (
+            "SELECT DISTINCT jsonb_object_keys(i.parsed::jsonb) FROM pubsub_items i "
+            "WHERE i.node_id = :node_id AND json_typeof(i.parsed) = 'object'"
+        )
+    rows = await session.execute(text(sql), {"node_id": node_id})
+    return sorted(str(row[0]) for row in rows)
+
+
+async def index_size(session: AsyncSession) -> tuple[int, int]:
+    """Bytes on disk of the search index and of the items table (with its indexes)."""
+    if _dialect(session) == "sqlite":
+        sql = (
+            "SELECT coalesce(sum(CASE WHEN name LIKE 'pubsub_search%' THEN pgsize END), 0), "
+            "coalesce(sum(CASE WHEN tbl_name = 'pubsub_items' THEN pgsize END), 0) "
+            "FROM dbstat JOIN sqlite_master USING (name)"
+        )
+    else:
+        sql = (
+            "SELECT pg_total_relation_size('pubsub_search'), pg_total_relation_size('pubsub_items')"
+        )
+    row = (await session.execute(text(sql))).one()
+    return int(row[0]), int(row[1])

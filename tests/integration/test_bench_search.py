@@ -1,0 +1,32 @@
+"""bench/pubsub_search.py still runs end to end (a tiny node; the figures are not checked)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness.prosody import Prosody
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_search_benchmark_runs_and_prints_its_figures(tmp_path: Path) -> None:
+    if not Prosody.available():
+        pytest.skip("Prosody is not installed")
+    args = ["--items", "300", "--queries", "5", "--warmup", "1", "--baseline", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.pubsub_search", *args, "--root", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    print(done.stdout[-1500:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    for figure in ("herald fulltext", "client parsed", "p50 speed-up", "index size"):
+        assert figure in done.stdout
