@@ -10,6 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from slixmpp.jid import JID, InvalidJID
 
+from component.xmpp.xmltext import serialize
+
 ADDRESS_NS = "http://jabber.org/protocol/address"
 ADDRESSES_TAG = f"{{{ADDRESS_NS}}}addresses"
 ADDRESS_TAG = f"{{{ADDRESS_NS}}}address"
@@ -160,8 +162,12 @@ def _parse_delivered(value: str | None) -> bool:
 
 
 def header_size(elem: ET.Element) -> int:
-    """The header's size in bytes, serialized as UTF-8 (what every copy repeats)."""
-    return len(ET.tostring(elem, encoding="utf-8"))
+    """The header's size in bytes, serialized as UTF-8 (what every copy repeats).
+
+    Herald's own serializer, not ET.tostring: that one recurses, and a header nested
+    about a thousand deep would raise RecursionError (found by the fuzzer).
+    """
+    return len(serialize(elem).encode("utf-8"))
 
 
 def check_header_limits(

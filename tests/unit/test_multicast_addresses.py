@@ -225,3 +225,12 @@ def test_header_size_counts_utf8_bytes() -> None:
     ascii_size = header_size(header("<address type='to' jid='bob@example.org' desc='ab'/>"))
     wide_size = header_size(header("<address type='to' jid='bob@example.org' desc='éé'/>"))
     assert wide_size == ascii_size + 2
+
+
+def test_a_deeply_nested_header_is_measured_not_a_recursion_error() -> None:
+    # Found by the fuzzer (seed 2785954817): ET.tostring recursed past Python's limit.
+    from component.multicast.addresses import header_size
+
+    deep = "<x>" * 5000 + "</x>" * 5000
+    size = header_size(header(f"<address type='to' jid='bob@example.org'/>{deep}"))
+    assert size > 35_000
