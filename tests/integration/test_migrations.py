@@ -327,13 +327,13 @@ async def test_upgrade_indexes_the_cached_items(db_url: str) -> None:
     from component.storage.engine import session_factory
     from component.storage.search_repo import SearchFilter, search_items
 
-    search = REVISIONS.index("0004")
+    search = REVISIONS.index("0006")
     engine = create_engine(db_url)
     try:
         await migrate.upgrade(engine, REVISIONS[search - 1])
         async with engine.begin() as conn:
             await conn.run_sync(fill)
-        await migrate.upgrade(engine, "0004")
+        await migrate.upgrade(engine, "0006")
         async with session_factory(engine)() as session:
             words = await search_items(session, 1, SearchFilter(tuple(terms("foremost"))), None)
             title = await search_items(session, 1, SearchFilter(tuple(terms("ca", "title"))), None)
