@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing
 from tests.harness.prosody import Prosody
 
 pytestmark = pytest.mark.integration
@@ -16,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_search_benchmark_runs_and_prints_its_figures(tmp_path: Path) -> None:
     if not Prosody.available():
-        pytest.skip("Prosody is not installed")
+        missing("Prosody")
     args = ["--items", "300", "--queries", "5", "--warmup", "1", "--baseline", "1"]
     done = subprocess.run(
         [sys.executable, "-m", "bench.pubsub_search", *args, "--root", str(tmp_path)],

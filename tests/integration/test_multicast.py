@@ -376,6 +376,8 @@ async def test_rate_limit(server: XmppServer, tmp_path: Path, users: dict[str, T
         await herald.stop()
 
 
+# Prosody only: remote.localhost's trusted component exists on the Prosody topology.
+@pytest.mark.parametrize("server", ["prosody"], indirect=True)
 async def test_a_remote_domain_cannot_mint_jids_past_the_rate_limit(
     server: XmppServer, tmp_path: Path, users: dict[str, TestClient]
 ) -> None:
@@ -385,8 +387,6 @@ async def test_a_remote_domain_cannot_mint_jids_past_the_rate_limit(
     one stanza from each of 40 fresh JIDs, the remote-domain burst; its real user dave
     is then over the limit too, though he has sent nothing yet.
     """
-    if server.name != "prosody":
-        pytest.skip("remote.localhost's trusted component exists on the Prosody topology")
     herald = await start_herald(server, tmp_path, "remote-rl", max_recipients=50)
     minter = SilentComponent(
         REMOTE_MULTICAST_JID, REMOTE_MULTICAST_SECRET, server.port_of(REMOTE_MULTICAST_JID)
