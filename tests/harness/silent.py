@@ -59,7 +59,9 @@ class SilentComponent:
                 self.iqs.append(found.group())
                 self._answer(found.group())
                 end = found.end()
-            self._buffer = self._buffer[end:]
+            # Keep only an <iq/> still arriving: other stanzas (messages) are dropped.
+            pending = self._buffer.find("<iq", end)
+            self._buffer = self._buffer[pending:] if pending >= 0 else self._buffer[-2:]
 
     def _answer(self, iq: str) -> None:
         if self.identity is None or "disco#info" not in iq or self._writer is None:
