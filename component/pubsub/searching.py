@@ -55,7 +55,7 @@ class Searching:
             query = parse_query(element, iq["type"])
         except SearchError as exc:
             raise Refused(make_error(exc.condition, exc.text, exc.etype)) from None
-        service = pubsub._target(iq, reading=True)
+        service = await pubsub._target(iq, reading=True)
         analyser = pubsub.registry.match(service, query.node, None)
         cacheable = analyser is not None and analyser.sync and "@" not in service
         sync_as = analyser.name if cacheable and analyser is not None else None

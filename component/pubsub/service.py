@@ -39,6 +39,7 @@ from component.pubsub.held import (
     HeldSubscriptions,
     by_read_decision,
 )
+from component.pubsub.local_hosts import LocalHosts
 from component.pubsub.openness import Access
 from component.pubsub.policy import requester_refusal, target_refusal
 from component.pubsub.requests import (
@@ -137,6 +138,7 @@ class PubsubComponent(ServiceComponent):
             settings.jid, settings.secret.get_secret_value(), host, port, trusted_hosts
         )
         self.upstream = Upstream(self, timeout=settings.upstream_timeout)
+        self.local_hosts = LocalHosts(self.upstream, self.local_domains, self.upstream_jid)
         self.synchroniser = Synchroniser(
             self.upstream,
             self.cache,
@@ -366,7 +368,7 @@ class PubsubComponent(ServiceComponent):
         out.extend(children)
         self.send_element(out)
 
-    def _target(self, iq: StanzaBase, reading: bool) -> str:
+    async def _target(self, iq: StanzaBase, reading: bool) -> str:
         """The service the request goes to, once the requester may reach it that way."""
         to: JID = iq["to"]
         refusal = requester_refusal(iq["from"].domain, self.local_domains, bool(to.user), reading)
@@ -379,6 +381,10 @@ class PubsubComponent(ServiceComponent):
         refusal = target_refusal(JID(service).domain, self.own_domains)
         if refusal is not None:
             raise Refused(make_error("forbidden", refusal, "auth"))
+        refusal = await self.local_hosts.refusal(service)
+        if refusal is not None:
+            # RFC 6120 8.3.3.19: the entity addressed does not provide the service
+            raise Refused(make_error("service-unavailable", refusal))
         return service
 
     def _privileges_for(
@@ -455,7 +461,7 @@ class PubsubComponent(ServiceComponent):
         except RequestError as exc:
             specific = exc.pubsub_condition and f"{{{PUBSUB_ERRORS_NS}}}{exc.pubsub_condition}"
             raise Refused(make_error(exc.condition, exc.text, "modify", specific)) from None
-        service = self._target(iq, reading=request.is_items_read)
+        service = await self._target(iq, reading=request.is_items_read)
         if request.is_items_read:
             return await self._read(iq, service, request)
         if request.namespace == PUBSUB_NS and request.action in HELD_ACTIONS:
@@ -580,7 +586,7 @@ class PubsubComponent(ServiceComponent):
     async def _disco(self, iq: StanzaBase, tag: str) -> str:
         asked = self._only_child(iq, tag)
         namespace = tag[1:].partition("}")[0]
-        service = self._target(iq, reading=True)
+        service = await self._target(iq, reading=True)
         node = asked.get("node")
         if namespace == DISCO_ITEMS_NS and node == COMMANDS_NS and not iq["to"].user:
             # XEP-0050 command list: answered here, never by upstream

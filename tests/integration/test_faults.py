@@ -566,7 +566,10 @@ UPSTREAM_TIMEOUT = 1.0
 async def test_a_silent_upstream_times_out_with_flat_memory(
     prosody: Prosody, reader: TestClient, tmp_path: Path
 ) -> None:
-    silent = SilentComponent(SILENT_JID, SILENT_SECRET, prosody.port_of(SILENT_JID))
+    # A pubsub service (its disco#info says so: a local host must show it) that has hung.
+    silent = SilentComponent(
+        SILENT_JID, SILENT_SECRET, prosody.port_of(SILENT_JID), identity=("pubsub", "service")
+    )
     await silent.start()
     herald = HeraldProcess(
         child_settings(

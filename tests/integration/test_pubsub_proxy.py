@@ -752,7 +752,9 @@ async def test_a_silent_upstream_gets_remote_server_timeout(
         assert info.value.iq["error"]["condition"] == "remote-server-timeout"
         assert info.value.iq["error"]["text"]
         assert loop.time() - started < 3
-        assert silent.received >= 1  # it did reach the upstream, which said nothing
+        # it did reach the upstream, which said nothing: not even to the disco#info that
+        # tells Herald whether a host of the local server is a pubsub service
+        assert silent.received >= 1
     finally:
         await herald.stop()
         await silent.stop()
@@ -860,3 +862,57 @@ async def test_listings_point_at_the_proxy_address_queried(
     features = set(info["disco_info"]["features"])
     for feature in ("rsm", "subscribe", "subscription-options", "publish"):
         assert f"http://jabber.org/protocol/pubsub#{feature}" in features
+
+
+async def test_local_hosts_that_are_not_pubsub_services_are_never_targets(
+    server: XmppServer, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    """The server's own domain and a local component whose disco#info shows no pubsub
+    service are refused as escaped targets, and no pubsub request reaches them; the
+    upstream service and an account's PEP (a user part) are still proxied."""
+    component = SilentComponent(
+        SILENT_JID, SILENT_SECRET, server.port_of(SILENT_JID), identity=("conference", "text")
+    )
+    await component.start()
+    herald = await start_proxy(server, db_url, upstream_timeout=2.0)
+    try:
+        owner = Owner(clients["olivia"])
+        node = unique("plain-local")
+        await owner.create(node, items=1)
+        alice = clients["alice"]
+        for target in ("localhost", SILENT_JID):
+            for _ in range(2):  # the second is answered from what the first learnt
+                with pytest.raises(IqError) as info:
+                    await get_items(alice, node, to=f"{target}@{PROXY_JID}")
+                error = info.value.iq["error"]
+                print(f"items at {target}@{PROXY_JID}: {error['condition']}: {error['text']}")
+                assert error["condition"] == "service-unavailable"
+                assert "not a pubsub service" in error["text"]
+            # a write (as the user) and a disco query are refused the same way
+            writes = alice.plugin["xep_0060"].publish(
+                f"{target}@{PROXY_JID}", node, id="x", payload=entry("no"), timeout=5
+            )
+            with pytest.raises(IqError) as info:
+                await writes
+            assert info.value.iq["error"]["condition"] == "service-unavailable"
+        seen = component.iqs
+        print(f"IQs the non-pubsub component received: {len(seen)}")
+        assert not [iq for iq in seen if PUBSUB in iq]
+        assert len([iq for iq in seen if "disco#info" in iq]) == 1  # learnt once, kept
+        # the upstream pubsub service, bare and escaped, is still proxied
+        got, _, _ = await get_items(alice, node, to=f"{UPSTREAM_JID}@{PROXY_JID}")
+        assert got == ["item-000"]
+        await (
+            clients["olivia"]
+            .plugin["xep_0060"]
+            .publish(OWNER, "urn:example:pep", id="pep1", payload=entry("pep"), timeout=5)
+        )
+        pep = get_items(clients["olivia"], "urn:example:pep", to=f"olivia\\40localhost@{PROXY_JID}")
+        if server.grants_iq_privileges:
+            got, _, _ = await pep
+            assert got == ["pep1"]
+        else:
+            await refused(pep)  # as in test_escaped_addressing: only as the user
+    finally:
+        await herald.stop()
+        await component.stop()
