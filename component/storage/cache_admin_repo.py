@@ -15,8 +15,8 @@ from typing import Any, Final
 from sqlalchemy import LargeBinary, Table, cast, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from component.storage.convert import from_db, node_record, to_db
 from component.storage.models import Base
-from component.storage.pubsub_repo import _from_db, _node, _utc
 from component.storage.records import ERROR, SYNC_STATES, NodeRecord
 
 RESYNC: Final = "resync"
@@ -133,12 +133,12 @@ async def node_summaries(
         query = query.where(
             or_(
                 _NODES.c.last_requested.is_(None),
-                _NODES.c.last_requested < _utc(requested_before),
+                _NODES.c.last_requested < to_db(requested_before),
             )
         )
     query = query.order_by(_NODES.c.service, _NODES.c.name)
     return [
-        NodeSummary(_node(row._mapping), int(row.item_count), int(row.byte_count))
+        NodeSummary(node_record(row._mapping), int(row.item_count), int(row.byte_count))
         for row in await session.execute(query)
     ]
 
@@ -159,7 +159,7 @@ async def newest_and_oldest(
     oldest, newest = (await session.execute(query)).one()
     if oldest is None or newest is None:
         return None
-    return _from_db(oldest), _from_db(newest)
+    return from_db(oldest), from_db(newest)
 
 
 async def _log(
@@ -171,7 +171,7 @@ async def _log(
             service=None if node is None else node.service,
             node=None if node is None else node.name,
             node_id=None if node is None else node.id,
-            requested_at=_utc(now),
+            requested_at=to_db(now),
         )
     )
 
@@ -185,7 +185,7 @@ async def request_resync(session: AsyncSession, node: NodeRecord, now: datetime)
     await session.execute(
         update(_NODES)
         .where(_NODES.c.id == node.id, _NODES.c.sync_state == ERROR)
-        .values(next_sync_at=_utc(now))
+        .values(next_sync_at=to_db(now))
     )
     await _log(session, RESYNC, now, node)
 
@@ -226,7 +226,7 @@ async def requests_after(session: AsyncSession, after_id: int) -> list[AdminRequ
     query = select(_REQUESTS).where(_REQUESTS.c.id > after_id).order_by(_REQUESTS.c.id)
     return [
         AdminRequest(
-            row.id, row.action, row.service, row.node, row.node_id, _from_db(row.requested_at)
+            row.id, row.action, row.service, row.node, row.node_id, from_db(row.requested_at)
         )
         for row in await session.execute(query)
     ]
@@ -235,7 +235,7 @@ async def requests_after(session: AsyncSession, after_id: int) -> list[AdminRequ
 async def prune_requests(session: AsyncSession, older_than: datetime) -> int:
     """Drop logged requests made before ``older_than``; return how many."""
     result = await session.execute(
-        delete(_REQUESTS).where(_REQUESTS.c.requested_at < _utc(older_than))
+        delete(_REQUESTS).where(_REQUESTS.c.requested_at < to_db(older_than))
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 

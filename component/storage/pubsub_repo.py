@@ -19,13 +19,12 @@ comparison then orders correctly) and tagged UTC when it is read back.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Final, ParamSpec, TypeVar
 
 from sqlalchemy import (
     JSON,
-    RowMapping,
     Table,
     bindparam,
     case,
@@ -41,6 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.paging import Page, PagingError, RsmRequest
+from component.storage.convert import from_db, item_record, node_record, to_db
 from component.storage.models import Base
 from component.storage.records import (
     ERROR,
@@ -121,61 +121,7 @@ def _observed(
     return timed(fn.__name__)(fn)
 
 
-# --- values in and out ---------------------------------------------------------------
-
-
-def _utc(value: datetime) -> datetime:
-    """An aware datetime in UTC; a naive one is refused, since its zone is a guess."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"times must be timezone-aware, got the naive {value!r}")
-    return value.astimezone(UTC)
-
-
-def _from_db(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes (stored as UTC by _utc); PostgreSQL hands back
-    # aware ones in the session's TimeZone, which need not be UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _from_db_or_none(value: datetime | None) -> datetime | None:
-    return None if value is None else _from_db(value)
-
-
-def _node(m: RowMapping) -> NodeRecord:
-    return NodeRecord(
-        id=m["id"],
-        service=m["service"],
-        name=m["name"],
-        analyser=m["analyser"],
-        sync_state=m["sync_state"],
-        sync_state_updated=_from_db(m["sync_state_updated"]),
-        sync_attempts=m["sync_attempts"],
-        next_sync_at=_from_db_or_none(m["next_sync_at"]),
-        sync_owner=m["sync_owner"],
-        sync_lease_until=_from_db_or_none(m["sync_lease_until"]),
-        subscribed=m["subscribed"],
-        access_model=m["access_model"],
-        shareable=m["shareable"],
-        truncated=m["truncated"],
-        upstream_max_items=m["upstream_max_items"],
-        last_synced=_from_db_or_none(m["last_synced"]),
-        last_error=m["last_error"],
-        last_requested=_from_db_or_none(m["last_requested"]),
-        type=m["type"],
-        subtype=m["subtype"],
-        extra=m["extra"],
-    )
-
-
-def _item(m: RowMapping) -> ItemRecord:
-    return ItemRecord(
-        item_id=m["item_id"],
-        data=m["data"],
-        parsed=m["parsed"],
-        publisher=m["publisher"],
-        created=_from_db(m["created"]),
-        updated=_from_db(m["updated"]),
-    )
+# --- statements ----------------------------------------------------------------------
 
 
 def _insert(session: AsyncSession, table: Table) -> sqlite.Insert | postgresql.Insert:
@@ -208,14 +154,14 @@ async def get_node(session: AsyncSession, service: str, name: str) -> NodeRecord
     """The cached node ``name`` of ``service``, or None if Herald does not know it."""
     query = select(_NODES).where(_NODES.c.service == service, _NODES.c.name == name)
     row = (await session.execute(query)).first()
-    return None if row is None else _node(row._mapping)
+    return None if row is None else node_record(row._mapping)
 
 
 @_observed
 async def get_node_by_id(session: AsyncSession, node_id: int) -> NodeRecord | None:
     """The node with this id, or None."""
     row = (await session.execute(select(_NODES).where(_NODES.c.id == node_id))).first()
-    return None if row is None else _node(row._mapping)
+    return None if row is None else node_record(row._mapping)
 
 
 @_observed
@@ -227,7 +173,7 @@ async def ensure_node(
     Race-safe on both backends: INSERT ... ON CONFLICT DO NOTHING, then SELECT, so two
     processes creating the same node both get the one row.
     """
-    now = _utc(now)
+    now = to_db(now)
     insert = _insert(session, _NODES).values(
         service=service,
         name=name,
@@ -248,7 +194,7 @@ async def ensure_node(
         await session.execute(insert.on_conflict_do_nothing(index_elements=["service", "name"]))
         row = (await session.execute(query)).first()
         if row is not None:
-            return _node(row._mapping)
+            return node_record(row._mapping)
     raise RuntimeError(f"node {name!r} on {service!r} keeps disappearing while created")
 
 
@@ -283,7 +229,7 @@ async def set_node_state(
     ``sync_state_updated`` becomes ``now`` only when the state actually changes, so it
     keeps meaning "in this state since".
     """
-    now = _utc(now)
+    now = to_db(now)
     values: dict[str, Any] = {}
     if not isinstance(sync_state, Unset):
         if sync_state not in SYNC_STATES:
@@ -303,13 +249,13 @@ async def set_node_state(
     if not isinstance(sync_attempts, Unset):
         values["sync_attempts"] = sync_attempts
     if not isinstance(next_sync_at, Unset):
-        values["next_sync_at"] = None if next_sync_at is None else _utc(next_sync_at)
+        values["next_sync_at"] = None if next_sync_at is None else to_db(next_sync_at)
     if not isinstance(truncated, Unset):
         values["truncated"] = truncated
     if not isinstance(upstream_max_items, Unset):
         values["upstream_max_items"] = upstream_max_items
     if not isinstance(last_synced, Unset):
-        values["last_synced"] = None if last_synced is None else _utc(last_synced)
+        values["last_synced"] = None if last_synced is None else to_db(last_synced)
     if not isinstance(last_error, Unset):
         values["last_error"] = None if last_error is None else last_error[:1023]
     if not values:
@@ -317,14 +263,14 @@ async def set_node_state(
     else:
         statement = update(_NODES).where(_NODES.c.id == node_id).values(values).returning(*_NODES.c)
         row = (await session.execute(statement)).first()
-    return None if row is None else _node(row._mapping)
+    return None if row is None else node_record(row._mapping)
 
 
 @_observed
 async def touch_node(session: AsyncSession, node_id: int, now: datetime) -> bool:
     """Record that the node was just requested; False if it is unknown."""
     result = await session.execute(
-        update(_NODES).where(_NODES.c.id == node_id).values(last_requested=_utc(now))
+        update(_NODES).where(_NODES.c.id == node_id).values(last_requested=to_db(now))
     )
     return _rowcount(result) == 1
 
@@ -334,10 +280,10 @@ async def idle_nodes(session: AsyncSession, older_than: datetime) -> list[NodeRe
     """Nodes not requested since ``older_than`` (never requested counts), least recent first."""
     query = (
         select(_NODES)
-        .where(or_(_NODES.c.last_requested.is_(None), _NODES.c.last_requested < _utc(older_than)))
+        .where(or_(_NODES.c.last_requested.is_(None), _NODES.c.last_requested < to_db(older_than)))
         .order_by(_NODES.c.last_requested.asc().nulls_first(), _NODES.c.id)
     )
-    return [_node(row._mapping) for row in await session.execute(query)]
+    return [node_record(row._mapping) for row in await session.execute(query)]
 
 
 @_observed
@@ -345,17 +291,17 @@ async def due_for_sync(session: AsyncSession, now: datetime) -> list[NodeRecord]
     """Nodes in state error whose retry time has come, the longest-waiting first."""
     query = (
         select(_NODES)
-        .where(_NODES.c.sync_state == ERROR, _NODES.c.next_sync_at <= _utc(now))
+        .where(_NODES.c.sync_state == ERROR, _NODES.c.next_sync_at <= to_db(now))
         .order_by(_NODES.c.next_sync_at, _NODES.c.id)
     )
-    return [_node(row._mapping) for row in await session.execute(query)]
+    return [node_record(row._mapping) for row in await session.execute(query)]
 
 
 @_observed
 async def nodes_in_state(session: AsyncSession, sync_state: str) -> list[NodeRecord]:
     """Every node in this sync state (e.g. completed ones to re-fetch after a restart)."""
     query = select(_NODES).where(_NODES.c.sync_state == sync_state).order_by(_NODES.c.id)
-    return [_node(row._mapping) for row in await session.execute(query)]
+    return [node_record(row._mapping) for row in await session.execute(query)]
 
 
 @_observed
@@ -399,7 +345,7 @@ async def try_acquire_sync(
         raise ValueError("a sync lease must be positive")
     if sync_state is not None and sync_state not in SYNC_STATES:
         raise ValueError(f"unknown sync state {sync_state!r}; expected one of {SYNC_STATES}")
-    now = _utc(now)
+    now = to_db(now)
     values: dict[str, Any] = {"sync_owner": owner, "sync_lease_until": now + lease}
     if sync_state is not None:
         values["sync_state"] = sync_state
@@ -445,7 +391,7 @@ async def renew_sync(
     statement = (
         update(_NODES)
         .where(_NODES.c.id == node_id, _NODES.c.sync_owner == owner)
-        .values(sync_lease_until=_utc(now) + lease)
+        .values(sync_lease_until=to_db(now) + lease)
     )
     async with sessions.begin() as session:
         result = await session.execute(statement)
@@ -490,7 +436,7 @@ def _rows(node_id: int, items: Sequence[ItemInput], now: datetime) -> list[dict[
             "publisher": item.publisher,
             "data": item.data,
             "parsed_value": item.parsed,
-            "created": now if item.created is None else _utc(item.created),
+            "created": now if item.created is None else to_db(item.created),
             "updated": now,
         }
         for item in latest.values()
@@ -542,7 +488,7 @@ async def upsert_items(
     ``created`` and its place, and takes the new data, parsed form and publisher, with
     ``updated = now``. The raw XML is stored exactly as given.
     """
-    return await _upsert(session, node_id, items, _utc(now))
+    return await _upsert(session, node_id, items, to_db(now))
 
 
 @_observed
@@ -551,7 +497,7 @@ async def upsert_items_of_nodes(
 ) -> int:
     """upsert_items for several nodes in one statement (node id -> its items, oldest
     first); return how many rows were written."""
-    now = _utc(now)
+    now = to_db(now)
     return await _upsert_rows(
         session, [row for node_id, some in items.items() for row in _rows(node_id, some, now)]
     )
@@ -611,7 +557,7 @@ async def replace_items(
     the caller's transaction and does not commit: commit it with the state change.
     Returns how many items were deleted.
     """
-    now = _utc(now)
+    now = to_db(now)
     wanted = {item.item_id for item in items}
     existing = await session.execute(select(_ITEMS.c.item_id).where(_ITEMS.c.node_id == node_id))
     stale = [item_id for item_id in existing.scalars() if item_id not in wanted]
@@ -660,7 +606,7 @@ async def get_items_by_ids(
             _ITEMS.c.node_id == node_id, _ITEMS.c.item_id.in_(chunk)
         )
         for row in await session.execute(query):
-            item = _item(row._mapping)
+            item = item_record(row._mapping)
             found.append((item.created, row.id, item))
     found.sort(key=lambda entry: (entry[0], entry[1]))
     return [item for _, _, item in found]
@@ -681,7 +627,7 @@ async def held_ids_of_nodes(
         )
         for row in await session.execute(query):
             if (row.node_id, row.item_id) in wanted:
-                found[row.node_id].append((_from_db(row.created), row.id, row.item_id))
+                found[row.node_id].append((from_db(row.created), row.id, row.item_id))
     return {node_id: [i for _, _, i in sorted(held)] for node_id, held in found.items()}
 
 
@@ -698,7 +644,7 @@ async def items_of_nodes(
         .order_by(_ITEMS.c.node_id, *_CHRONOLOGICAL)
     )
     for row in await session.execute(query):
-        found[row.node_id].append(_item(row._mapping))
+        found[row.node_id].append(item_record(row._mapping))
     return found
 
 
@@ -763,11 +709,11 @@ async def _fetch_range(
     query = select(*_ITEM_COLUMNS).where(_ITEMS.c.node_id == node_id).limit(stop - start)
     if start <= total - stop:
         rows = await session.execute(query.order_by(*_CHRONOLOGICAL).offset(start))
-        return [_item(row._mapping) for row in rows]
+        return [item_record(row._mapping) for row in rows]
     # The newest pages (max_items, <before/>) are the common requests: counting from
     # the end keeps their OFFSET small.
     rows = await session.execute(query.order_by(*_NEWEST_FIRST).offset(total - stop))
-    return [_item(row._mapping) for row in reversed(rows.all())]
+    return [item_record(row._mapping) for row in reversed(rows.all())]
 
 
 @_observed
