@@ -1,8 +1,8 @@
 """The SQL of cache administration: statistics, node listings, purges, resets and the
 log of administrator requests that running Heralds apply to their memory.
 
-Like ``pubsub_repo``, functions take an ``AsyncSession`` and plain values, return
-frozen records, and do not commit: a purge and its log rows commit together.
+Like the pubsub repository modules, functions take an ``AsyncSession`` and plain
+values, return frozen records, and do not commit: a purge and its log rows commit together.
 """
 
 from __future__ import annotations
