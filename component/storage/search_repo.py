@@ -23,18 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Table, bindparam, select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from component.paging import Page, RsmRequest, paginate
 from component.search_text import document
 from component.storage.convert import item_record, to_db
-from component.storage.models import Base
+from component.storage.pubsub_tables import CHUNK, ITEMS
 from component.storage.records import ItemRecord
 from component.storage.timing import timed
-
-_ITEMS: Final[Table] = Base.metadata.tables["pubsub_items"]
-_CHUNK: Final = 500
 
 
 @dataclass(frozen=True)
@@ -115,7 +112,7 @@ async def search_items(
         if value is not None:
             where.append(f"i.created {op} :{name}")
             params[name] = to_db(value)
-            times.append(bindparam(name, type_=_ITEMS.c.created.type))
+            times.append(bindparam(name, type_=ITEMS.c.created.type))
     statement = text(
         "SELECT i.id, i.item_id FROM pubsub_items i "
         f"WHERE {' AND '.join(where)} ORDER BY i.created, i.id"
@@ -133,11 +130,11 @@ def _key_id(key: tuple[int, str]) -> str:
 
 async def _rows(session: AsyncSession, ids: Sequence[int]) -> list[ItemRecord]:
     """The items with these row ids, in the order given."""
-    columns = [_ITEMS.c[name] for name in ("id", "item_id", "data", "parsed")]
-    columns += [_ITEMS.c[name] for name in ("publisher", "created", "updated")]
+    columns = [ITEMS.c[name] for name in ("id", "item_id", "data", "parsed")]
+    columns += [ITEMS.c[name] for name in ("publisher", "created", "updated")]
     found: dict[int, ItemRecord] = {}
-    for start in range(0, len(ids), _CHUNK):
-        query = select(*columns).where(_ITEMS.c.id.in_(ids[start : start + _CHUNK]))
+    for start in range(0, len(ids), CHUNK):
+        query = select(*columns).where(ITEMS.c.id.in_(ids[start : start + CHUNK]))
         for row in await session.execute(query):
             found[row.id] = item_record(row._mapping)
     return [found[i] for i in ids if i in found]
