@@ -22,9 +22,9 @@ from component.storage.pubsub_tables import (
     ITEMS,
     NEWEST_FIRST,
     chunks,
-    observed,
 )
 from component.storage.records import ItemRecord
+from component.storage.timing import observed
 
 
 @observed

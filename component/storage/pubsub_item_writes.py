@@ -22,11 +22,11 @@ from component.storage.pubsub_tables import (
     NEWEST_FIRST,
     chunks,
     dialect_insert,
-    observed,
     rowcount,
 )
 from component.storage.records import ItemInput
 from component.storage.search_repo import index_items
+from component.storage.timing import observed
 
 
 async def _upsert(

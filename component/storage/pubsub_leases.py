@@ -14,8 +14,9 @@ from sqlalchemy import case, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.storage.convert import to_db
-from component.storage.pubsub_tables import NODES, observed, rowcount
+from component.storage.pubsub_tables import NODES, rowcount
 from component.storage.records import SYNC_STATES
+from component.storage.timing import observed
 
 
 @observed

@@ -16,8 +16,9 @@ from sqlalchemy import case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from component.storage.convert import node_record, to_db
-from component.storage.pubsub_tables import NODES, dialect_insert, observed, rowcount
+from component.storage.pubsub_tables import NODES, dialect_insert, rowcount
 from component.storage.records import ERROR, NO_SYNC, SYNC_STATES, NodeRecord
+from component.storage.timing import observed
 
 
 class Unset(Enum):

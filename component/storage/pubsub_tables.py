@@ -1,5 +1,5 @@
 """What the pubsub repository modules share: the tables, the item orderings, and
-small statement helpers (the dialect's INSERT, IN-list chunks, row counts, timing).
+small statement helpers (the dialect's INSERT, IN-list chunks, row counts).
 
 Ordering: "chronological" is by ``created``, then by insertion order (the row id).
 An update keeps both, so a republished item keeps its place.
@@ -7,15 +7,14 @@ An update keeps both, so a republished item keeps its place.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any, Final, ParamSpec, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from component.storage.models import Base
-from component.storage.timing import timed
 
 NODES: Final[Table] = Base.metadata.tables["pubsub_nodes"]
 ITEMS: Final[Table] = Base.metadata.tables["pubsub_items"]
@@ -31,17 +30,6 @@ CHRONOLOGICAL: Final = (ITEMS.c.created.asc(), ITEMS.c.id.asc())
 NEWEST_FIRST: Final = (ITEMS.c.created.desc(), ITEMS.c.id.desc())
 # Bound parameters per IN list: far below SQLite's (32766) and PostgreSQL's (65535) limits.
 CHUNK: Final = 500
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def observed(
-    fn: Callable[_P, Coroutine[Any, Any, _R]],
-) -> Callable[_P, Awaitable[_R]]:
-    """Time every call in herald_db_query_seconds{operation=<function name>}."""
-    return timed(fn.__name__)(fn)
 
 
 def dialect_insert(session: AsyncSession, table: Table) -> sqlite.Insert | postgresql.Insert:
