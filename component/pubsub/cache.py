@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
 from component.sizes import held_size
-from component.storage import pubsub_repo as repo
+from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
 from component.storage.records import (
     COMPLETED,
     NO_SYNC,
@@ -124,7 +124,7 @@ class Cache:
         """Read every known node into memory, and set the gauges from the database."""
         async with self.sessions() as session:
             for state in SYNC_STATES:
-                for record in await repo.nodes_in_state(session, state):
+                for record in await pubsub_nodes.nodes_in_state(session, state):
                     self._put(_state(record))
         await self.refresh_gauges()
 
@@ -137,8 +137,8 @@ class Cache:
         """Set the node and item gauges from the database."""
         self._gauges_stale = False
         async with self.sessions() as session:
-            by_state = await repo.count_nodes_by_state(session)
-            items = await repo.count_items(session)
+            by_state = await pubsub_nodes.count_nodes_by_state(session)
+            items = await pubsub_item_reads.count_items(session)
         for state, count in by_state.items():
             metrics.PUBSUB_CACHED_NODES.labels(sync_state=state).set(count)
         metrics.PUBSUB_CACHED_ITEMS.set(items)
@@ -170,7 +170,9 @@ class Cache:
         if known is not None:
             return known
         async with self.sessions() as session:
-            record = await repo.ensure_node(session, service, name, analyser=analyser, now=utcnow())
+            record = await pubsub_nodes.ensure_node(
+                session, service, name, analyser=analyser, now=utcnow()
+            )
             await session.commit()
         self._gauges_stale = True
         return self._put(_state(record))
@@ -183,7 +185,7 @@ class Cache:
         confirm: the node was just fetched in full, so its completed state is trusted.
         """
         async with self.sessions() as session:
-            record = await repo.set_node_state(session, node.id, now=utcnow(), **changes)  # type: ignore[arg-type]
+            record = await pubsub_nodes.set_node_state(session, node.id, now=utcnow(), **changes)  # type: ignore[arg-type]
             await session.commit()
         self._gauges_stale = True
         if record is None:
@@ -222,7 +224,7 @@ class Cache:
     async def delete(self, node: NodeState) -> None:
         """Forget the node and its items, in the database and in memory."""
         async with self.sessions() as session:
-            await repo.delete_node(session, node.service, node.name)
+            await pubsub_nodes.delete_node(session, node.service, node.name)
             await session.commit()
         self.forget(node)
 
@@ -254,7 +256,7 @@ class Cache:
         now = utcnow()
         async with self.sessions() as session:
             for node_id in requested:
-                await repo.touch_node(session, node_id, now)
+                await pubsub_nodes.touch_node(session, node_id, now)
             await session.commit()
 
     # -- items ----------------------------------------------------------------------
@@ -267,7 +269,7 @@ class Cache:
             return held
         version = self._version.get(node.id, 0)
         async with self.sessions() as session:
-            page = await repo.page_items(session, node.id, None, None)
+            page = await pubsub_item_reads.page_items(session, node.id, None, None)
         items = list(page.items)
         if self._version.get(node.id, 0) == version:
             self._hold(node.id, items)
@@ -293,9 +295,11 @@ class Cache:
         keep = list(items)[-limit:]
         truncated = more_upstream or len(items) > limit
         async with self.sessions() as session:
-            await repo.purge_items(session, node.id)
-            await repo.upsert_items(session, node.id, keep, utcnow())
-            record = await repo.set_node_state(session, node.id, now=utcnow(), truncated=truncated)
+            await pubsub_item_writes.purge_items(session, node.id)
+            await pubsub_item_writes.upsert_items(session, node.id, keep, utcnow())
+            record = await pubsub_nodes.set_node_state(
+                session, node.id, now=utcnow(), truncated=truncated
+            )
             await session.commit()
         self._drop_items(node.id)
         return self._remember(node, record)
@@ -324,18 +328,18 @@ class Cache:
     ) -> NodeRecord | None:
         """upsert_items' writes, in the caller's transaction; the new record if the
         node's state changed."""
-        await repo.upsert_items(session, node.id, items, utcnow())
+        await pubsub_item_writes.upsert_items(session, node.id, items, utcnow())
         if moved:
-            await repo.restamp_items(session, node.id, moved)
+            await pubsub_item_writes.restamp_items(session, node.id, moved)
         return await self._trim(session, node)
 
     async def _trim(self, session: AsyncSession, node: NodeState) -> NodeRecord | None:
-        trimmed = await repo.trim_items(session, node.id, self.limit(node))
+        trimmed = await pubsub_item_writes.trim_items(session, node.id, self.limit(node))
         upstream_keeps_more = (
             node.upstream_max_items is None or node.upstream_max_items > self.max_items_per_node
         )
         if trimmed and upstream_keeps_more and not node.truncated:
-            return await repo.set_node_state(session, node.id, now=utcnow(), truncated=True)
+            return await pubsub_nodes.set_node_state(session, node.id, now=utcnow(), truncated=True)
         return None
 
     async def apply_steps(
@@ -362,19 +366,19 @@ class Cache:
                 phase = [(node, steps[n]) for node, steps in changes if n < len(steps)]
                 retracting = {node.id: step.retracted for node, step in phase if step.retracted}
                 if retracting:
-                    await repo.retract_items_of_nodes(session, retracting)
+                    await pubsub_item_writes.retract_items_of_nodes(session, retracting)
                 publishing = {node.id: (node, step) for node, step in phase if step.published}
                 held: dict[int, list[str]] = {}
                 if publishing:
                     ids = {i: [x.item_id for x in s.published] for i, (_, s) in publishing.items()}
-                    held = await repo.held_ids_of_nodes(session, ids)
-                    await repo.upsert_items_of_nodes(
+                    held = await pubsub_item_reads.held_ids_of_nodes(session, ids)
+                    await pubsub_item_writes.upsert_items_of_nodes(
                         session, {i: s.published for i, (_, s) in publishing.items()}, utcnow()
                     )
-                    counts = await repo.count_items_of_nodes(session, list(publishing))
+                    counts = await pubsub_item_reads.count_items_of_nodes(session, list(publishing))
                     for node_id, (node, step) in publishing.items():
                         if step.move_republished and held[node_id]:
-                            await repo.restamp_items(session, node_id, held[node_id])
+                            await pubsub_item_writes.restamp_items(session, node_id, held[node_id])
                         current = _state(records[node_id]) if node_id in records else node
                         if counts.get(node_id, 0) > self.limit(current):
                             record = await self._trim(session, current)
@@ -383,7 +387,7 @@ class Cache:
                 for node, _ in phase:
                     again[node.id].append(held.get(node.id, []))
             if hot:
-                fresh = await repo.items_of_nodes(session, list(hot))
+                fresh = await pubsub_item_reads.items_of_nodes(session, list(hot))
             await session.commit()
         out = []
         for node, _ in changes:
@@ -403,27 +407,29 @@ class Cache:
             wanted = set(item_ids)
             return [item for item in hot if item.item_id in wanted]
         async with self.sessions() as session:
-            return await repo.get_items_by_ids(session, node.id, item_ids)
+            return await pubsub_item_reads.get_items_by_ids(session, node.id, item_ids)
 
     async def move_to_newest(self, node: NodeState, item_ids: Sequence[str]) -> None:
         """Give republished items the place of their last publication."""
         async with self.sessions() as session:
-            await repo.restamp_items(session, node.id, item_ids)
+            await pubsub_item_writes.restamp_items(session, node.id, item_ids)
             await session.commit()
         self._drop_items(node.id)
 
     async def retract_items(self, node: NodeState, item_ids: Sequence[str]) -> None:
         """Delete retracted items."""
         async with self.sessions() as session:
-            await repo.retract_items(session, node.id, item_ids)
+            await pubsub_item_writes.retract_items(session, node.id, item_ids)
             await session.commit()
         self._drop_items(node.id)
 
     async def purge_items(self, node: NodeState) -> NodeState:
         """Delete all the node's items (upstream holds none either: not truncated)."""
         async with self.sessions() as session:
-            await repo.purge_items(session, node.id)
-            record = await repo.set_node_state(session, node.id, now=utcnow(), truncated=False)
+            await pubsub_item_writes.purge_items(session, node.id)
+            record = await pubsub_nodes.set_node_state(
+                session, node.id, now=utcnow(), truncated=False
+            )
             await session.commit()
         self._drop_items(node.id)
         return self._remember(node, record)

@@ -325,12 +325,12 @@ class Synchroniser:
 
     async def sync(self, node: NodeState) -> None:
         """Synchronise one node now, if this process wins its lease."""
-        from component.storage import pubsub_repo as repo
+        from component.storage import pubsub_leases
 
         sessions = self.cache.sessions
         # The lease and the in-progress state are one UPDATE: a crash can never leave
         # the lease taken and the node still marked completed.
-        if not await repo.try_acquire_sync(
+        if not await pubsub_leases.try_acquire_sync(
             sessions,
             node.id,
             self.owner,
@@ -401,7 +401,7 @@ class Synchroniser:
         finally:
             keeper.cancel()
             self._pending.pop(node.id, None)
-            await repo.release_sync(sessions, node.id, self.owner)
+            await pubsub_leases.release_sync(sessions, node.id, self.owner)
             await self.cache.refresh_gauges()
 
     async def _keep_lease(self, node: NodeState, sync: asyncio.Task[None]) -> None:
@@ -410,12 +410,12 @@ class Synchroniser:
         A sync may outlast one lease (a large node over a slow link); without renewal
         another process would start the same sync meanwhile.
         """
-        from component.storage import pubsub_repo as repo
+        from component.storage import pubsub_leases
 
         while True:
             await asyncio.sleep(self.lease.total_seconds() / 3)
             try:
-                held = await repo.renew_sync(
+                held = await pubsub_leases.renew_sync(
                     self.cache.sessions, node.id, self.owner, utcnow(), self.lease
                 )
             except Exception as exc:  # the database may be back before the lease ends
@@ -433,10 +433,10 @@ class Synchroniser:
                 return
 
     async def _failed(self, node: NodeState, reason: str) -> None:
-        from component.storage import pubsub_repo as repo
+        from component.storage import pubsub_nodes
 
         async with self.cache.sessions() as session:
-            record = await repo.get_node_by_id(session, node.id)
+            record = await pubsub_nodes.get_node_by_id(session, node.id)
         attempts = (record.sync_attempts if record else 0) + 1
         # Never half-cached: drop what was fetched; requests go upstream until a retry works.
         await self.cache.purge_items(node)
@@ -748,13 +748,13 @@ class Synchroniser:
 
     async def upkeep(self, idle: timedelta) -> None:
         """One round of housekeeping: retries, idle eviction, access re-checks, flushes."""
-        from component.storage import pubsub_repo as repo
+        from component.storage import pubsub_nodes
 
         await self.cache.flush_requested()
         now = utcnow()
         async with self.cache.sessions() as session:
-            due = await repo.due_for_sync(session, now)
-            idle_nodes = await repo.idle_nodes(session, now - idle)
+            due = await pubsub_nodes.due_for_sync(session, now)
+            idle_nodes = await pubsub_nodes.idle_nodes(session, now - idle)
         for record in due:
             node = self.cache.node(record.service, record.name)
             if node is not None:

@@ -1,8 +1,8 @@
 """The SQL of cache administration: statistics, node listings, purges, resets and the
 log of administrator requests that running Heralds apply to their memory.
 
-Like ``pubsub_repo``, functions take an ``AsyncSession`` and plain values, return
-frozen records, and do not commit: a purge and its log rows commit together.
+Like the pubsub repository modules, functions take an ``AsyncSession`` and plain
+values, return frozen records, and do not commit: a purge and its log rows commit together.
 """
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ from typing import Any, Final
 from sqlalchemy import LargeBinary, Table, cast, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from component.storage.convert import from_db, node_record, to_db
 from component.storage.models import Base
-from component.storage.pubsub_repo import _from_db, _node, _utc
+from component.storage.pubsub_tables import CHUNK, ITEMS, NODES
 from component.storage.records import ERROR, SYNC_STATES, NodeRecord
 
 RESYNC: Final = "resync"
 PURGED: Final = "purged"
 RESET: Final = "reset"
 
-_NODES: Final[Table] = Base.metadata.tables["pubsub_nodes"]
-_ITEMS: Final[Table] = Base.metadata.tables["pubsub_items"]
 _REQUESTS: Final[Table] = Base.metadata.tables["pubsub_admin_requests"]
-_CHUNK: Final = 500
 
 
 @dataclass(frozen=True)
@@ -63,18 +61,18 @@ class AdminRequest:
 def _bytes_of(session: AsyncSession) -> Any:
     # Bytes, not characters: what the data costs on disk and in memory, in UTF-8.
     if session.get_bind().dialect.name == "postgresql":
-        return func.octet_length(_ITEMS.c.data)
-    return func.length(cast(_ITEMS.c.data, LargeBinary))
+        return func.octet_length(ITEMS.c.data)
+    return func.length(cast(ITEMS.c.data, LargeBinary))
 
 
 def _per_node(session: AsyncSession) -> Any:
     return (
         select(
-            _ITEMS.c.node_id,
+            ITEMS.c.node_id,
             func.count().label("items"),
             func.sum(_bytes_of(session)).label("bytes"),
         )
-        .group_by(_ITEMS.c.node_id)
+        .group_by(ITEMS.c.node_id)
         .subquery("per_node")
     )
 
@@ -84,14 +82,14 @@ async def cache_stats(session: AsyncSession) -> list[ServiceStats]:
     per_node = _per_node(session)
     query = (
         select(
-            _NODES.c.service,
-            _NODES.c.sync_state,
+            NODES.c.service,
+            NODES.c.sync_state,
             func.count(),
             func.coalesce(func.sum(per_node.c["items"]), 0),
             func.coalesce(func.sum(per_node.c["bytes"]), 0),
         )
-        .select_from(_NODES.outerjoin(per_node, per_node.c.node_id == _NODES.c.id))
-        .group_by(_NODES.c.service, _NODES.c.sync_state)
+        .select_from(NODES.outerjoin(per_node, per_node.c.node_id == NODES.c.id))
+        .group_by(NODES.c.service, NODES.c.sync_state)
     )
     found: dict[str, tuple[dict[str, int], list[int]]] = {}
     for service, state, nodes, items, size in await session.execute(query):
@@ -119,26 +117,26 @@ async def node_summaries(
     """
     per_node = _per_node(session)
     query = select(
-        _NODES,
+        NODES,
         func.coalesce(per_node.c["items"], 0).label("item_count"),
         func.coalesce(per_node.c["bytes"], 0).label("byte_count"),
-    ).select_from(_NODES.outerjoin(per_node, per_node.c.node_id == _NODES.c.id))
+    ).select_from(NODES.outerjoin(per_node, per_node.c.node_id == NODES.c.id))
     if service is not None:
-        query = query.where(_NODES.c.service == service)
+        query = query.where(NODES.c.service == service)
     if name is not None:
-        query = query.where(_NODES.c.name == name)
+        query = query.where(NODES.c.name == name)
     if sync_state is not None:
-        query = query.where(_NODES.c.sync_state == sync_state)
+        query = query.where(NODES.c.sync_state == sync_state)
     if requested_before is not None:
         query = query.where(
             or_(
-                _NODES.c.last_requested.is_(None),
-                _NODES.c.last_requested < _utc(requested_before),
+                NODES.c.last_requested.is_(None),
+                NODES.c.last_requested < to_db(requested_before),
             )
         )
-    query = query.order_by(_NODES.c.service, _NODES.c.name)
+    query = query.order_by(NODES.c.service, NODES.c.name)
     return [
-        NodeSummary(_node(row._mapping), int(row.item_count), int(row.byte_count))
+        NodeSummary(node_record(row._mapping), int(row.item_count), int(row.byte_count))
         for row in await session.execute(query)
     ]
 
@@ -153,13 +151,13 @@ async def newest_and_oldest(
     session: AsyncSession, node_id: int
 ) -> tuple[datetime, datetime] | None:
     """The created time of the node's oldest and newest items; None when it has none."""
-    query = select(func.min(_ITEMS.c.created), func.max(_ITEMS.c.created)).where(
-        _ITEMS.c.node_id == node_id
+    query = select(func.min(ITEMS.c.created), func.max(ITEMS.c.created)).where(
+        ITEMS.c.node_id == node_id
     )
     oldest, newest = (await session.execute(query)).one()
     if oldest is None or newest is None:
         return None
-    return _from_db(oldest), _from_db(newest)
+    return from_db(oldest), from_db(newest)
 
 
 async def _log(
@@ -171,7 +169,7 @@ async def _log(
             service=None if node is None else node.service,
             node=None if node is None else node.name,
             node_id=None if node is None else node.id,
-            requested_at=_utc(now),
+            requested_at=to_db(now),
         )
     )
 
@@ -183,9 +181,9 @@ async def request_resync(session: AsyncSession, node: NodeRecord, now: datetime)
     retries it even where no Herald reads the request log (an older one, say).
     """
     await session.execute(
-        update(_NODES)
-        .where(_NODES.c.id == node.id, _NODES.c.sync_state == ERROR)
-        .values(next_sync_at=_utc(now))
+        update(NODES)
+        .where(NODES.c.id == node.id, NODES.c.sync_state == ERROR)
+        .values(next_sync_at=to_db(now))
     )
     await _log(session, RESYNC, now, node)
 
@@ -194,10 +192,10 @@ async def purge_nodes(session: AsyncSession, nodes: Sequence[NodeRecord], now: d
     """Forget these nodes and their items, logging one request per node; return how
     many were still there (a node dropped meanwhile is skipped)."""
     removed = 0
-    for start in range(0, len(nodes), _CHUNK):
-        chunk = nodes[start : start + _CHUNK]
+    for start in range(0, len(nodes), CHUNK):
+        chunk = nodes[start : start + CHUNK]
         result = await session.execute(
-            delete(_NODES).where(_NODES.c.id.in_([n.id for n in chunk])).returning(_NODES.c.id)
+            delete(NODES).where(NODES.c.id.in_([n.id for n in chunk])).returning(NODES.c.id)
         )
         gone = set(result.scalars())
         removed += len(gone)
@@ -209,8 +207,8 @@ async def purge_nodes(session: AsyncSession, nodes: Sequence[NodeRecord], now: d
 
 async def reset_cache(session: AsyncSession, now: datetime) -> tuple[int, int]:
     """Forget every node and item; return how many nodes and items there were."""
-    items = (await session.execute(delete(_ITEMS))).rowcount  # type: ignore[attr-defined]
-    nodes = (await session.execute(delete(_NODES))).rowcount  # type: ignore[attr-defined]
+    items = (await session.execute(delete(ITEMS))).rowcount  # type: ignore[attr-defined]
+    nodes = (await session.execute(delete(NODES))).rowcount  # type: ignore[attr-defined]
     await _log(session, RESET, now)
     return int(nodes), int(items)
 
@@ -226,7 +224,7 @@ async def requests_after(session: AsyncSession, after_id: int) -> list[AdminRequ
     query = select(_REQUESTS).where(_REQUESTS.c.id > after_id).order_by(_REQUESTS.c.id)
     return [
         AdminRequest(
-            row.id, row.action, row.service, row.node, row.node_id, _from_db(row.requested_at)
+            row.id, row.action, row.service, row.node, row.node_id, from_db(row.requested_at)
         )
         for row in await session.execute(query)
     ]
@@ -235,12 +233,12 @@ async def requests_after(session: AsyncSession, after_id: int) -> list[AdminRequ
 async def prune_requests(session: AsyncSession, older_than: datetime) -> int:
     """Drop logged requests made before ``older_than``; return how many."""
     result = await session.execute(
-        delete(_REQUESTS).where(_REQUESTS.c.requested_at < _utc(older_than))
+        delete(_REQUESTS).where(_REQUESTS.c.requested_at < to_db(older_than))
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def node_keys(session: AsyncSession) -> set[tuple[str, str, int]]:
     """(service, name, id) of every node: what a Herald checks its memory against."""
-    query = select(_NODES.c.service, _NODES.c.name, _NODES.c.id)
+    query = select(NODES.c.service, NODES.c.name, NODES.c.id)
     return {(row.service, row.name, row.id) for row in await session.execute(query)}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from component.storage.convert import from_db
 from component.storage.models import MulticastPresence, MulticastRemoteSupport
 from component.storage.timing import timed
 
@@ -24,11 +25,6 @@ class RemoteSupportRecord:
     expires_at: datetime
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 @timed("get_remote_support")
 async def get_remote_support(session: AsyncSession, domain: str) -> RemoteSupportRecord | None:
     """The cached answer for domain, expired or not (the caller checks expires_at)."""
@@ -36,7 +32,7 @@ async def get_remote_support(session: AsyncSession, domain: str) -> RemoteSuppor
     if row is None:
         return None
     return RemoteSupportRecord(
-        row.domain, row.service_jid, row.max_message, row.max_presence, _utc(row.expires_at)
+        row.domain, row.service_jid, row.max_message, row.max_presence, from_db(row.expires_at)
     )
 
 

@@ -20,20 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Table, bindparam, select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from component.paging import Page, RsmRequest, paginate
 from component.search_text import document
-from component.storage.models import Base
+from component.storage.convert import item_record, to_db
+from component.storage.pubsub_tables import CHUNK, ITEMS
 from component.storage.records import ItemRecord
 from component.storage.timing import timed
-
-_ITEMS: Final[Table] = Base.metadata.tables["pubsub_items"]
-_CHUNK: Final = 500
 
 
 @dataclass(frozen=True)
@@ -82,17 +80,6 @@ async def index_items(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
         await session.execute(text(_INDEX_SQL[_dialect(session)]), documents)
 
 
-def _utc(value: datetime) -> datetime:
-    # As pubsub_repo binds times: aware, in UTC (SQLite compares them as text).
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"times must be timezone-aware, got the naive {value!r}")
-    return value.astimezone(UTC)
-
-
-def _from_db(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 @timed("search_items")
 async def search_items(
     session: AsyncSession, node_id: int, wanted: SearchFilter, rsm: RsmRequest | None
@@ -124,8 +111,8 @@ async def search_items(
     for name, op, value in (("start", ">=", wanted.start), ("end", "<=", wanted.end)):
         if value is not None:
             where.append(f"i.created {op} :{name}")
-            params[name] = _utc(value)
-            times.append(bindparam(name, type_=_ITEMS.c.created.type))
+            params[name] = to_db(value)
+            times.append(bindparam(name, type_=ITEMS.c.created.type))
     statement = text(
         "SELECT i.id, i.item_id FROM pubsub_items i "
         f"WHERE {' AND '.join(where)} ORDER BY i.created, i.id"
@@ -143,20 +130,13 @@ def _key_id(key: tuple[int, str]) -> str:
 
 async def _rows(session: AsyncSession, ids: Sequence[int]) -> list[ItemRecord]:
     """The items with these row ids, in the order given."""
-    columns = [_ITEMS.c[name] for name in ("id", "item_id", "data", "parsed")]
-    columns += [_ITEMS.c[name] for name in ("publisher", "created", "updated")]
+    columns = [ITEMS.c[name] for name in ("id", "item_id", "data", "parsed")]
+    columns += [ITEMS.c[name] for name in ("publisher", "created", "updated")]
     found: dict[int, ItemRecord] = {}
-    for start in range(0, len(ids), _CHUNK):
-        query = select(*columns).where(_ITEMS.c.id.in_(ids[start : start + _CHUNK]))
+    for start in range(0, len(ids), CHUNK):
+        query = select(*columns).where(ITEMS.c.id.in_(ids[start : start + CHUNK]))
         for row in await session.execute(query):
-            found[row.id] = ItemRecord(
-                item_id=row.item_id,
-                data=row.data,
-                parsed=row.parsed,
-                publisher=row.publisher,
-                created=_from_db(row.created),
-                updated=_from_db(row.updated),
-            )
+            found[row.id] = item_record(row._mapping)
     return [found[i] for i in ids if i in found]
 
 

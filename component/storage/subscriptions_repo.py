@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from component.storage.convert import from_db
 from component.storage.models import PubsubLocalSubscription as Row
 from component.storage.timing import timed
 
@@ -34,9 +35,6 @@ class LocalSubscription:
 
 
 def _record(row: Row) -> LocalSubscription:
-    created = row.created
-    # SQLite hands back naive datetimes (stored as UTC); PostgreSQL aware ones.
-    created = created.replace(tzinfo=UTC) if created.tzinfo is None else created.astimezone(UTC)
     return LocalSubscription(
         row.address,
         row.service,
@@ -45,7 +43,7 @@ def _record(row: Row) -> LocalSubscription:
         row.subscriber_bare,
         row.subid,
         dict(row.options or {}),
-        created,
+        from_db(row.created),
     )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 from component.metrics import DB_QUERY_SECONDS
 
@@ -30,3 +30,10 @@ def timed(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, A
         return wrapper
 
     return decorate
+
+
+def observed(
+    fn: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Awaitable[R]]:
+    """Time every call in herald_db_query_seconds{operation=<function name>}."""
+    return timed(fn.__name__)(fn)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from component.app import Herald
-from component.storage import pubsub_repo as repo
+from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
 from tests.conftest import PROXY_JID, UPSTREAM_JID, USERS
 from tests.harness.client import TestClient
 from tests.harness.prosody import Prosody
@@ -83,8 +83,8 @@ async def test_a_running_herald_resyncs_a_node_after_herald_cache_sync(
     assert state is not None
     # The database copy drifts (say, a disk restored from a backup): one item lost.
     async with service.cache.sessions.begin() as session:
-        await repo.retract_items(session, state.id, ["item-001"])
-        before = await repo.get_node_by_id(session, state.id)
+        await pubsub_item_writes.retract_items(session, state.id, ["item-001"])
+        before = await pubsub_nodes.get_node_by_id(session, state.id)
     assert before is not None
     completed = sample("herald_pubsub_sync_runs_total", result="completed") or 0
 
@@ -95,8 +95,8 @@ async def test_a_running_herald_resyncs_a_node_after_herald_cache_sync(
 
     async def resynced() -> bool:
         async with service.cache.sessions() as session:
-            now = await repo.get_node_by_id(session, state.id)
-            held = await repo.item_ids(session, state.id)
+            now = await pubsub_nodes.get_node_by_id(session, state.id)
+            held = await pubsub_item_reads.item_ids(session, state.id)
         assert now is not None
         assert now.last_synced is not None
         assert before.last_synced is not None

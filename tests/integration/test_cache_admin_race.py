@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from component.cache_admin import operations as ops
 from component.pubsub.admin_watch import AdminWatch
 from component.pubsub.cache import Cache
-from component.storage import pubsub_repo as repo
+from component.storage import pubsub_item_reads, pubsub_nodes
 from component.storage.records import COMPLETED
 from tests.integration.test_pubsub_proxy import until
 from tests.integration.test_pubsub_sync import (
@@ -68,8 +68,8 @@ async def test_a_purge_during_a_sync_stops_it_and_unsubscribes_after_its_subscri
         "unsubscribe",
     ]
     async with sessions() as session:
-        assert await repo.get_node(session, SERVICE, NODE) is None  # not written back
-        assert await repo.count_items(session) == 0
+        assert await pubsub_nodes.get_node(session, SERVICE, NODE) is None  # not written back
+        assert await pubsub_item_reads.count_items(session) == 0
     assert runs("completed") == completed
     await watch.close()
     await sync.close()

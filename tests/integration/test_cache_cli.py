@@ -15,8 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.storage import cache_admin_repo as admin_repo
-from component.storage import migrate
-from component.storage import pubsub_repo as repo
+from component.storage import migrate, pubsub_item_reads, pubsub_item_writes, pubsub_nodes
 from component.storage.engine import create_engine, session_factory
 from component.storage.records import COMPLETED, ERROR, ItemInput
 from tests.harness.ports import free_port
@@ -55,17 +54,19 @@ async def populate(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]
             (ORIGIN, "weather", NOW - timedelta(hours=1)),
             (OTHER, "news", NOW - timedelta(days=30)),
         ):
-            node = await repo.ensure_node(s, service, name, analyser="r", now=requested)
+            node = await pubsub_nodes.ensure_node(s, service, name, analyser="r", now=requested)
             ids[name] = node.id
-        await repo.upsert_items(
+        await pubsub_item_writes.upsert_items(
             s, ids["blog-1"], [ItemInput(f"i{n}", f"<e>é{n}</e>") for n in range(3)], NOW
         )
-        await repo.upsert_items(s, ids["blog-2"], [ItemInput("only", "<e>x</e>")], NOW)
+        await pubsub_item_writes.upsert_items(
+            s, ids["blog-2"], [ItemInput("only", "<e>x</e>")], NOW
+        )
         for name in ("blog-1", "blog-2"):
-            await repo.set_node_state(
+            await pubsub_nodes.set_node_state(
                 s, ids[name], now=NOW, sync_state=COMPLETED, shareable=True, last_synced=NOW
             )
-        await repo.set_node_state(
+        await pubsub_nodes.set_node_state(
             s,
             ids["weather"],
             now=NOW,
@@ -163,7 +164,7 @@ async def test_sync_logs_a_request_and_makes_a_failed_node_due(cache_db: Any) ->
     assert json.loads(out) == {"requested": "resync", "service": ORIGIN, "node": "weather"}
     async with sessions() as s:
         logged = await admin_repo.requests_after(s, 0)
-        record = await repo.get_node_by_id(s, ids["weather"])
+        record = await pubsub_nodes.get_node_by_id(s, ids["weather"])
     assert [(r.action, r.service, r.node, r.node_id) for r in logged] == [
         ("resync", ORIGIN, "weather", ids["weather"])
     ]
@@ -193,7 +194,7 @@ async def test_purge_by_glob_service_and_idleness(cache_db: Any) -> None:
     assert out.strip().endswith("purged 1 nodes, 1 items")
     assert await node_names(sessions) == ["blog-1", "weather", "news"]
     async with sessions() as s:
-        assert await repo.count_items(s) == 3  # blog-2's item went with it
+        assert await pubsub_item_reads.count_items(s) == 3  # blog-2's item went with it
         logged = await admin_repo.requests_after(s, 0)
     assert [(r.action, r.node, r.node_id) for r in logged] == [("purged", "blog-2", ids["blog-2"])]
 
@@ -222,7 +223,7 @@ async def test_reset_asks_first(cache_db: Any) -> None:
     assert json.loads(out) == {"nodes": 4, "items": 4}
     assert await node_names(sessions) == []
     async with sessions() as s:
-        assert await repo.count_items(s) == 0
+        assert await pubsub_item_reads.count_items(s) == 0
         assert [r.action for r in await admin_repo.requests_after(s, 0)] == ["reset"]
 
 

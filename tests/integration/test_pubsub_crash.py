@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from component.storage import pubsub_repo as repo
+from component.storage import pubsub_nodes, records
 from component.storage.engine import create_engine, session_factory
 from tests.conftest import UPSTREAM_JID
 from tests.harness.herald import settings_for
@@ -63,9 +63,9 @@ async def test_sigkill_at_each_step_of_a_resync(
     node = unique("blog-crash")
     await owner.create(node, items=ITEMS)
 
-    async def record() -> repo.NodeRecord | None:
+    async def record() -> records.NodeRecord | None:
         async with sessions() as session:
-            return await repo.get_node(session, UPSTREAM_JID, node)
+            return await pubsub_nodes.get_node(session, UPSTREAM_JID, node)
 
     async def upstream() -> list[str]:
         found = await owner.ps.get_items(UPSTREAM_JID, node, timeout=5)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.stanzas import NodeEvent, ReceivedItem
 from component.pubsub.sync import Synchroniser
-from component.storage import pubsub_repo as repo
+from component.storage import pubsub_nodes
 from tests.integration.test_pubsub_sync import SERVICE, ScriptedUpstream, synchroniser
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ async def test_a_node_that_cannot_be_written_leaves_service_alone(
     sync = synchroniser(ScriptedUpstream(), cache)
     await synced(sync, cache, "fine", "gone")
     async with sessions() as session:  # behind the cache's back: its rows refuse items
-        await repo.delete_node(session, SERVICE, "gone")
+        await pubsub_nodes.delete_node(session, SERVICE, "gone")
         await session.commit()
     await asyncio.gather(
         sync.apply(SERVICE, published("fine", "x")),

@@ -763,7 +763,7 @@ async def test_a_silent_upstream_gets_remote_server_timeout(
 async def test_parsed_entries_are_stored_beside_the_raw_xml(
     proxy: Herald, clients: dict[str, TestClient]
 ) -> None:
-    from component.storage import pubsub_repo
+    from component.storage import pubsub_item_reads
 
     owner = Owner(clients["olivia"])
     node = unique("blog-parsed")
@@ -773,7 +773,7 @@ async def test_parsed_entries_are_stored_beside_the_raw_xml(
     state = cache.node(UPSTREAM_JID, node)
     assert state is not None
     async with cache.sessions() as session:
-        stored = await pubsub_repo.get_items_by_ids(session, state.id, ["item-001"])
+        stored = await pubsub_item_reads.get_items_by_ids(session, state.id, ["item-001"])
     assert stored[0].parsed is not None
     assert stored[0].parsed["title"] == "title 1"
     assert stored[0].data.startswith('<entry xmlns="http://www.w3.org/2005/Atom">')

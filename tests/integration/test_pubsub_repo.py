@@ -16,8 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from component.paging import Page, PagingError, RsmRequest, paginate
-from component.storage import migrate
-from component.storage import pubsub_repo as repo
+from component.storage import (
+    migrate,
+    pubsub_item_reads,
+    pubsub_item_writes,
+    pubsub_leases,
+    pubsub_nodes,
+)
 from component.storage.engine import create_engine, session_factory
 from component.storage.records import ItemInput, ItemRecord
 
@@ -54,19 +59,19 @@ def sessions(engine: AsyncEngine) -> Sessions:
 
 async def new_node(sessions: Sessions, name: str = BLOG, service: str = SERVICE) -> int:
     async with sessions.begin() as session:
-        return (await repo.ensure_node(session, service, name, analyser="blog", now=T0)).id
+        return (await pubsub_nodes.ensure_node(session, service, name, analyser="blog", now=T0)).id
 
 
 async def store(
     sessions: Sessions, node_id: int, items: Sequence[ItemInput], now: datetime = T0
 ) -> None:
     async with sessions.begin() as session:
-        await repo.upsert_items(session, node_id, items, now)
+        await pubsub_item_writes.upsert_items(session, node_id, items, now)
 
 
 async def ids_of(sessions: Sessions, node_id: int) -> list[str]:
     async with sessions() as session:
-        return await repo.item_ids(session, node_id)
+        return await pubsub_item_reads.item_ids(session, node_id)
 
 
 def xml(item_id: str, text: str = "") -> str:
@@ -82,8 +87,8 @@ def simple(item_id: str, created: datetime | None = None, text: str = "") -> Ite
 
 async def test_ensure_node_creates_once_then_returns_the_same_node(sessions: Sessions) -> None:
     async with sessions.begin() as session:
-        assert await repo.get_node(session, SERVICE, BLOG) is None
-        created = await repo.ensure_node(session, SERVICE, BLOG, analyser="blog", now=T0)
+        assert await pubsub_nodes.get_node(session, SERVICE, BLOG) is None
+        created = await pubsub_nodes.ensure_node(session, SERVICE, BLOG, analyser="blog", now=T0)
     assert (created.service, created.name, created.analyser) == (SERVICE, BLOG, "blog")
     assert (created.sync_state, created.sync_attempts) == ("no-sync", 0)
     assert (created.subscribed, created.shareable, created.access_model) == (False, False, None)
@@ -94,10 +99,12 @@ async def test_ensure_node_creates_once_then_returns_the_same_node(sessions: Ses
 
     later = T0 + timedelta(hours=1)
     async with sessions.begin() as session:
-        again = await repo.ensure_node(session, SERVICE, BLOG, analyser="other", now=later)
-        other = await repo.ensure_node(session, "romeo@montague.lit", BLOG, analyser=None, now=T0)
-        fetched = await repo.get_node(session, SERVICE, BLOG)
-        by_id = await repo.get_node_by_id(session, created.id)
+        again = await pubsub_nodes.ensure_node(session, SERVICE, BLOG, analyser="other", now=later)
+        other = await pubsub_nodes.ensure_node(
+            session, "romeo@montague.lit", BLOG, analyser=None, now=T0
+        )
+        fetched = await pubsub_nodes.get_node(session, SERVICE, BLOG)
+        by_id = await pubsub_nodes.get_node_by_id(session, created.id)
     assert again == created  # an existing node is returned unchanged
     assert fetched == created
     assert by_id == created
@@ -111,12 +118,14 @@ async def test_ensure_node_races_end_with_one_row(
 
     async def ensure(sessions: Sessions) -> int:
         async with sessions.begin() as session:
-            return (await repo.ensure_node(session, SERVICE, BLOG, analyser=None, now=T0)).id
+            return (
+                await pubsub_nodes.ensure_node(session, SERVICE, BLOG, analyser=None, now=T0)
+            ).id
 
     node_ids = await asyncio.gather(*(ensure(factories[n % 2]) for n in range(10)))
     assert len(set(node_ids)) == 1
     async with factories[0]() as session:
-        assert await repo.count_nodes_by_state(session) == {
+        assert await pubsub_nodes.count_nodes_by_state(session) == {
             "no-sync": 1,
             "in-progress": 0,
             "completed": 0,
@@ -130,29 +139,31 @@ async def test_delete_node_cascades_to_its_items(sessions: Sessions) -> None:
     await store(sessions, doomed, [simple("a"), simple("b")])
     await store(sessions, kept, [simple("a")])
     async with sessions.begin() as session:
-        assert await repo.delete_node(session, SERVICE, "doomed") is True
+        assert await pubsub_nodes.delete_node(session, SERVICE, "doomed") is True
     async with sessions.begin() as session:
-        assert await repo.get_node(session, SERVICE, "doomed") is None
-        assert await repo.item_ids(session, doomed) == []
-        assert await repo.item_ids(session, kept) == ["a"]
-        assert await repo.count_items(session) == 1
-        assert await repo.delete_node(session, SERVICE, "doomed") is False
+        assert await pubsub_nodes.get_node(session, SERVICE, "doomed") is None
+        assert await pubsub_item_reads.item_ids(session, doomed) == []
+        assert await pubsub_item_reads.item_ids(session, kept) == ["a"]
+        assert await pubsub_item_reads.count_items(session) == 1
+        assert await pubsub_nodes.delete_node(session, SERVICE, "doomed") is False
 
 
 async def test_set_node_state_changes_only_the_given_fields(sessions: Sessions) -> None:
     node_id = await new_node(sessions)
     async with sessions() as session:
-        before = await repo.get_node_by_id(session, node_id)
+        before = await pubsub_nodes.get_node_by_id(session, node_id)
     assert before is not None
     t1, t2 = T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)
 
     async with sessions.begin() as session:
-        moved = await repo.set_node_state(session, node_id, sync_state="in-progress", now=t1)
+        moved = await pubsub_nodes.set_node_state(
+            session, node_id, sync_state="in-progress", now=t1
+        )
     assert moved == dataclasses.replace(before, sync_state="in-progress", sync_state_updated=t1)
 
     retry_at = datetime(2026, 3, 1, 15, 30, tzinfo=PLUS_TWO)  # 13:30 UTC
     async with sessions.begin() as session:
-        same_state = await repo.set_node_state(
+        same_state = await pubsub_nodes.set_node_state(
             session,
             node_id,
             sync_state="in-progress",
@@ -180,21 +191,22 @@ async def test_set_node_state_changes_only_the_given_fields(sessions: Sessions) 
     assert same_state.next_sync_at.hour == 13
 
     async with sessions.begin() as session:
-        cleared = await repo.set_node_state(
+        cleared = await pubsub_nodes.set_node_state(
             session, node_id, access_model=None, next_sync_at=None, now=t2
         )
-        reread = await repo.get_node_by_id(session, node_id)
+        reread = await pubsub_nodes.get_node_by_id(session, node_id)
     assert cleared == dataclasses.replace(same_state, access_model=None, next_sync_at=None)
     assert reread == cleared
 
     async with sessions.begin() as session:
         assert (
-            await repo.set_node_state(session, node_id + 1000, sync_state="error", now=t2) is None
+            await pubsub_nodes.set_node_state(session, node_id + 1000, sync_state="error", now=t2)
+            is None
         )
         with pytest.raises(ValueError, match="unknown sync state"):
-            await repo.set_node_state(session, node_id, sync_state="done", now=t2)
+            await pubsub_nodes.set_node_state(session, node_id, sync_state="done", now=t2)
         with pytest.raises(ValueError, match="timezone-aware"):
-            await repo.set_node_state(
+            await pubsub_nodes.set_node_state(
                 session, node_id, sync_state="error", now=datetime(2026, 1, 1)
             )
 
@@ -212,9 +224,9 @@ async def test_sync_lease_contenders_blocked_together_have_one_winner(
     # Hold the row (PostgreSQL) or the write lock (SQLite) so that both contenders are
     # inside their UPDATE at the same time, then let them go together.
     blocker = first()
-    await repo.touch_node(blocker, node_id, T0)
+    await pubsub_nodes.touch_node(blocker, node_id, T0)
     contenders = [
-        asyncio.create_task(repo.try_acquire_sync(sessions, node_id, owner, T0, lease))
+        asyncio.create_task(pubsub_leases.try_acquire_sync(sessions, node_id, owner, T0, lease))
         for sessions, owner in ((first, "herald-1"), (second, "herald-2"))
     ]
     await asyncio.sleep(0.3)
@@ -226,7 +238,7 @@ async def test_sync_lease_contenders_blocked_together_have_one_winner(
     assert sorted(results) == [False, True]
     winner = "herald-1" if results[0] else "herald-2"
     async with first() as session:
-        node = await repo.get_node_by_id(session, node_id)
+        node = await pubsub_nodes.get_node_by_id(session, node_id)
     assert node is not None
     assert (node.sync_owner, node.sync_lease_until) == (winner, T0 + lease)
 
@@ -238,7 +250,9 @@ async def test_sync_lease_many_contenders_on_two_engines(
     node_id = await new_node(factories[0])
     results = await asyncio.gather(
         *(
-            repo.try_acquire_sync(factories[n % 2], node_id, f"h{n}", T0, timedelta(minutes=1))
+            pubsub_leases.try_acquire_sync(
+                factories[n % 2], node_id, f"h{n}", T0, timedelta(minutes=1)
+            )
             for n in range(12)
         )
     )
@@ -255,24 +269,26 @@ async def test_sync_lease_expires_renews_and_releases(
     def at(seconds: int) -> datetime:
         return T0 + timedelta(seconds=seconds)
 
-    assert await repo.try_acquire_sync(a, node_id, "A", at(0), lease) is True
-    assert await repo.try_acquire_sync(b, node_id, "B", at(10), lease) is False
-    assert await repo.try_acquire_sync(a, node_id, "A", at(10), lease) is False  # not re-entrant
-    assert await repo.renew_sync(a, node_id, "A", at(20), lease) is True  # now until 50
-    assert await repo.try_acquire_sync(b, node_id, "B", at(40), lease) is False
-    assert await repo.try_acquire_sync(b, node_id, "B", at(51), lease) is True  # A expired
-    assert await repo.renew_sync(a, node_id, "A", at(52), lease) is False
-    assert await repo.release_sync(a, node_id, "A") is False  # B's lease survives
+    assert await pubsub_leases.try_acquire_sync(a, node_id, "A", at(0), lease) is True
+    assert await pubsub_leases.try_acquire_sync(b, node_id, "B", at(10), lease) is False
+    assert (
+        await pubsub_leases.try_acquire_sync(a, node_id, "A", at(10), lease) is False
+    )  # not re-entrant
+    assert await pubsub_leases.renew_sync(a, node_id, "A", at(20), lease) is True  # now until 50
+    assert await pubsub_leases.try_acquire_sync(b, node_id, "B", at(40), lease) is False
+    assert await pubsub_leases.try_acquire_sync(b, node_id, "B", at(51), lease) is True  # A expired
+    assert await pubsub_leases.renew_sync(a, node_id, "A", at(52), lease) is False
+    assert await pubsub_leases.release_sync(a, node_id, "A") is False  # B's lease survives
     async with a() as session:
-        node = await repo.get_node_by_id(session, node_id)
+        node = await pubsub_nodes.get_node_by_id(session, node_id)
     assert node is not None
     assert (node.sync_owner, node.sync_lease_until) == ("B", at(81))
 
-    assert await repo.release_sync(b, node_id, "B") is True
-    assert await repo.try_acquire_sync(a, node_id, "A", at(53), lease) is True
-    assert await repo.try_acquire_sync(a, node_id + 1000, "A", at(53), lease) is False
+    assert await pubsub_leases.release_sync(b, node_id, "B") is True
+    assert await pubsub_leases.try_acquire_sync(a, node_id, "A", at(53), lease) is True
+    assert await pubsub_leases.try_acquire_sync(a, node_id + 1000, "A", at(53), lease) is False
     with pytest.raises(ValueError, match="positive"):
-        await repo.try_acquire_sync(a, node_id, "A", at(99), timedelta(0))
+        await pubsub_leases.try_acquire_sync(a, node_id, "A", at(99), timedelta(0))
 
 
 # --- items: writing ------------------------------------------------------------------
@@ -288,13 +304,13 @@ async def test_upsert_keeps_created_and_place_and_bumps_updated(sessions: Sessio
         ItemInput("c", xml("c")),
     ]
     async with sessions.begin() as session:
-        assert await repo.upsert_items(session, node_id, first, t1) == 3
+        assert await pubsub_item_writes.upsert_items(session, node_id, first, t1) == 3
     async with sessions.begin() as session:
         update = ItemInput(
             "a", xml("a", "v2"), parsed={"title": "v2"}, created=T0 - timedelta(days=9)
         )
-        assert await repo.upsert_items(session, node_id, [update], t2) == 1
-        items = await repo.get_items_by_ids(session, node_id, ["a", "b", "c"])
+        assert await pubsub_item_writes.upsert_items(session, node_id, [update], t2) == 1
+        items = await pubsub_item_reads.get_items_by_ids(session, node_id, ["a", "b", "c"])
 
     assert items == [
         ItemRecord("b", xml("b"), None, None, published, t1),
@@ -321,7 +337,7 @@ async def test_items_are_stored_byte_faithfully(sessions: Sessions) -> None:
     }
     await store(sessions, node_id, [ItemInput("x", raw, parsed=parsed, publisher="a@b/c")])
     async with sessions() as session:
-        [item] = await repo.get_items_by_ids(session, node_id, ["x"])
+        [item] = await pubsub_item_reads.get_items_by_ids(session, node_id, ["x"])
     assert item.data == raw
     assert item.parsed == parsed
     assert item.publisher == "a@b/c"
@@ -335,7 +351,7 @@ async def test_no_parsed_form_is_stored_as_sql_null(sessions: Sessions) -> None:
     query = text("SELECT item_id FROM pubsub_items WHERE parsed IS NULL ORDER BY item_id")
     async with sessions() as session:
         assert list((await session.execute(query)).scalars()) == ["a", "b"]
-        [c] = await repo.get_items_by_ids(session, node_id, ["c"])
+        [c] = await pubsub_item_reads.get_items_by_ids(session, node_id, ["c"])
     assert c.parsed == {}
 
 
@@ -351,8 +367,8 @@ async def test_upsert_orders_ties_by_insertion_and_collapses_duplicates(
     other = await new_node(sessions, "other")
     batch = [simple("x", text="one"), simple("y"), simple("x", text="two")]
     async with sessions.begin() as session:
-        assert await repo.upsert_items(session, other, batch, T0) == 2
-        items = await repo.get_items_by_ids(session, other, ["x", "y"])
+        assert await pubsub_item_writes.upsert_items(session, other, batch, T0) == 2
+        items = await pubsub_item_reads.get_items_by_ids(session, other, ["x", "y"])
     assert [(i.item_id, i.data) for i in items] == [("x", xml("x", "two")), ("y", xml("y"))]
 
 
@@ -360,13 +376,17 @@ async def test_upsert_refuses_naive_times_and_unknown_nodes(sessions: Sessions) 
     node_id = await new_node(sessions)
     async with sessions() as session:
         with pytest.raises(ValueError, match="timezone-aware"):
-            await repo.upsert_items(session, node_id, [simple("a")], datetime(2026, 1, 1))
+            await pubsub_item_writes.upsert_items(
+                session, node_id, [simple("a")], datetime(2026, 1, 1)
+            )
         with pytest.raises(ValueError, match="timezone-aware"):
-            await repo.upsert_items(session, node_id, [simple("a", datetime(2026, 1, 1))], T0)
-        assert await repo.upsert_items(session, node_id, [], T0) == 0
+            await pubsub_item_writes.upsert_items(
+                session, node_id, [simple("a", datetime(2026, 1, 1))], T0
+            )
+        assert await pubsub_item_writes.upsert_items(session, node_id, [], T0) == 0
     async with sessions() as session:
         with pytest.raises(IntegrityError):
-            await repo.upsert_items(session, node_id + 1000, [simple("a")], T0)
+            await pubsub_item_writes.upsert_items(session, node_id + 1000, [simple("a")], T0)
 
 
 async def test_retract_and_purge_touch_only_their_node(sessions: Sessions) -> None:
@@ -375,12 +395,12 @@ async def test_retract_and_purge_touch_only_their_node(sessions: Sessions) -> No
     await store(sessions, node_id, [simple(i) for i in "abcd"])
     await store(sessions, other, [simple(i) for i in "abc"])
     async with sessions.begin() as session:
-        assert await repo.retract_items(session, node_id, ["b", "d", "zz", "b"]) == 2
-        assert await repo.retract_items(session, node_id, ["b"]) == 0
+        assert await pubsub_item_writes.retract_items(session, node_id, ["b", "d", "zz", "b"]) == 2
+        assert await pubsub_item_writes.retract_items(session, node_id, ["b"]) == 0
     assert await ids_of(sessions, node_id) == ["a", "c"]
     async with sessions.begin() as session:
-        assert await repo.purge_items(session, node_id) == 2
-        assert await repo.purge_items(session, node_id) == 0
+        assert await pubsub_item_writes.purge_items(session, node_id) == 2
+        assert await pubsub_item_writes.purge_items(session, node_id) == 0
     assert await ids_of(sessions, node_id) == []
     assert await ids_of(sessions, other) == ["a", "b", "c"]
 
@@ -393,8 +413,8 @@ async def test_replace_items_reconciles_a_full_refetch(sessions: Sessions) -> No
     t1 = T0 + timedelta(hours=1)
     fresh = [simple("b"), simple("c", text="edited"), simple("d")]
     async with sessions.begin() as session:
-        assert await repo.replace_items(session, node_id, fresh, t1) == 1
-        items = await repo.get_items_by_ids(session, node_id, "abcd")
+        assert await pubsub_item_writes.replace_items(session, node_id, fresh, t1) == 1
+        items = await pubsub_item_reads.get_items_by_ids(session, node_id, "abcd")
     assert [(i.item_id, i.data, i.created, i.updated) for i in items] == [
         ("b", xml("b"), T0, t1),
         ("c", xml("c", "edited"), T0, t1),
@@ -404,8 +424,8 @@ async def test_replace_items_reconciles_a_full_refetch(sessions: Sessions) -> No
 
     # It runs in the caller's transaction: a rollback leaves the node as it was.
     async with sessions() as session:
-        assert await repo.replace_items(session, node_id, [simple("e")], t1) == 3
-        assert await repo.item_ids(session, node_id) == ["e"]
+        assert await pubsub_item_writes.replace_items(session, node_id, [simple("e")], t1) == 3
+        assert await pubsub_item_reads.item_ids(session, node_id) == ["e"]
         await session.rollback()
     assert await ids_of(sessions, node_id) == ["b", "c", "d"]
 
@@ -420,14 +440,14 @@ async def test_trim_items_keeps_the_newest(sessions: Sessions) -> None:
     expected = [f"i{n}" for n in (1, 0, 3, 2, 5, 4, 7, 6, 9, 8)]
     assert await ids_of(sessions, node_id) == expected
     async with sessions.begin() as session:
-        assert await repo.trim_items(session, node_id, 10) == 0
-        assert await repo.trim_items(session, node_id, 5) == 5
-        assert await repo.item_ids(session, node_id) == expected[5:]
-        assert await repo.trim_items(session, node_id, 0) == 5
-        assert await repo.item_ids(session, node_id) == []
-        assert len(await repo.item_ids(session, other)) == 10
+        assert await pubsub_item_writes.trim_items(session, node_id, 10) == 0
+        assert await pubsub_item_writes.trim_items(session, node_id, 5) == 5
+        assert await pubsub_item_reads.item_ids(session, node_id) == expected[5:]
+        assert await pubsub_item_writes.trim_items(session, node_id, 0) == 5
+        assert await pubsub_item_reads.item_ids(session, node_id) == []
+        assert len(await pubsub_item_reads.item_ids(session, other)) == 10
         with pytest.raises(ValueError, match="negative"):
-            await repo.trim_items(session, node_id, -1)
+            await pubsub_item_writes.trim_items(session, node_id, -1)
 
 
 async def test_get_items_by_ids_answers_chronologically(sessions: Sessions) -> None:
@@ -435,10 +455,10 @@ async def test_get_items_by_ids_answers_chronologically(sessions: Sessions) -> N
     await store(sessions, node_id, [simple("late", T0), simple("early", T0 - timedelta(days=1))])
     await store(sessions, node_id, [simple("newest")], T0 + timedelta(days=1))
     async with sessions() as session:
-        items = await repo.get_items_by_ids(
+        items = await pubsub_item_reads.get_items_by_ids(
             session, node_id, ["newest", "gone", "late", "early", "late"]
         )
-        assert await repo.get_items_by_ids(session, node_id, []) == []
+        assert await pubsub_item_reads.get_items_by_ids(session, node_id, []) == []
     assert [i.item_id for i in items] == ["early", "late", "newest"]
 
 
@@ -447,43 +467,43 @@ async def test_get_items_by_ids_answers_chronologically(sessions: Sessions) -> N
 
 async def test_counts_for_the_gauges(sessions: Sessions) -> None:
     async with sessions() as session:
-        assert await repo.count_nodes_by_state(session) == dict.fromkeys(
+        assert await pubsub_nodes.count_nodes_by_state(session) == dict.fromkeys(
             ("no-sync", "in-progress", "completed", "error"), 0
         )
-        assert await repo.count_items(session) == 0
+        assert await pubsub_item_reads.count_items(session) == 0
     ids = [await new_node(sessions, f"n{n}") for n in range(4)]
     async with sessions.begin() as session:
-        await repo.set_node_state(session, ids[0], sync_state="completed", now=T0)
-        await repo.set_node_state(session, ids[1], sync_state="completed", now=T0)
-        await repo.set_node_state(session, ids[2], sync_state="error", now=T0)
-        await repo.upsert_items(session, ids[0], [simple("a"), simple("b")], T0)
-        await repo.upsert_items(session, ids[3], [simple("a")], T0)
+        await pubsub_nodes.set_node_state(session, ids[0], sync_state="completed", now=T0)
+        await pubsub_nodes.set_node_state(session, ids[1], sync_state="completed", now=T0)
+        await pubsub_nodes.set_node_state(session, ids[2], sync_state="error", now=T0)
+        await pubsub_item_writes.upsert_items(session, ids[0], [simple("a"), simple("b")], T0)
+        await pubsub_item_writes.upsert_items(session, ids[3], [simple("a")], T0)
     async with sessions() as session:
-        assert await repo.count_nodes_by_state(session) == {
+        assert await pubsub_nodes.count_nodes_by_state(session) == {
             "no-sync": 1,
             "in-progress": 0,
             "completed": 2,
             "error": 1,
         }
-        assert await repo.count_items(session) == 3
-        completed = await repo.nodes_in_state(session, "completed")
+        assert await pubsub_item_reads.count_items(session) == 3
+        completed = await pubsub_nodes.nodes_in_state(session, "completed")
     assert [n.id for n in completed] == ids[:2]
 
 
 async def test_idle_nodes_least_recently_requested_first(sessions: Sessions) -> None:
     async with sessions.begin() as session:
-        old = await repo.ensure_node(session, SERVICE, "old", analyser=None, now=T0)
-        mid = await repo.ensure_node(
+        old = await pubsub_nodes.ensure_node(session, SERVICE, "old", analyser=None, now=T0)
+        mid = await pubsub_nodes.ensure_node(
             session, SERVICE, "mid", analyser=None, now=T0 + timedelta(hours=1)
         )
-        busy = await repo.ensure_node(session, SERVICE, "busy", analyser=None, now=T0)
-        assert await repo.touch_node(session, busy.id, T0 + timedelta(hours=2)) is True
-        assert await repo.touch_node(session, busy.id + 1000, T0) is False
+        busy = await pubsub_nodes.ensure_node(session, SERVICE, "busy", analyser=None, now=T0)
+        assert await pubsub_nodes.touch_node(session, busy.id, T0 + timedelta(hours=2)) is True
+        assert await pubsub_nodes.touch_node(session, busy.id + 1000, T0) is False
     async with sessions() as session:
-        idle = await repo.idle_nodes(session, T0 + timedelta(minutes=90))
+        idle = await pubsub_nodes.idle_nodes(session, T0 + timedelta(minutes=90))
         assert [n.id for n in idle] == [old.id, mid.id]
-        assert await repo.idle_nodes(session, T0) == []
-        everything = await repo.idle_nodes(session, T0 + timedelta(days=1))
+        assert await pubsub_nodes.idle_nodes(session, T0) == []
+        everything = await pubsub_nodes.idle_nodes(session, T0 + timedelta(days=1))
     assert [n.id for n in everything] == [old.id, mid.id, busy.id]
     assert everything[2].last_requested == T0 + timedelta(hours=2)
 
@@ -492,16 +512,20 @@ async def test_due_for_sync_lists_errors_whose_retry_time_came(sessions: Session
     ids = [await new_node(sessions, f"n{n}") for n in range(4)]
     async with sessions.begin() as session:
         late, soon = T0 + timedelta(minutes=10), T0 + timedelta(minutes=5)
-        await repo.set_node_state(session, ids[0], sync_state="error", next_sync_at=late, now=T0)
-        await repo.set_node_state(session, ids[1], sync_state="error", next_sync_at=soon, now=T0)
-        await repo.set_node_state(session, ids[2], sync_state="error", now=T0)
-        await repo.set_node_state(
+        await pubsub_nodes.set_node_state(
+            session, ids[0], sync_state="error", next_sync_at=late, now=T0
+        )
+        await pubsub_nodes.set_node_state(
+            session, ids[1], sync_state="error", next_sync_at=soon, now=T0
+        )
+        await pubsub_nodes.set_node_state(session, ids[2], sync_state="error", now=T0)
+        await pubsub_nodes.set_node_state(
             session, ids[3], sync_state="completed", next_sync_at=soon, now=T0
         )
     async with sessions() as session:
-        assert await repo.due_for_sync(session, T0) == []
-        assert [n.id for n in await repo.due_for_sync(session, soon)] == [ids[1]]
-        assert [n.id for n in await repo.due_for_sync(session, late)] == [ids[1], ids[0]]
+        assert await pubsub_nodes.due_for_sync(session, T0) == []
+        assert [n.id for n in await pubsub_nodes.due_for_sync(session, soon)] == [ids[1]]
+        assert [n.id for n in await pubsub_nodes.due_for_sync(session, late)] == [ids[1], ids[0]]
 
 
 async def test_every_public_function_is_timed(sessions: Sessions) -> None:
@@ -512,10 +536,10 @@ async def test_every_public_function_is_timed(sessions: Sessions) -> None:
     before = {op: observed(op) for op in ("ensure_node", "page_items", "try_acquire_sync")}
     node_id = await new_node(sessions)
     async with sessions() as session:
-        await repo.page_items(session, node_id, None, None)
+        await pubsub_item_reads.page_items(session, node_id, None, None)
         with pytest.raises(PagingError):
-            await repo.page_items(session, node_id, RsmRequest(after="gone"), None)
-    await repo.try_acquire_sync(sessions, node_id, "me", T0, timedelta(seconds=5))
+            await pubsub_item_reads.page_items(session, node_id, RsmRequest(after="gone"), None)
+    await pubsub_leases.try_acquire_sync(sessions, node_id, "me", T0, timedelta(seconds=5))
     assert {op: observed(op) - count for op, count in before.items()} == {
         "ensure_node": 1,
         "page_items": 2,
@@ -539,7 +563,7 @@ async def in_sql(
     session: AsyncSession, node_id: int, rsm: RsmRequest | None, max_items: int | None
 ) -> Outcome:
     try:
-        return await repo.page_items(session, node_id, rsm, max_items)
+        return await pubsub_item_reads.page_items(session, node_id, rsm, max_items)
     except PagingError as error:
         # The error must carry a text for the stanza; a missing one shows as a mismatch.
         return ("error", error.condition if error.text else "error without a text")
@@ -668,22 +692,24 @@ async def test_page_items_on_a_thousand_items(engine: AsyncEngine, sessions: Ses
 
     async with sessions() as session:
         forward: list[ItemRecord] = []
-        page = await repo.page_items(session, node_id, RsmRequest(max=37), None)
+        page = await pubsub_item_reads.page_items(session, node_id, RsmRequest(max=37), None)
         while page.items:
             assert page.first_index == len(forward)
             assert (page.count, page.complete) == (1000, False)
             forward.extend(page.items)
-            page = await repo.page_items(
+            page = await pubsub_item_reads.page_items(
                 session, node_id, RsmRequest(max=37, after=page.last), None
             )
         assert forward == expected
 
         backward: list[ItemRecord] = []
-        page = await repo.page_items(session, node_id, RsmRequest(max=64, before=""), None)
+        page = await pubsub_item_reads.page_items(
+            session, node_id, RsmRequest(max=64, before=""), None
+        )
         while page.items:
             assert page.first_index == 1000 - len(backward) - len(page.items)
             backward[:0] = page.items
-            page = await repo.page_items(
+            page = await pubsub_item_reads.page_items(
                 session, node_id, RsmRequest(max=64, before=page.first), None
             )
         assert backward == expected
@@ -706,7 +732,9 @@ async def test_page_items_on_a_thousand_items(engine: AsyncEngine, sessions: Ses
 
         # Computed in SQL: a page is two statements, and only the page's rows are read.
         with recorded_statements(engine) as statements:
-            page = await repo.page_items(session, node_id, RsmRequest(max=10, index=500), None)
+            page = await pubsub_item_reads.page_items(
+                session, node_id, RsmRequest(max=10, index=500), None
+            )
         assert [r.item_id for r in page.items] == ids[500:510]
         assert len(statements) == 2
         assert "LIMIT" in statements[1].upper()

@@ -20,7 +20,7 @@ from component.pubsub.rules import AnalyserRule, Registry
 from component.pubsub.stanzas import NodeEvent, ReceivedItem
 from component.pubsub.sync import Synchroniser
 from component.pubsub.upstream import UpstreamError
-from component.storage import pubsub_repo as repo
+from component.storage import pubsub_leases, pubsub_nodes
 from component.storage.records import COMPLETED, ERROR, ItemInput
 from component.xmpp.errors import make_error
 
@@ -131,13 +131,13 @@ async def test_failed_sync_is_never_half_cached_and_is_retried(
     assert await cache.items(node) == []
     assert runs("failed") == failed + 1
     async with sessions() as session:
-        record = await repo.get_node_by_id(session, node.id)
+        record = await pubsub_nodes.get_node_by_id(session, node.id)
         assert record is not None
         assert record.sync_attempts == 1
         assert record.next_sync_at is not None
         assert record.next_sync_at > datetime.now(UTC)
         assert record.sync_owner is None  # the lease was released
-        due_later = await repo.due_for_sync(session, record.next_sync_at)
+        due_later = await pubsub_nodes.due_for_sync(session, record.next_sync_at)
     assert [r.id for r in due_later] == [node.id]  # picked up again once due
 
     # The retry succeeds
@@ -150,7 +150,7 @@ async def test_failed_sync_is_never_half_cached_and_is_retried(
     assert [i.item_id for i in await cache.items(node)] == ["c", "d"]
     assert runs("completed") == completed + 1
     async with sessions() as session:
-        record = await repo.get_node_by_id(session, node.id)
+        record = await pubsub_nodes.get_node_by_id(session, node.id)
     assert record is not None
     assert record.sync_attempts == 0
 
@@ -166,7 +166,7 @@ async def test_a_held_lease_blocks_a_second_sync(
     sync = synchroniser(upstream, cache, registry)
     node = await cache.ensure(SERVICE, NODE, None)
     # another Herald process holds the lease
-    assert await repo.try_acquire_sync(
+    assert await pubsub_leases.try_acquire_sync(
         sessions, node.id, "other-process", datetime.now(UTC), timedelta(minutes=5)
     )
     await sync.sync(node)
@@ -200,7 +200,7 @@ async def test_a_lease_left_by_a_dead_process_is_taken_over_at_once(
     await sync.sync(node)
     await cache.upsert_items(cache.node(SERVICE, NODE), [ItemInput("stale", "<x xmlns='urn:x'/>")])  # type: ignore[arg-type]
     dead = f"{socket.gethostname()}:{dead_pid()}:0badc0de"
-    assert await repo.try_acquire_sync(
+    assert await pubsub_leases.try_acquire_sync(
         sessions, node.id, dead, datetime.now(UTC), timedelta(minutes=5)
     )
 
@@ -214,7 +214,7 @@ async def test_a_lease_left_by_a_dead_process_is_taken_over_at_once(
     assert node.serves_from_cache
     assert [i.item_id for i in await restarted.items(node)] == ["a", "b", "c"]
     async with sessions() as session:
-        record = await repo.get_node_by_id(session, node.id)
+        record = await pubsub_nodes.get_node_by_id(session, node.id)
     assert record is not None
     assert record.sync_owner is None
 
@@ -234,7 +234,7 @@ async def test_the_lease_and_the_state_change_together(
     seen: list[str] = []
     while not running.done():
         async with sessions() as session:
-            record = await repo.get_node_by_id(session, node.id)
+            record = await pubsub_nodes.get_node_by_id(session, node.id)
         assert record is not None
         if record.sync_owner is not None and record.sync_state not in seen[-1:]:
             seen.append(record.sync_state)
@@ -264,14 +264,16 @@ async def test_a_sync_longer_than_its_lease_keeps_it(
     while not running.done():
         await asyncio.sleep(0.1)
         async with sessions() as session:
-            record = await repo.get_node_by_id(session, node.id)
+            record = await pubsub_nodes.get_node_by_id(session, node.id)
         if record is None or record.sync_state == COMPLETED:
             break  # done: the lease is given back next
         tries += 1
         now = datetime.now(UTC)
-        if await repo.try_acquire_sync(sessions, node.id, "other", now, timedelta(seconds=1)):
+        if await pubsub_leases.try_acquire_sync(
+            sessions, node.id, "other", now, timedelta(seconds=1)
+        ):
             taken += 1
-            await repo.release_sync(sessions, node.id, "other")
+            await pubsub_leases.release_sync(sessions, node.id, "other")
     await running
     print(f"another process took a 0.6 s lease during a 2 s sync: {taken} of {tries} tries")
     assert taken == 0

@@ -10,8 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from component.paging import PagingError, RsmRequest
 from component.search_text import terms
-from component.storage import migrate, search_repo
-from component.storage import pubsub_repo as repo
+from component.storage import migrate, pubsub_item_writes, pubsub_nodes, search_repo
 from component.storage.engine import create_engine, session_factory
 from component.storage.records import ItemInput
 from component.storage.search_repo import SearchFilter
@@ -52,8 +51,10 @@ ITEMS = [
 
 async def node_with(sessions: Sessions, items: Sequence[ItemInput], name: str = "blog") -> int:
     async with sessions.begin() as session:
-        node = await repo.ensure_node(session, "pubsub.example.org", name, analyser="b", now=T0)
-        await repo.upsert_items(session, node.id, items, T0)
+        node = await pubsub_nodes.ensure_node(
+            session, "pubsub.example.org", name, analyser="b", now=T0
+        )
+        await pubsub_item_writes.upsert_items(session, node.id, items, T0)
         return node.id
 
 
@@ -86,21 +87,25 @@ async def test_fulltext_parsed_fields_and_times(sessions: Sessions) -> None:
 async def test_index_follows_updates_retracts_purges_and_node_deletion(sessions: Sessions) -> None:
     node = await node_with(sessions, ITEMS)
     async with sessions.begin() as session:
-        await repo.upsert_items(session, node, [entry("a", "Renamed", "slow turtle", 0)], T0)
-        await repo.retract_items(session, node, ["c"])
+        await pubsub_item_writes.upsert_items(
+            session, node, [entry("a", "Renamed", "slow turtle", 0)], T0
+        )
+        await pubsub_item_writes.retract_items(session, node, ["c"])
     assert await found(sessions, node, text("quick")) == []
     assert await found(sessions, node, text("turtle")) == ["a"]
     async with sessions.begin() as session:
-        await repo.trim_items(session, node, 2)
+        await pubsub_item_writes.trim_items(session, node, 2)
     remaining = await found(sessions, node, SearchFilter())
     assert remaining == ["b", "d"]
     assert await found(sessions, node, text("turtle")) == []
     async with sessions.begin() as session:
-        await repo.replace_items(session, node, [entry("e", "New", "quick again", 9)], T0)
+        await pubsub_item_writes.replace_items(
+            session, node, [entry("e", "New", "quick again", 9)], T0
+        )
     assert await found(sessions, node, text("quick")) == ["e"]
     assert await found(sessions, node, text("turtle")) == []
     async with sessions.begin() as session:
-        await repo.delete_node(session, "pubsub.example.org", "blog")
+        await pubsub_nodes.delete_node(session, "pubsub.example.org", "blog")
     async with sessions() as session:
         index, _ = await search_repo.index_size(session)
         assert index > 0  # the index's own pages remain, empty

@@ -1,0 +1,191 @@
+"""The SQL that writes a pubsub node's cached items: upsert, retract, restamp, purge,
+replace and trim, for one node or (the group commit) several nodes in one statement.
+
+Functions take an ``AsyncSession`` and plain values and do not commit: the caller's
+transaction decides what is atomic (``replace_items`` together with the state change
+that follows it, for instance). The search index is written in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, bindparam, delete, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from component.storage.convert import to_db
+from component.storage.pubsub_tables import (
+    CHUNK,
+    ITEMS,
+    NEWEST_FIRST,
+    chunks,
+    dialect_insert,
+    rowcount,
+)
+from component.storage.records import ItemInput
+from component.storage.search_repo import index_items
+from component.storage.timing import observed
+
+
+async def _upsert(
+    session: AsyncSession, node_id: int, items: Sequence[ItemInput], now: datetime
+) -> int:
+    return await _upsert_rows(session, _rows(node_id, items, now))
+
+
+def _rows(node_id: int, items: Sequence[ItemInput], now: datetime) -> list[dict[str, Any]]:
+    # One row per item id, at its first position with its last content: what applying
+    # the items one after another gives. PostgreSQL also refuses a multi-row ON
+    # CONFLICT DO UPDATE that touches one row twice, which executemany batches can be.
+    latest: dict[str, ItemInput] = {}
+    for item in items:
+        latest[item.item_id] = item
+    return [
+        {
+            "node_id": node_id,
+            "item_id": item.item_id,
+            "publisher": item.publisher,
+            "data": item.data,
+            "parsed_value": item.parsed,
+            "created": now if item.created is None else to_db(item.created),
+            "updated": now,
+        }
+        for item in latest.values()
+    ]
+
+
+async def _upsert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    if not rows:
+        return 0
+    # The column's JSON type would store None as the JSON text 'null'; no parsed form
+    # is stored as SQL NULL instead, so that queries can tell "not parsed" with IS NULL.
+    insert = dialect_insert(session, ITEMS).values(
+        parsed=bindparam("parsed_value", type_=JSON(none_as_null=True))
+    )
+    statement = insert.on_conflict_do_update(
+        index_elements=["node_id", "item_id"],
+        # created is left alone: an update keeps the item's place in the node.
+        set_={
+            "data": insert.excluded.data,
+            "parsed": insert.excluded.parsed,
+            "publisher": insert.excluded.publisher,
+            "updated": insert.excluded.updated,
+        },
+    )
+    # Rows are sent in order, so items that share a `created` get increasing ids in
+    # the order given: the tie-break of the chronological order.
+    await session.execute(statement, rows)
+    await index_items(session, rows)  # same transaction: the index never lags
+    return len(rows)
+
+
+async def _delete_ids(session: AsyncSession, node_id: int, item_ids: Iterable[str]) -> int:
+    removed = 0
+    for chunk in chunks(list(dict.fromkeys(item_ids))):
+        result = await session.execute(
+            delete(ITEMS).where(ITEMS.c.node_id == node_id, ITEMS.c.item_id.in_(chunk))
+        )
+        removed += rowcount(result)
+    return removed
+
+
+@observed
+async def upsert_items(
+    session: AsyncSession, node_id: int, items: Sequence[ItemInput], now: datetime
+) -> int:
+    """Store items (oldest first), replacing same-id ones; return how many distinct ids.
+
+    A new item gets ``created`` from its input, or ``now``; an existing one keeps its
+    ``created`` and its place, and takes the new data, parsed form and publisher, with
+    ``updated = now``. The raw XML is stored exactly as given.
+    """
+    return await _upsert(session, node_id, items, to_db(now))
+
+
+@observed
+async def upsert_items_of_nodes(
+    session: AsyncSession, items: Mapping[int, Sequence[ItemInput]], now: datetime
+) -> int:
+    """upsert_items for several nodes in one statement (node id -> its items, oldest
+    first); return how many rows were written."""
+    now = to_db(now)
+    return await _upsert_rows(
+        session, [row for node_id, some in items.items() for row in _rows(node_id, some, now)]
+    )
+
+
+@observed
+async def retract_items(session: AsyncSession, node_id: int, item_ids: Iterable[str]) -> int:
+    """Delete these items of the node; return how many existed."""
+    return await _delete_ids(session, node_id, item_ids)
+
+
+@observed
+async def retract_items_of_nodes(session: AsyncSession, ids: Mapping[int, Iterable[str]]) -> int:
+    """retract_items for several nodes in one statement; return how many existed."""
+    pairs = list(dict.fromkeys((node_id, i) for node_id, some in ids.items() for i in some))
+    removed = 0
+    for start in range(0, len(pairs), CHUNK):
+        result = await session.execute(
+            delete(ITEMS).where(
+                tuple_(ITEMS.c.node_id, ITEMS.c.item_id).in_(pairs[start : start + CHUNK])
+            )
+        )
+        removed += rowcount(result)
+    return removed
+
+
+@observed
+async def restamp_items(session: AsyncSession, node_id: int, item_ids: Iterable[str]) -> int:
+    """Move these items to the place of their last publication (created = updated),
+    for services that treat a republished item as the newest; return how many."""
+    moved = 0
+    for chunk in chunks(list(dict.fromkeys(item_ids))):
+        result = await session.execute(
+            update(ITEMS)
+            .where(ITEMS.c.node_id == node_id, ITEMS.c.item_id.in_(chunk))
+            .values(created=ITEMS.c.updated)
+        )
+        moved += rowcount(result)
+    return moved
+
+
+@observed
+async def purge_items(session: AsyncSession, node_id: int) -> int:
+    """Delete every item of the node; return how many there were."""
+    result = await session.execute(delete(ITEMS).where(ITEMS.c.node_id == node_id))
+    return rowcount(result)
+
+
+@observed
+async def replace_items(
+    session: AsyncSession, node_id: int, items: Sequence[ItemInput], now: datetime
+) -> int:
+    """Make the node hold exactly ``items`` (oldest first): the end of a full re-fetch.
+
+    Items missing from the new set are deleted; the others are upserted as by
+    ``upsert_items``, so surviving items keep their ``created`` and their place. Runs in
+    the caller's transaction and does not commit: commit it with the state change.
+    Returns how many items were deleted.
+    """
+    now = to_db(now)
+    wanted = {item.item_id for item in items}
+    existing = await session.execute(select(ITEMS.c.item_id).where(ITEMS.c.node_id == node_id))
+    stale = [item_id for item_id in existing.scalars() if item_id not in wanted]
+    removed = await _delete_ids(session, node_id, stale)
+    await _upsert(session, node_id, items, now)
+    return removed
+
+
+@observed
+async def trim_items(session: AsyncSession, node_id: int, keep: int) -> int:
+    """Delete all but the newest ``keep`` items (max_items_per_node); return how many went."""
+    if keep < 0:
+        raise ValueError("keep must not be negative")
+    beyond = (
+        select(ITEMS.c.id).where(ITEMS.c.node_id == node_id).order_by(*NEWEST_FIRST).offset(keep)
+    )
+    result = await session.execute(delete(ITEMS).where(ITEMS.c.id.in_(beyond)))
+    return rowcount(result)

@@ -1,0 +1,56 @@
+"""What the pubsub repository modules share: the tables, the item orderings, and
+small statement helpers (the dialect's INSERT, IN-list chunks, row counts).
+
+Ordering: "chronological" is by ``created``, then by insertion order (the row id).
+An update keeps both, so a republished item keeps its place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from component.storage.models import Base
+
+NODES: Final[Table] = Base.metadata.tables["pubsub_nodes"]
+ITEMS: Final[Table] = Base.metadata.tables["pubsub_items"]
+ITEM_COLUMNS: Final = (
+    ITEMS.c.item_id,
+    ITEMS.c.data,
+    ITEMS.c.parsed,
+    ITEMS.c.publisher,
+    ITEMS.c.created,
+    ITEMS.c.updated,
+)
+CHRONOLOGICAL: Final = (ITEMS.c.created.asc(), ITEMS.c.id.asc())
+NEWEST_FIRST: Final = (ITEMS.c.created.desc(), ITEMS.c.id.desc())
+# Bound parameters per IN list: far below SQLite's (32766) and PostgreSQL's (65535) limits.
+CHUNK: Final = 500
+
+
+def dialect_insert(session: AsyncSession, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """The dialect's INSERT, which is the one that knows ON CONFLICT."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    raise NotImplementedError(f"the pubsub cache supports SQLite and PostgreSQL, not {dialect}")
+
+
+def chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    """``values`` in slices of at most CHUNK, one IN list each."""
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+def rowcount(result: Any) -> int:
+    """How many rows a DML statement matched."""
+    # DML through AsyncSession.execute yields a CursorResult; its rowcount is the
+    # number of matched rows on both backends.
+    count: int = result.rowcount
+    return count
