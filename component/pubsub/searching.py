@@ -17,6 +17,7 @@ from slixmpp.xmlstream import StanzaBase
 from component.paging import PagingError
 from component.pubsub.cache import NodeState
 from component.pubsub.decision import Action
+from component.pubsub.refused import Refused, no_such_node, only_child
 from component.pubsub.search import (
     MAM_NS,
     SearchError,
@@ -47,15 +48,13 @@ class Searching:
 
     async def answer(self, iq: StanzaBase) -> str:
         """Handle one query; returns the metrics result (hit, bypass)."""
-        from component.pubsub.service import Refused, _no_such_node
-
         pubsub = self.component
-        element = pubsub._only_child(iq, f"{{{MAM_NS}}}query")
+        element = only_child(iq, f"{{{MAM_NS}}}query")
         try:
             query = parse_query(element, iq["type"])
         except SearchError as exc:
             raise Refused(make_error(exc.condition, exc.text, exc.etype)) from None
-        service = await pubsub._target(iq, reading=True)
+        service = await pubsub.targeting.target(iq, reading=True)
         analyser = pubsub.registry.match(service, query.node, None)
         cacheable = analyser is not None and analyser.sync and "@" not in service
         sync_as = analyser.name if cacheable and analyser is not None else None
@@ -68,10 +67,10 @@ class Searching:
             await self._from_cache(iq, node, query)
             return "hit"
         if action is Action.REFUSE_MISSING:
-            raise Refused(_no_such_node(service, query.node))
-        if pubsub._privileges_for(iq["from"], MAM_NS, iq["type"]) is not None:
+            raise Refused(no_such_node(service, query.node))
+        if pubsub.targeting.privileges_for(iq["from"], MAM_NS, iq["type"]) is not None:
             # Upstream may support it; its result messages go to the user directly.
-            reply = await pubsub._as_user(iq, MAM_NS, service, copy.deepcopy(element))
+            reply = await pubsub.targeting.as_user(iq, MAM_NS, service, copy.deepcopy(element))
             pubsub._reply(iq, list(reply))
             return "bypass"
         if action is Action.REFUSE_FORBIDDEN:
@@ -89,8 +88,6 @@ class Searching:
         raise Refused(make_error("feature-not-implemented", text, "cancel"))
 
     async def _from_cache(self, iq: StanzaBase, node: NodeState, query: SearchQuery) -> None:
-        from component.pubsub.service import Refused
-
         pubsub = self.component
         async with pubsub.cache.sessions() as session:
             if query.form:

@@ -41,7 +41,7 @@ from component.pubsub.held import (
 )
 from component.pubsub.local_hosts import LocalHosts
 from component.pubsub.openness import Access
-from component.pubsub.policy import requester_refusal, target_refusal
+from component.pubsub.refused import Refused, no_such_node, only_child
 from component.pubsub.requests import (
     PubsubRequest,
     RequestError,
@@ -54,11 +54,11 @@ from component.pubsub.search import MAM_NS, add_search_features
 from component.pubsub.searching import Searching
 from component.pubsub.stanzas import items_result, parse_event, written_events
 from component.pubsub.sync import OPEN_FOR, RSM_FEATURE, CacheLimits, Synchroniser
+from component.pubsub.targeting import Targeting
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import ItemRecord
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.errors import make_error
-from component.xmpp.escaping import proxied_target
 from component.xmpp.namespaces import (
     COMPONENT_NS,
     DISCO_INFO_NS,
@@ -69,7 +69,6 @@ from component.xmpp.namespaces import (
     PUBSUB_OWNER_NS,
     RSM_NS,
 )
-from component.xmpp.privilege import HostPrivileges
 from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
@@ -94,14 +93,6 @@ KINDS = frozenset(
 UPKEEP_EVERY = 30.0
 GAUGES_EVERY = 2.0  # seconds: how far the cached-items gauge may lag behind notifications
 Checked = tuple[Access, float]  # what an access check found, and when it asked
-
-
-class Refused(Exception):
-    """Answer the request with this error element."""
-
-    def __init__(self, error: ET.Element) -> None:
-        super().__init__("refused")
-        self.error = error
 
 
 class PubsubComponent(ServiceComponent):
@@ -163,6 +154,7 @@ class PubsubComponent(ServiceComponent):
             settings.admins, self.boundjid.bare, self.upstream_jid, sessions, self.admin_watch
         )
         self.searching = Searching(self)
+        self.targeting = Targeting(self)
 
     def size_limited(self, xml: ET.Element) -> bool:
         # Requests only: results and notifications are answers from services Herald
@@ -284,7 +276,7 @@ class PubsubComponent(ServiceComponent):
         """
         key = (service, name)
         pep = "@" in service
-        privileged = self._privileges_for(iq["from"], PUBSUB_NS, "get") is not None
+        privileged = self.targeting.privileges_for(iq["from"], PUBSUB_NS, "get") is not None
         checked: Access | None = None
         comparison: Comparison = "done"
         for _ in range(3):
@@ -368,59 +360,7 @@ class PubsubComponent(ServiceComponent):
         out.extend(children)
         self.send_element(out)
 
-    async def _target(self, iq: StanzaBase, reading: bool) -> str:
-        """The service the request goes to, once the requester may reach it that way."""
-        to: JID = iq["to"]
-        refusal = requester_refusal(iq["from"].domain, self.local_domains, bool(to.user), reading)
-        if refusal is not None:
-            raise Refused(make_error("forbidden", refusal, "auth"))
-        try:
-            service = proxied_target(to.user or None, self.upstream_jid, proxy_domain=to.domain)
-        except ValueError as exc:
-            raise Refused(make_error("item-not-found", f"No such proxied service: {exc}")) from None
-        refusal = target_refusal(JID(service).domain, self.own_domains)
-        if refusal is not None:
-            raise Refused(make_error("forbidden", refusal, "auth"))
-        refusal = await self.local_hosts.refusal(service)
-        if refusal is not None:
-            # RFC 6120 8.3.3.19: the entity addressed does not provide the service
-            raise Refused(make_error("service-unavailable", refusal))
-        return service
-
-    def _privileges_for(
-        self, requester: JID, namespace: str, iq_type: str
-    ) -> HostPrivileges | None:
-        granted = self.privileges.get(requester.domain)
-        if granted is not None and granted.can_iq(namespace, iq_type):
-            return granted
-        return None
-
-    async def _as_user(
-        self, iq: StanzaBase, namespace: str, service: str, payload: ET.Element
-    ) -> ET.Element:
-        granted = self._privileges_for(iq["from"], namespace, iq["type"])
-        if granted is None:
-            raise Refused(
-                make_error(
-                    "forbidden",
-                    "Herald cannot make this request on your behalf: the server grants it "
-                    "no XEP-0356 permission for it, and Herald never makes it as itself.",
-                    "auth",
-                )
-            )
-        return await self.upstream.as_user(granted, iq["from"].bare, iq["type"], service, payload)
-
     # -- pubsub ----------------------------------------------------------------------
-
-    @staticmethod
-    def _only_child(iq: StanzaBase, tag: str) -> ET.Element:
-        """The IQ's single payload, which must be the element the handler matched."""
-        children = list(iq.xml)
-        if len(children) != 1 or children[0].tag != tag:
-            raise Refused(
-                make_error("bad-request", "An IQ must carry exactly one payload element.", "modify")
-            )
-        return children[0]
 
     async def _serve(self, iq: StanzaBase, kind: str, work: Callable[[], Awaitable[str]]) -> None:
         """Run a request's handling; every failure becomes an error reply, and counted."""
@@ -455,13 +395,13 @@ class PubsubComponent(ServiceComponent):
         await self._serve(iq, kind, lambda: self._pubsub(iq, matched.tag))
 
     async def _pubsub(self, iq: StanzaBase, tag: str) -> str:
-        payload = self._only_child(iq, tag)
+        payload = only_child(iq, tag)
         try:
             request = parse_request(iq["type"], payload)
         except RequestError as exc:
             specific = exc.pubsub_condition and f"{{{PUBSUB_ERRORS_NS}}}{exc.pubsub_condition}"
             raise Refused(make_error(exc.condition, exc.text, "modify", specific)) from None
-        service = await self._target(iq, reading=request.is_items_read)
+        service = await self.targeting.target(iq, reading=request.is_items_read)
         if request.is_items_read:
             return await self._read(iq, service, request)
         if request.namespace == PUBSUB_NS and request.action in HELD_ACTIONS:
@@ -470,7 +410,7 @@ class PubsubComponent(ServiceComponent):
                 self._reply(iq, held)
                 return "hit"
         # Writes and owner requests only ever go upstream as the user.
-        reply = await self._as_user(iq, request.namespace, service, payload)
+        reply = await self.targeting.as_user(iq, request.namespace, service, payload)
         if request.node is not None and self.cache.node(service, request.node) is not None:
             # Applied before the answer, so the client's next read already sees it.
             await self.synchroniser.written(service, written_events(request, payload, reply))
@@ -506,14 +446,14 @@ class PubsubComponent(ServiceComponent):
             self._answer_from_cache(iq, node, request, held)
             return "hit"
         if action is Action.REFUSE_MISSING:
-            raise Refused(_no_such_node(service, request.node))
+            raise Refused(no_such_node(service, request.node))
         # Sent upstream rebuilt from what was parsed, never as the client wrote it.
         payload = items_payload(request)
         if action is Action.AS_HERALD:
             reply = await self.upstream.as_herald("get", service, payload)
         else:
             # Not known to be open: only as the user (refused without privileges).
-            reply = await self._as_user(iq, PUBSUB_NS, service, payload)
+            reply = await self.targeting.as_user(iq, PUBSUB_NS, service, payload)
         children = list(reply)
         if request.rsm is not None:
             children = self._page_upstream(children, request)
@@ -584,9 +524,9 @@ class PubsubComponent(ServiceComponent):
             await self._serve(iq, "disco", lambda: self._disco(iq, tag))
 
     async def _disco(self, iq: StanzaBase, tag: str) -> str:
-        asked = self._only_child(iq, tag)
+        asked = only_child(iq, tag)
         namespace = tag[1:].partition("}")[0]
-        service = await self._target(iq, reading=True)
+        service = await self.targeting.target(iq, reading=True)
         node = asked.get("node")
         if namespace == DISCO_ITEMS_NS and node == COMMANDS_NS and not iq["to"].user:
             # XEP-0050 command list: answered here, never by upstream
@@ -600,7 +540,7 @@ class PubsubComponent(ServiceComponent):
             reply = await self.upstream.as_herald("get", service, query)
         else:
             # A node's items list is content: only as the user, or if in the cache.
-            reply = await self._as_user(iq, namespace, service, query)
+            reply = await self.targeting.as_user(iq, namespace, service, query)
         children = list(reply)
         if namespace == DISCO_INFO_NS and node is None:
             added = [RSM_FEATURE]
@@ -683,10 +623,6 @@ async def _quietly(task: asyncio.Task[None]) -> None:
     """Wait for a shared task whose failure its owner already reports."""
     with contextlib.suppress(Exception):
         await task
-
-
-def _no_such_node(service: str, node: str) -> ET.Element:
-    return make_error("item-not-found", f"There is no node {node!r} on {service}.")
 
 
 def _item_id(record: ItemRecord) -> str:
