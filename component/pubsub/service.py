@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from slixmpp import JID
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -27,19 +26,20 @@ from component.background import Background
 from component.config import PubsubSettings
 from component.paging import PagingError, paginate
 from component.pubsub.access import access_of
-from component.pubsub.admin_commands import COMMANDS_NS, AdminCommands, CommandError
+from component.pubsub.admin_commands import COMMANDS_NS, AdminCommands
 from component.pubsub.admin_watch import AdminWatch
 from component.pubsub.cache import Cache, NodeState
+from component.pubsub.command_edge import on_command
 from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
-from component.pubsub.discovery import as_proxy
+from component.pubsub.disco_edge import ProxyDisco
 from component.pubsub.held import (
     HELD_ACTIONS,
-    SUBSCRIBE_FEATURES,
     HeldRefusal,
     HeldSubscriptions,
     by_read_decision,
 )
 from component.pubsub.local_hosts import LocalHosts
+from component.pubsub.message_edge import on_message
 from component.pubsub.openness import Access
 from component.pubsub.refused import Refused, no_such_node, only_child
 from component.pubsub.requests import (
@@ -50,10 +50,10 @@ from component.pubsub.requests import (
     parse_request,
 )
 from component.pubsub.rules import Registry
-from component.pubsub.search import MAM_NS, add_search_features
+from component.pubsub.search import MAM_NS
 from component.pubsub.searching import Searching
-from component.pubsub.stanzas import items_result, parse_event, written_events
-from component.pubsub.sync import OPEN_FOR, RSM_FEATURE, CacheLimits, Synchroniser
+from component.pubsub.stanzas import items_result, written_events
+from component.pubsub.sync import OPEN_FOR, CacheLimits, Synchroniser
 from component.pubsub.targeting import Targeting
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import ItemRecord
@@ -64,7 +64,6 @@ from component.xmpp.namespaces import (
     DISCO_INFO_NS,
     DISCO_ITEMS_NS,
     PUBSUB_ERRORS_NS,
-    PUBSUB_EVENT_NS,
     PUBSUB_NS,
     PUBSUB_OWNER_NS,
     RSM_NS,
@@ -155,6 +154,7 @@ class PubsubComponent(ServiceComponent):
         )
         self.searching = Searching(self)
         self.targeting = Targeting(self)
+        self.disco = ProxyDisco(self)
 
     def size_limited(self, xml: ET.Element) -> bool:
         # Requests only: results and notifications are answers from services Herald
@@ -507,116 +507,14 @@ class PubsubComponent(ServiceComponent):
         if iq["type"] in ("get", "set"):
             await self._serve(iq, "search", lambda: self.searching.answer(iq))
 
-    # -- disco -----------------------------------------------------------------------
-
     async def _on_disco(self, iq: StanzaBase) -> None:
-        if iq["type"] == "set":  # every set gets an answer (RFC 6120 §8.2.3)
-            text = "Service discovery is queried with type='get'; it has no 'set'."
-            self._reply(iq, [make_error("bad-request", text, "modify")], "error")
-            return
-        if iq["type"] != "get":
-            return
-        found = iq.xml.find(f"{{{DISCO_INFO_NS}}}query")
-        if found is None:
-            found = iq.xml.find(f"{{{DISCO_ITEMS_NS}}}query")
-        if found is not None:
-            tag = found.tag
-            await self._serve(iq, "disco", lambda: self._disco(iq, tag))
-
-    async def _disco(self, iq: StanzaBase, tag: str) -> str:
-        asked = only_child(iq, tag)
-        namespace = tag[1:].partition("}")[0]
-        service = await self.targeting.target(iq, reading=True)
-        node = asked.get("node")
-        if namespace == DISCO_ITEMS_NS and node == COMMANDS_NS and not iq["to"].user:
-            # XEP-0050 command list: answered here, never by upstream
-            self._reply(iq, [self.admin_commands.listing(iq["from"].bare)])
-            return "bypass"
-        query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
-        action = Action.AS_HERALD
-        if namespace == DISCO_ITEMS_NS and node is not None:
-            action, _ = await self._decide(iq, "listing", service, node, None, _always)
-        if action in (Action.FROM_CACHE, Action.AS_HERALD):
-            reply = await self.upstream.as_herald("get", service, query)
-        else:
-            # A node's items list is content: only as the user, or if in the cache.
-            reply = await self.targeting.as_user(iq, namespace, service, query)
-        children = list(reply)
-        if namespace == DISCO_INFO_NS and node is None:
-            added = [RSM_FEATURE]
-            if self.admin_commands.is_admin(iq["from"].bare) and not iq["to"].user:
-                added.append(COMMANDS_NS)  # only admins have commands to run
-            for answer in children:
-                if answer.tag != f"{{{DISCO_INFO_NS}}}query":
-                    continue
-                for var in added:
-                    if answer.find(f"{{{DISCO_INFO_NS}}}feature[@var='{var}']") is None:
-                        ET.SubElement(answer, f"{{{DISCO_INFO_NS}}}feature", {"var": var})
-        elif namespace == DISCO_INFO_NS and node and self.searching.searchable(service, node):
-            for answer in children:
-                if answer.tag == f"{{{DISCO_INFO_NS}}}query":
-                    add_search_features(answer)
-        features = SUBSCRIBE_FEATURES if node is None else ()
-        self._reply(iq, as_proxy(children, service, str(iq["to"]), features))
-        return "bypass"
-
-    # -- XEP-0050 commands -------------------------------------------------------------
+        await self.disco.on_disco(iq)
 
     async def _on_command(self, iq: StanzaBase) -> None:
-        if iq["type"] not in ("get", "set"):
-            return
-        command = iq.xml.find(f"{{{COMMANDS_NS}}}command")
-        if command is None:
-            return
-        try:
-            if iq["to"].user:
-                raise CommandError(
-                    "feature-not-implemented",
-                    f"Commands are offered at {self.boundjid.bare} only, not proxied.",
-                    "cancel",
-                )
-            if iq["type"] != "set":
-                raise CommandError("bad-request", "Commands are executed with type='set'.")
-            answer = await self.admin_commands.execute(str(iq["from"]), iq["from"].bare, command)
-        except CommandError as exc:
-            error = make_error(exc.condition, exc.text, exc.etype, exc.specific)
-            self._reply(iq, [error], "error")
-        except Exception:
-            log.exception("pubsub: command %r from %s failed", command.get("node"), iq["from"])
-            self._reply(iq, [make_error("internal-server-error", "The command failed.")], "error")
-        else:
-            self._reply(iq, [answer])
-
-    # -- messages: notifications and privileges --------------------------------------
+        await on_command(self, iq)
 
     async def _on_message(self, msg: StanzaBase) -> None:
-        sender: JID = msg["from"]
-        if msg["type"] == "error" or sender.user:
-            # Never answer; PEP notifications are not cached (not provably open).
-            return
-        if self.take_privileges(sender, msg.xml):
-            return
-        event = msg.xml.find(f"{{{PUBSUB_EVENT_NS}}}event")
-        if event is None:
-            return
-        self.held.notified(sender.bare, event)
-        # Only the node's own service may change it: the cache is keyed by sender.
-        try:
-            changes = parse_event(event, serialize)
-        except Exception as exc:  # a payload too deep to serialise, say
-            for child in event:
-                name = child.get("node")
-                if name is not None:
-                    self.synchroniser.out_of_service(
-                        sender.bare, name, f"unreadable notification: {exc!r}"
-                    )
-            return
-        for change in changes:
-            await self.synchroniser.apply(sender.bare, change)
-
-
-async def _always(_node: NodeState) -> bool:
-    return True
+        await on_message(self, msg)
 
 
 async def _quietly(task: asyncio.Task[None]) -> None:
