@@ -61,7 +61,7 @@ class ProxyDisco:
         query = ET.Element(f"{{{namespace}}}query", {} if node is None else {"node": node})
         action = Action.AS_HERALD
         if namespace == DISCO_ITEMS_NS and node is not None:
-            action, _ = await pubsub._decide(iq, "listing", service, node, None, _always)
+            action, _ = await pubsub.deciding.decide(iq, "listing", service, node, None, _always)
         if action in (Action.FROM_CACHE, Action.AS_HERALD):
             reply = await pubsub.upstream.as_herald("get", service, query)
         else:

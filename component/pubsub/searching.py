@@ -62,7 +62,9 @@ class Searching:
         async def answers(node: NodeState) -> bool:
             return not node.truncated
 
-        action, node = await pubsub._decide(iq, "read", service, query.node, sync_as, answers)
+        action, node = await pubsub.deciding.decide(
+            iq, "read", service, query.node, sync_as, answers
+        )
         if action is Action.FROM_CACHE and node is not None:
             await self._from_cache(iq, node, query)
             return "hit"

@@ -9,7 +9,6 @@ hands a requester what it read as itself from a node that is not open.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,12 +24,12 @@ from component import metrics
 from component.background import Background
 from component.config import PubsubSettings
 from component.paging import PagingError, paginate
-from component.pubsub.access import access_of
 from component.pubsub.admin_commands import COMMANDS_NS, AdminCommands
 from component.pubsub.admin_watch import AdminWatch
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.command_edge import on_command
-from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
+from component.pubsub.deciding import Deciding
+from component.pubsub.decision import Action
 from component.pubsub.disco_edge import ProxyDisco
 from component.pubsub.held import (
     HELD_ACTIONS,
@@ -40,7 +39,6 @@ from component.pubsub.held import (
 )
 from component.pubsub.local_hosts import LocalHosts
 from component.pubsub.message_edge import on_message
-from component.pubsub.openness import Access
 from component.pubsub.refused import Refused, no_such_node, only_child
 from component.pubsub.requests import (
     PubsubRequest,
@@ -53,7 +51,7 @@ from component.pubsub.rules import Registry
 from component.pubsub.search import MAM_NS
 from component.pubsub.searching import Searching
 from component.pubsub.stanzas import items_result, written_events
-from component.pubsub.sync import OPEN_FOR, CacheLimits, Synchroniser
+from component.pubsub.sync import CacheLimits, Synchroniser
 from component.pubsub.targeting import Targeting
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import ItemRecord
@@ -91,7 +89,6 @@ KINDS = frozenset(
 )
 UPKEEP_EVERY = 30.0
 GAUGES_EVERY = 2.0  # seconds: how far the cached-items gauge may lag behind notifications
-Checked = tuple[Access, float]  # what an access check found, and when it asked
 
 
 class PubsubComponent(ServiceComponent):
@@ -122,7 +119,6 @@ class PubsubComponent(ServiceComponent):
         self._upkeep_task: asyncio.Task[None] | None = None
         self._gauges_task: asyncio.Task[None] | None = None
         self._verified: dict[int, float] = {}
-        self._checks: dict[tuple[str, str], asyncio.Task[Checked]] = {}
         self._background = Background("pubsub: background work")
         super().__init__(
             settings.jid, settings.secret.get_secret_value(), host, port, trusted_hosts
@@ -155,6 +151,7 @@ class PubsubComponent(ServiceComponent):
         self.searching = Searching(self)
         self.targeting = Targeting(self)
         self.disco = ProxyDisco(self)
+        self.deciding = Deciding(self, self._verified)
 
     def size_limited(self, xml: ET.Element) -> bool:
         # Requests only: results and notifications are answers from services Herald
@@ -200,10 +197,7 @@ class PubsubComponent(ServiceComponent):
         for loop_task in (self._upkeep_task, self._gauges_task):
             if loop_task is not None:
                 loop_task.cancel()
-        checks = list(self._checks.values())
-        for task in checks:
-            task.cancel()
-        await asyncio.gather(*checks, return_exceptions=True)
+        await self.deciding.close()
         if self._admin_task is not None:
             # Awaited: it reads the database every second, and must be out of its
             # session before the engine is disposed.
@@ -249,106 +243,6 @@ class PubsubComponent(ServiceComponent):
                 self.cache.forget_gone(self._verified)
             except Exception:
                 log.exception("pubsub: upkeep failed")
-
-    def _verify_soon(self, node: NodeState) -> None:
-        """Re-read a served node's access model in the background, before what is
-        known of it expires, so that steady reads never wait for a check."""
-        now = asyncio.get_running_loop().time()
-        if now - self._verified.get(node.id, -OPEN_FOR) < OPEN_FOR / 2:
-            return
-        self._verified[node.id] = now
-        self._background.start(self.synchroniser.verify(node))
-
-    async def _decide(
-        self,
-        iq: StanzaBase,
-        kind: Kind,
-        service: str,
-        name: str,
-        sync_as: str | None,
-        answers: Callable[[NodeState], Awaitable[bool]],
-    ) -> tuple[Action, NodeState | None]:
-        """Gather what decide() needs, carry out its checks and comparisons, and
-        return what it finally says (with the node as it is then).
-
-        A check (shared per node) or a comparison (shared per node) runs at most
-        once per request, so at most three decisions are made.
-        """
-        key = (service, name)
-        pep = "@" in service
-        privileged = self.targeting.privileges_for(iq["from"], PUBSUB_NS, "get") is not None
-        checked: Access | None = None
-        comparison: Comparison = "done"
-        for _ in range(3):
-            node = self.cache.node(service, name)
-            cached = node is not None and node.serves_from_cache
-            fits = cached and node is not None and await answers(node)
-            node = self.cache.node(service, name)  # as it is now, after any await
-            cached = cached and node is not None and node.serves_from_cache
-            now = asyncio.get_running_loop().time()
-            access = checked or (None if pep else self.open_nodes.known(key, now))
-            if cached and node is not None and comparison == "done":
-                due = self.synchroniser.reconciler.due(node)
-                if due == "now":
-                    comparison = "due"
-                elif due == "soon":
-                    self._background.start(_quietly(self.synchroniser.reconciler.comparing(node)))
-            action = decide(Situation(kind, cached, fits, access, comparison, pep, privileged))
-            if action is Action.CHECK_FIRST:
-                checked, asked = await asyncio.shield(self._access_check(service, name, sync_as))
-                if checked == "missing" and asked < now:
-                    # Asked before this request came: the node may exist by now.
-                    checked, _ = await self._check_access(service, name, sync_as)
-                if node is not None:
-                    self._verified[node.id] = asked
-            elif action is Action.COMPARE_FIRST:
-                assert node is not None
-                try:
-                    await asyncio.shield(self.synchroniser.reconciler.comparing(node))
-                    comparison = "done"
-                except UpstreamError:
-                    comparison = "failed"
-            else:
-                if cached and node is not None and access in ("closed", "missing"):
-                    self._background.start(self.synchroniser.verify(node))  # drops it
-                elif action is Action.FROM_CACHE and node is not None:
-                    self._verify_soon(node)
-                elif not pep and self.open_nodes.needs_refresh(key, now) and checked is None:
-                    self._access_check(service, name, sync_as)  # for the next requests
-                if node is not None:
-                    self.cache.mark_requested(node)
-                return action, node
-        raise AssertionError("decide() asked for more than one check and one comparison")
-
-    def _access_check(self, service: str, node: str, sync_as: str | None) -> asyncio.Task[Checked]:
-        """The node's access check, shared by every request that arrives while it runs."""
-        key = (service, node)
-        task = self._checks.get(key)
-        if task is None:
-            task = asyncio.create_task(self._check_access(service, node, sync_as))
-            self._checks[key] = task
-            task.add_done_callback(lambda done: self._access_checked(key, done))
-        return task
-
-    def _access_checked(self, key: tuple[str, str], task: asyncio.Task[Checked]) -> None:
-        self._checks.pop(key, None)
-        failure = None if task.cancelled() else task.exception()
-        if isinstance(failure, UpstreamError):
-            log.debug("pubsub: cannot check %s/%s: %s", *key, failure.condition)
-        elif failure is not None:
-            log.error("pubsub: checking %s/%s failed", *key, exc_info=failure)
-
-    async def _check_access(self, service: str, node: str, sync_as: str | None) -> Checked:
-        """Read the node's metadata as Herald: open, closed or missing (and note it),
-        with the loop time the question was asked.
-
-        A node a sync rule matches is offered to the synchroniser with what was read.
-        """
-        asked = asyncio.get_running_loop().time()
-        meta = await self.synchroniser.node_meta(service, node)
-        if sync_as is not None:
-            self._background.start(self.synchroniser.consider(service, node, sync_as, meta))
-        return access_of(meta), asked
 
     # -- helpers -------------------------------------------------------------------
 
@@ -440,7 +334,9 @@ class PubsubComponent(ServiceComponent):
             held[:] = await self.cache.items(node)
             return not node.truncated or answered_by_newest(request, held)
 
-        action, node = await self._decide(iq, "read", service, request.node, sync_as, answers)
+        action, node = await self.deciding.decide(
+            iq, "read", service, request.node, sync_as, answers
+        )
         if action is Action.FROM_CACHE:
             assert node is not None
             self._answer_from_cache(iq, node, request, held)
@@ -515,12 +411,6 @@ class PubsubComponent(ServiceComponent):
 
     async def _on_message(self, msg: StanzaBase) -> None:
         await on_message(self, msg)
-
-
-async def _quietly(task: asyncio.Task[None]) -> None:
-    """Wait for a shared task whose failure its owner already reports."""
-    with contextlib.suppress(Exception):
-        await task
 
 
 def _item_id(record: ItemRecord) -> str:
