@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from component import metrics
 from component.background import Background
 from component.config import PubsubSettings
-from component.paging import PagingError, paginate
 from component.pubsub.admin_commands import COMMANDS_NS, AdminCommands
 from component.pubsub.admin_watch import AdminWatch
+from component.pubsub.answering import answer_from_cache, page_upstream
 from component.pubsub.cache import Cache, NodeState
 from component.pubsub.command_edge import on_command
 from component.pubsub.deciding import Deciding
@@ -50,7 +50,7 @@ from component.pubsub.requests import (
 from component.pubsub.rules import Registry
 from component.pubsub.search import MAM_NS
 from component.pubsub.searching import Searching
-from component.pubsub.stanzas import items_result, written_events
+from component.pubsub.stanzas import written_events
 from component.pubsub.sync import CacheLimits, Synchroniser
 from component.pubsub.targeting import Targeting
 from component.pubsub.upstream import Upstream, UpstreamError
@@ -64,7 +64,6 @@ from component.xmpp.namespaces import (
     PUBSUB_ERRORS_NS,
     PUBSUB_NS,
     PUBSUB_OWNER_NS,
-    RSM_NS,
 )
 from component.xmpp.xmltext import serialize
 
@@ -339,7 +338,7 @@ class PubsubComponent(ServiceComponent):
         )
         if action is Action.FROM_CACHE:
             assert node is not None
-            self._answer_from_cache(iq, node, request, held)
+            answer_from_cache(self.send_raw, iq, node, request, held)
             return "hit"
         if action is Action.REFUSE_MISSING:
             raise Refused(no_such_node(service, request.node))
@@ -352,50 +351,9 @@ class PubsubComponent(ServiceComponent):
             reply = await self.targeting.as_user(iq, PUBSUB_NS, service, payload)
         children = list(reply)
         if request.rsm is not None:
-            children = self._page_upstream(children, request)
+            children = page_upstream(children, request)
         self._reply(iq, children)
         return "miss" if cacheable else "bypass"
-
-    def _page_upstream(
-        self, children: list[ET.Element], request: PubsubRequest
-    ) -> list[ET.Element]:
-        """Apply RSM ourselves when upstream ignored it (Prosody 0.12 does)."""
-        pubsub = next((c for c in children if c.tag == f"{{{PUBSUB_NS}}}pubsub"), None)
-        if pubsub is None or pubsub.find(f"{{{RSM_NS}}}set") is not None:
-            return children
-        items = pubsub.find(f"{{{PUBSUB_NS}}}items")
-        if items is None:
-            return children
-        elements = [e for e in items if e.tag == f"{{{PUBSUB_NS}}}item"]
-        try:
-            page = paginate(elements, lambda e: e.get("id", ""), request.rsm, request.max_items)
-        except PagingError as exc:
-            raise Refused(make_error(exc.condition, exc.text, "cancel")) from None
-        from component.paging import render_rsm
-
-        for element in elements:
-            items.remove(element)
-        items.extend(page.items)
-        pubsub.append(render_rsm(page))
-        return children
-
-    def _answer_from_cache(
-        self, iq: StanzaBase, node: NodeState, request: PubsubRequest, items: list[ItemRecord]
-    ) -> None:
-        if request.item_ids:
-            wanted = set(request.item_ids)
-            selected: list[ItemRecord] = [r for r in items if r.item_id in wanted]
-            page = None
-        else:
-            try:
-                found = paginate(items, _item_id, request.rsm, request.max_items)
-            except PagingError as exc:
-                raise Refused(make_error(exc.condition, exc.text, "cancel")) from None
-            selected = list(found.items)
-            page = found if request.rsm is not None else None
-        self.send_raw(
-            items_result(iq["id"], str(iq["to"]), str(iq["from"]), node.name, selected, page)
-        )
 
     # -- search (XEP-0442) -----------------------------------------------------------
 
@@ -411,7 +369,3 @@ class PubsubComponent(ServiceComponent):
 
     async def _on_message(self, msg: StanzaBase) -> None:
         await on_message(self, msg)
-
-
-def _item_id(record: ItemRecord) -> str:
-    return record.item_id
