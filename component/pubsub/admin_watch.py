@@ -20,7 +20,8 @@ import logging
 from typing import Final
 
 from component.background import Background
-from component.pubsub.cache import Cache, NodeState
+from component.pubsub.cache import Cache
+from component.pubsub.node_state import NodeState
 from component.pubsub.sync import Synchroniser
 from component.storage import cache_admin_repo as repo
 from component.storage.cache_admin_repo import PURGED, RESET, RESYNC, AdminRequest

@@ -8,7 +8,7 @@ from xml.etree import ElementTree as ET
 from slixmpp.xmlstream import StanzaBase
 
 from component.paging import PagingError, paginate
-from component.pubsub.cache import NodeState
+from component.pubsub.node_state import NodeState
 from component.pubsub.refused import Refused
 from component.pubsub.requests import PubsubRequest
 from component.pubsub.stanzas import items_result

@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
+from component.pubsub.node_state import ItemStep, NodeState, state_of
 from component.sizes import held_size
 from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
 from component.storage.records import (
-    COMPLETED,
     NO_SYNC,
     SYNC_STATES,
     ItemInput,
@@ -35,55 +35,6 @@ log = logging.getLogger(__name__)
 def utcnow() -> datetime:
     """The current time, timezone-aware."""
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class ItemStep:
-    """One notification's changes to a node's items: retractions, then publications."""
-
-    retracted: tuple[str, ...]
-    published: tuple[ItemInput, ...]
-    # The service moves a republished item to the newest place.
-    move_republished: bool = False
-
-
-@dataclass(frozen=True)
-class NodeState:
-    """What the request path needs to know about a node, held in memory."""
-
-    id: int
-    service: str
-    name: str
-    analyser: str | None
-    sync_state: str
-    shareable: bool
-    access_model: str | None
-    truncated: bool = False  # upstream holds older items than the cache keeps
-    upstream_max_items: int | None = None
-    # Fetched, or re-fetched, since this process last connected. Notifications sent
-    # while Herald was away (stopped, crashed, disconnected) are lost, so a node the
-    # database calls completed is only trusted once it has been fetched again.
-    confirmed: bool = False
-
-    @property
-    def serves_from_cache(self) -> bool:
-        """In sync and readable by anyone: requests may be answered from the cache."""
-        return self.sync_state == COMPLETED and self.shareable and self.confirmed
-
-
-def _state(record: NodeRecord, confirmed: bool = False) -> NodeState:
-    return NodeState(
-        record.id,
-        record.service,
-        record.name,
-        record.analyser,
-        record.sync_state,
-        record.shareable,
-        record.access_model,
-        record.truncated,
-        record.upstream_max_items,
-        confirmed and record.sync_state == COMPLETED,
-    )
 
 
 MEMORY_BYTES = 64 * 1024 * 1024
@@ -125,7 +76,7 @@ class Cache:
         async with self.sessions() as session:
             for state in SYNC_STATES:
                 for record in await pubsub_nodes.nodes_in_state(session, state):
-                    self._put(_state(record))
+                    self._put(state_of(record))
         await self.refresh_gauges()
 
     async def refresh_gauges_if_stale(self) -> None:
@@ -175,7 +126,7 @@ class Cache:
             )
             await session.commit()
         self._gauges_stale = True
-        return self._put(_state(record))
+        return self._put(state_of(record))
 
     async def set_state(
         self, node: NodeState, *, confirm: bool = False, **changes: object
@@ -208,7 +159,7 @@ class Cache:
             return node
         held = self._nodes.get((node.service, node.name))
         confirmed = confirm or (held is not None and held.id == record.id and held.confirmed)
-        return self._put(_state(record, confirmed))
+        return self._put(state_of(record, confirmed))
 
     def unconfirm(self, node: NodeState) -> None:
         """Stop answering the node from the cache until a sync confirms it again."""
@@ -379,7 +330,7 @@ class Cache:
                     for node_id, (node, step) in publishing.items():
                         if step.move_republished and held[node_id]:
                             await pubsub_item_writes.restamp_items(session, node_id, held[node_id])
-                        current = _state(records[node_id]) if node_id in records else node
+                        current = state_of(records[node_id]) if node_id in records else node
                         if counts.get(node_id, 0) > self.limit(current):
                             record = await self._trim(session, current)
                             if record is not None:

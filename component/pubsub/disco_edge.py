@@ -13,10 +13,10 @@ from xml.etree import ElementTree as ET
 from slixmpp.xmlstream import StanzaBase
 
 from component.pubsub.admin_commands import COMMANDS_NS
-from component.pubsub.cache import NodeState
 from component.pubsub.decision import Action
 from component.pubsub.discovery import as_proxy
 from component.pubsub.held import SUBSCRIBE_FEATURES
+from component.pubsub.node_state import NodeState
 from component.pubsub.refused import only_child
 from component.pubsub.search import add_search_features
 from component.pubsub.sync import RSM_FEATURE

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from component.background import Background
-from component.pubsub.cache import Cache, NodeState
+from component.pubsub.cache import Cache
+from component.pubsub.node_state import NodeState
 from component.pubsub.requests import items_payload, items_read
 from component.pubsub.stanzas import result_items
 from component.pubsub.upstream import Upstream, UpstreamError

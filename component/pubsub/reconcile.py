@@ -15,7 +15,8 @@ from collections.abc import Callable
 from xml.etree import ElementTree as ET
 
 from component.keyed_locks import KeyedLocks
-from component.pubsub.cache import Cache, NodeState
+from component.pubsub.cache import Cache
+from component.pubsub.node_state import NodeState
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.xmpp.namespaces import DISCO_ITEMS_NS, PUBSUB_NS
 

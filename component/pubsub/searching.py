@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from slixmpp.xmlstream import StanzaBase
 
 from component.paging import PagingError
-from component.pubsub.cache import NodeState
 from component.pubsub.decision import Action
+from component.pubsub.node_state import NodeState
 from component.pubsub.refused import Refused, no_such_node, only_child
 from component.pubsub.search import (
     MAM_NS,

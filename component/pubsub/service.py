@@ -26,7 +26,7 @@ from component.config import PubsubSettings
 from component.pubsub.admin_commands import COMMANDS_NS, AdminCommands
 from component.pubsub.admin_watch import AdminWatch
 from component.pubsub.answering import answer_from_cache, page_upstream
-from component.pubsub.cache import Cache, NodeState
+from component.pubsub.cache import Cache
 from component.pubsub.command_edge import on_command
 from component.pubsub.deciding import Deciding
 from component.pubsub.decision import Action
@@ -39,6 +39,7 @@ from component.pubsub.held import (
 )
 from component.pubsub.local_hosts import LocalHosts
 from component.pubsub.message_edge import on_message
+from component.pubsub.node_state import NodeState
 from component.pubsub.refused import Refused, no_such_node, only_child
 from component.pubsub.requests import (
     PubsubRequest,

@@ -21,11 +21,12 @@ from component.background import Background
 from component.keyed_locks import KeyedLocks
 from component.paging import RsmRequest
 from component.pubsub.access import NodeMeta, access_of, parse_node_meta, shareable
-from component.pubsub.cache import Cache, ItemStep, NodeState, utcnow
+from component.pubsub.cache import Cache, utcnow
 from component.pubsub.eviction import EvictionWatch
 from component.pubsub.fetching import PAGE, FetchedPage, FullFetch
 from component.pubsub.group_commit import GroupCommit
 from component.pubsub.leases import abandoned_by, this_process
+from component.pubsub.node_state import ItemStep, NodeState
 from component.pubsub.openness import OpenNodes
 from component.pubsub.ordering import RepublishOrder
 from component.pubsub.reconcile import RECONCILE_EVERY, Reconciler

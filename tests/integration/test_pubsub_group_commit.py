@@ -9,7 +9,8 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from component.pubsub.cache import Cache, NodeState
+from component.pubsub.cache import Cache
+from component.pubsub.node_state import NodeState
 from component.pubsub.stanzas import NodeEvent, ReceivedItem
 from component.pubsub.sync import Synchroniser
 from component.storage import pubsub_nodes
