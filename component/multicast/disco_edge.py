@@ -13,6 +13,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from component.multicast.addresses import ADDRESS_NS
 from component.multicast.discovery import DiscoError, DiscoInfo
 from component.xmpp.connection import ServiceComponent
+from component.xmpp.dataforms import values_of
 from component.xmpp.disco import INFO_QUERY, ITEMS_QUERY, Identity, OwnDisco, read_info, read_items
 from component.xmpp.namespaces import DATA_FORMS_NS
 from component.xmpp.numbers import count_in
@@ -71,10 +72,7 @@ class ComponentDisco:
 def _limits(query: ET.Element) -> dict[str, int]:
     """The message/presence limits of a XEP-0128 form with FORM_TYPE = address."""
     for form in query.findall(f"{{{DATA_FORMS_NS}}}x"):
-        fields = {
-            f.get("var"): [v.text or "" for v in f.findall(f"{{{DATA_FORMS_NS}}}value")]
-            for f in form.findall(f"{{{DATA_FORMS_NS}}}field")
-        }
+        fields = values_of(form)
         if fields.get("FORM_TYPE") != [ADDRESS_NS]:
             continue
         limits: dict[str, int] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
-from component.xmpp.answering import error_reply
+from component.xmpp.answering import error_reply, may_answer
 
 
 def size_over(xml: ET.Element, limit: int) -> int | None:
@@ -32,10 +32,9 @@ def answers(xml: ET.Element) -> bool:
     Never a result or an error (RFC 6120 §8.2.3), and never a message or presence
     from a server or service (no user part): Prosody closes the stream if we bounce one.
     """
-    kind, itype = xml.tag.rpartition("}")[2], xml.get("type", "")
-    if kind == "iq":
-        return itype in ("get", "set")
-    return itype != "error" and "@" in xml.get("from", "")
+    kind, itype, sender = xml.tag.rpartition("}")[2], xml.get("type", ""), xml.get("from", "")
+    # A presence is answered here as a message is: the refusal concerns its size.
+    return may_answer("message" if kind == "presence" else kind, itype, sender)
 
 
 def size_refusal(xml: ET.Element, own_jid: str, limit: int, key: str) -> ET.Element:
