@@ -17,9 +17,9 @@ from slixmpp.xmlstream import StanzaBase
 
 from component.pubsub.access import access_of
 from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
+from component.pubsub.node_metadata import OPEN_FOR
 from component.pubsub.node_state import NodeState
 from component.pubsub.openness import Access
-from component.pubsub.sync import OPEN_FOR
 from component.pubsub.upstream import UpstreamError
 from component.xmpp.namespaces import PUBSUB_NS
 

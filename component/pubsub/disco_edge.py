@@ -19,7 +19,7 @@ from component.pubsub.held import SUBSCRIBE_FEATURES
 from component.pubsub.node_state import NodeState
 from component.pubsub.refused import only_child
 from component.pubsub.search import add_search_features
-from component.pubsub.sync import RSM_FEATURE
+from component.pubsub.sync_upstream import RSM_FEATURE
 from component.xmpp.errors import make_error
 from component.xmpp.namespaces import DISCO_INFO_NS, DISCO_ITEMS_NS
 

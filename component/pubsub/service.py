@@ -37,6 +37,7 @@ from component.pubsub.held import (
     HeldSubscriptions,
     by_read_decision,
 )
+from component.pubsub.item_intake import CacheLimits
 from component.pubsub.local_hosts import LocalHosts
 from component.pubsub.message_edge import on_message
 from component.pubsub.node_state import NodeState
@@ -52,7 +53,7 @@ from component.pubsub.rules import Registry
 from component.pubsub.search import MAM_NS
 from component.pubsub.searching import Searching
 from component.pubsub.stanzas import written_events
-from component.pubsub.sync import CacheLimits, Synchroniser
+from component.pubsub.sync import Synchroniser
 from component.pubsub.targeting import Targeting
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import ItemRecord

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.pubsub.cache import Cache
+from component.pubsub.item_intake import CacheLimits
 from component.pubsub.rules import Registry
 from component.pubsub.stanzas import NodeEvent, ReceivedItem
-from component.pubsub.sync import CacheLimits, Synchroniser
+from component.pubsub.sync import Synchroniser
 from component.storage.records import COMPLETED, ERROR, ItemInput
 from tests.integration.test_pubsub_sync import NODE, SERVICE, ScriptedUpstream, runs
 

@@ -477,7 +477,7 @@ async def test_a_miss_read_as_herald_stops_when_the_node_closes(
 ) -> None:
     """A node no rule caches, once seen open, is read upstream as Herald; when it
     closes, non-members are refused within the few seconds that knowledge lasts."""
-    from component.pubsub.sync import OPEN_FOR
+    from component.pubsub.node_metadata import OPEN_FOR
 
     owner = Owner(clients["olivia"])
     node = unique("feed-closing")
@@ -707,7 +707,7 @@ async def test_sync_pages_through_an_rsm_upstream(
 ) -> None:
     """ejabberd has RSM: the sync fetches 230 items in pages of 100 (newest first);
     Prosody has none: one request returns them all. Either way the cache holds all."""
-    from component.pubsub import sync as sync_module
+    from component.pubsub import fetching
 
     owner = Owner(clients["olivia"])
     node = unique("blog-big")
@@ -716,12 +716,14 @@ async def test_sync_pages_through_an_rsm_upstream(
     try:
         await cache_node(herald, clients["alice"], node, timeout=20)
         proxy_service = proxy_of(herald)
-        assert proxy_service.synchroniser._rsm[UPSTREAM_JID] is (server.name == "ejabberd")
+        assert proxy_service.synchroniser.sync_upstream.rsm[UPSTREAM_JID] is (
+            server.name == "ejabberd"
+        )
         state = proxy_service.cache.node(UPSTREAM_JID, node)
         assert state is not None
         items = await proxy_service.cache.items(state)
         assert [i.item_id for i in items] == [f"item-{i:03d}" for i in range(230)]
-        assert sync_module.PAGE < 230
+        assert fetching.PAGE < 230
         got, _, _ = await get_items(clients["alice"], node, max_items=3)
         assert got == ["item-227", "item-228", "item-229"]
     finally:

@@ -251,9 +251,9 @@ async def test_a_sync_longer_than_its_lease_keeps_it(
 ) -> None:
     from datetime import timedelta
 
-    from component.pubsub import sync as sync_module
+    from component.pubsub import node_sync
 
-    monkeypatch.setattr(sync_module, "LEASE", timedelta(seconds=0.6))
+    monkeypatch.setattr(node_sync, "LEASE", timedelta(seconds=0.6))
     upstream = ScriptedUpstream()
     upstream.delay = 2.0
     cache = Cache(sessions, max_items_per_node=10)

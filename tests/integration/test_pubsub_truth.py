@@ -18,7 +18,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from component.app import Herald
-from component.pubsub.sync import OPEN_FOR
+from component.pubsub.node_metadata import OPEN_FOR
 from tests.conftest import PROXY_JID, UPSTREAM_JID, XmppServer
 from tests.harness.client import TestClient
 from tests.harness.prosody import Prosody

@@ -291,8 +291,8 @@ def test_parse_event() -> None:
 
 
 def test_coalesced_merges_consecutive_publications_only() -> None:
+    from component.pubsub.notifications import coalesced
     from component.pubsub.stanzas import NodeEvent, ReceivedItem
-    from component.pubsub.sync import coalesced
 
     def pub(*ids: str) -> NodeEvent:
         return NodeEvent(

@@ -1,0 +1,100 @@
+"""What syncing asks upstream as Herald: to subscribe to a node, to unsubscribe, and
+for every item of it (in RSM pages where upstream pages).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from xml.etree import ElementTree as ET
+
+from component.paging import RsmRequest
+from component.pubsub.cache import Cache
+from component.pubsub.fetching import PAGE, FetchedPage, FullFetch
+from component.pubsub.item_intake import SyncFailed
+from component.pubsub.node_state import NodeState
+from component.pubsub.requests import items_payload, items_read
+from component.pubsub.stanzas import ReceivedItem, Serializer, received_items, result_items
+from component.pubsub.upstream import Upstream, UpstreamError
+from component.xmpp.namespaces import PUBSUB_NS, RSM_NS
+from component.xmpp.numbers import count_in
+
+log = logging.getLogger(__name__)
+
+RSM_FEATURE = "http://jabber.org/protocol/pubsub#rsm"
+
+
+class SyncUpstream:
+    """Herald's own subscription to cached nodes, and full fetches of them."""
+
+    def __init__(
+        self, upstream: Upstream, cache: Cache, proxy_jid: str, serialize: Serializer
+    ) -> None:
+        self.upstream = upstream
+        self.cache = cache
+        self.proxy_jid = proxy_jid
+        self.serialize = serialize
+        # Whether each service answered the last fetch in RSM pages.
+        self.rsm: dict[str, bool] = {}
+        # Herald's upstream subscription to a node may also serve local subscribers
+        # (pubsub/held.py): then it is theirs to end, not the cache's.
+        self.keeps_subscription: Callable[[str, str], bool] = lambda _service, _node: False
+
+    async def subscribe(self, node: NodeState) -> None:
+        """Subscribe Herald to the node; SyncFailed unless upstream says subscribed."""
+        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
+        ET.SubElement(
+            pubsub, f"{{{PUBSUB_NS}}}subscribe", {"node": node.name, "jid": self.proxy_jid}
+        )
+        reply = await self.upstream.as_herald("set", node.service, pubsub)
+        sub = reply.find(f".//{{{PUBSUB_NS}}}subscription")
+        state = None if sub is None else sub.get("subscription")
+        if state not in (None, "subscribed"):
+            raise SyncFailed(f"subscription is {state}")
+
+    async def unsubscribe(self, node: NodeState) -> None:
+        """End Herald's subscription to the node, unless local subscribers keep it;
+        a refusal is logged."""
+        if self.keeps_subscription(node.service, node.name):
+            return
+        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
+        ET.SubElement(
+            pubsub, f"{{{PUBSUB_NS}}}unsubscribe", {"node": node.name, "jid": self.proxy_jid}
+        )
+        try:
+            await self.upstream.as_herald("set", node.service, pubsub)
+        except UpstreamError as exc:
+            log.info("pubsub: unsubscribing from %s/%s: %s", node.service, node.name, exc.condition)
+
+    async def fetch_all(self, node: NodeState) -> tuple[list[ReceivedItem], bool]:
+        """Every item, oldest first, up to the limit; and whether older ones were left.
+
+        Not every RSM upstream says so in disco (ejabberd 23.01 does not), so every
+        fetch asks for RSM and looks at the answer (component/pubsub/fetching.py).
+        """
+        fetch = FullFetch(self.cache.limit(node))
+        before: str | None = ""
+        while before is not None:
+            page = await self._fetch_rsm_page(node, before)
+            self.rsm[node.service] = page.paged
+            before = fetch.add(page)
+        return fetch.result()
+
+    async def _fetch_rsm_page(self, node: NodeState, before: str) -> FetchedPage:
+        """One page, the one before the anchor (the newest page for an empty anchor).
+
+        The anchor is a page's RSM <first/>, which need not be an item id (ejabberd
+        pages by timestamp).
+        """
+        request = items_read(node.name, rsm=RsmRequest(max=PAGE, before=before))
+        reply = await self.upstream.as_herald("get", node.service, items_payload(request))
+        got = received_items(result_items(reply), self.serialize)
+        answer = reply.find(f"{{{PUBSUB_NS}}}pubsub/{{{RSM_NS}}}set")
+        if answer is None:
+            return FetchedPage(got, paged=False)
+        first = answer.find(f"{{{RSM_NS}}}first")
+        anchor = None if first is None or not first.text else first.text
+        index = None if first is None else count_in(first.get("index"))
+        return FetchedPage(
+            got, True, anchor, index, count_in(answer.findtext(f"{{{RSM_NS}}}count"))
+        )
