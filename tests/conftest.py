@@ -94,7 +94,7 @@ def standard_prosody(root: Path) -> Prosody:
         host_options=[
             "privileged_entities = {",
             f'  ["{PRIVILEGED_JID}"] = {{ message = "outgoing" }};',
-            f'  ["{PROXY_JID}"] = {{ iq = {{',
+            f'  ["{PROXY_JID}"] = {{ presence = "managed_entity"; iq = {{',
             '    ["http://jabber.org/protocol/pubsub"] = "both";',
             '    ["http://jabber.org/protocol/pubsub#owner"] = "both";',
             '    ["http://jabber.org/protocol/disco#items"] = "get";',
@@ -125,6 +125,8 @@ def standard_ejabberd(root: Path) -> Ejabberd:
             SILENT_JID: SILENT_SECRET,
         },
         message_privileged=[PRIVILEGED_JID],
+        # presence-based delivery at the proxy (issue 13)
+        presence_privileged=[PROXY_JID],
         pubsub_host=UPSTREAM_JID,
         remote_multicast={REMOTE_DOMAIN: 2},
         users=USERS,
