@@ -94,7 +94,7 @@ def standard_prosody(root: Path) -> Prosody:
         host_options=[
             "privileged_entities = {",
             f'  ["{PRIVILEGED_JID}"] = {{ message = "outgoing" }};',
-            f'  ["{PROXY_JID}"] = {{ presence = "managed_entity"; iq = {{',
+            f'  ["{PROXY_JID}"] = {{ iq = {{',
             '    ["http://jabber.org/protocol/pubsub"] = "both";',
             '    ["http://jabber.org/protocol/pubsub#owner"] = "both";',
             '    ["http://jabber.org/protocol/disco#items"] = "get";',

@@ -14,14 +14,15 @@ notification Herald should hold back would reach the other resource.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from xml.etree import ElementTree as ET
 
 import pytest
 
 from component.app import Herald
-from tests.conftest import PROXY_JID, USERS, XmppServer
+from tests.conftest import PROXY_JID, USERS, XmppServer, missing, standard_prosody
 from tests.harness.client import TestClient
+from tests.harness.prosody import Prosody
 from tests.integration import test_pubsub_proxy as base
 from tests.integration.test_pubsub_proxy import Owner, proxy_of, sample, start_proxy, unique, until
 from tests.integration.test_pubsub_subscriptions import (
@@ -93,6 +94,28 @@ async def pbd_proxy(
     herald = await start_proxy(prosody, db_url, presence_based_delivery=request.param)
     yield herald
     await herald.stop()
+
+
+@pytest.fixture(scope="module")
+def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    """The standard Prosody, also granting the proxy presence = "managed_entity".
+
+    A Prosody of its own: once a component with the grant has connected, Prosody
+    answers every user presence it would forward to it, while it is away, with a
+    presence error from the component, which other suites' clients would read.
+    """
+    if not Prosody.available():
+        missing("Prosody")
+    server = standard_prosody(tmp_path_factory.mktemp("prosody-presence"))
+    granted = f'["{PROXY_JID}"] = {{ iq'
+    assert any(granted in line for line in server.host_options)
+    server.host_options = [
+        line.replace(granted, f'["{PROXY_JID}"] = {{ presence = "managed_entity"; iq')
+        for line in server.host_options
+    ]
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
