@@ -197,6 +197,10 @@ class PubsubSettings(_ServiceSettings):
     max_nodes_per_service: int = Field(default=1_000, ge=1, le=10_000)
     memory_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     rules: list[AnalyserRule] = Field(default_factory=list)
+    # Presence-based delivery (XEP-0060 pubsub#presence_based_delivery) for the
+    # subscriptions Herald holds: "node" where the node's metadata says so, or for
+    # every node ("always") or none ("never").
+    presence_based_delivery: Literal["node", "always", "never"] = "node"
     # Bare JIDs that may run the XEP-0050 cache commands (stats, resync, purge).
     admins: list[str] = Field(default_factory=list)
 

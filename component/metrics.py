@@ -79,6 +79,12 @@ PUBSUB_UPSTREAM_NOTIFICATIONS_SAVED = Counter(
     "herald_pubsub_upstream_notifications_saved",
     "Notifications upstream did not send because Herald fanned one out locally",
 )
+PUBSUB_NOTIFICATIONS_WITHHELD = Counter(
+    "herald_pubsub_notifications_withheld",
+    "Local subscriptions not notified because of the subscriber's presence"
+    " (presence-based delivery, pubsub#show-values)",
+    ["reason"],
+)
 
 MULTICAST_STANZAS = Counter(
     "herald_multicast_stanzas",
@@ -123,6 +129,8 @@ for _outcome in ("ok", "error", "timeout", "disconnected"):
     PUBSUB_UPSTREAM_REQUESTS.labels(outcome=_outcome)
 for _result in ("completed", "failed"):
     PUBSUB_SYNC_RUNS.labels(result=_result)
+for _reason in ("unavailable", "show"):
+    PUBSUB_NOTIFICATIONS_WITHHELD.labels(reason=_reason)
 for _result in ("hit", "miss", "bypass", "error"):
     PUBSUB_REQUESTS.labels(kind="items", result=_result)
 for _state in ("no-sync", "in-progress", "completed", "error"):

@@ -38,7 +38,11 @@ VirtualHost "example.org"
     -- the user gets exactly what upstream would give them, never more.
     -- pubsub: reads and writes; pubsub#owner: configure, affiliations, delete...;
     -- disco#items: listing a non-open node's items.
+    -- presence = "managed_entity": your users' presence, for presence-based delivery
+    -- and pubsub#show-values on the subscriptions Herald holds (without it, Herald
+    -- delivers to every subscriber and refuses show-values).
     ["pubsub.example.org"] = {
+      presence = "managed_entity";
       iq = {
         ["http://jabber.org/protocol/pubsub"] = "both";
         ["http://jabber.org/protocol/pubsub#owner"] = "both";

@@ -125,6 +125,8 @@ def standard_ejabberd(root: Path) -> Ejabberd:
             SILENT_JID: SILENT_SECRET,
         },
         message_privileged=[PRIVILEGED_JID],
+        # presence-based delivery at the proxy (issue 13)
+        presence_privileged=[PROXY_JID],
         pubsub_host=UPSTREAM_JID,
         remote_multicast={REMOTE_DOMAIN: 2},
         users=USERS,

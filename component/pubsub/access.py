@@ -28,6 +28,9 @@ class NodeMeta:
     node_type: str | None = None  # pubsub#type: the payload namespace, where given
     max_items: int | None = None  # pubsub#max_items, where given as a number
     item_expire: int | None = None  # pubsub#item_expire in seconds, where given
+    # pubsub#presence_based_delivery, where the metadata gives it (neither Prosody 0.12
+    # nor ejabberd 23.01 does: it is in their owner-only configuration form)
+    presence_based: bool | None = None
 
     @property
     def always_notify(self) -> bool:
@@ -64,6 +67,11 @@ def parse_node_meta(query: Element) -> NodeMeta:
         # "max" (XEP-0060's integer-or-max) and 0 read as no limit
         max_items=count_in(fields.get("pubsub#max_items"), minimum=1),
         item_expire=count_in(fields.get("pubsub#item_expire"), minimum=1),
+        presence_based=(
+            _truthy(fields["pubsub#presence_based_delivery"])
+            if fields.get("pubsub#presence_based_delivery")
+            else None
+        ),
     )
 
 

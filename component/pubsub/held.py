@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_FEATURES = (
     "http://jabber.org/protocol/pubsub#subscribe",
     "http://jabber.org/protocol/pubsub#subscription-options",
+    "http://jabber.org/protocol/pubsub#presence-notifications",  # presence_edge.py
 )
 HELD_ACTIONS = frozenset({"subscribe", "unsubscribe", "options", "subscriptions"})
 
@@ -89,6 +90,9 @@ class HeldSubscriptions:
         self._subscribed: dict[NodeKey, asyncio.Task[None]] = {}
         self._checked: dict[NodeKey, float] = {}
         self._background = Background("pubsub: held subscriptions")
+        # Presence-based delivery (component/pubsub/presence_edge.py) replaces these.
+        self.withheld: Callable[[LocalSubscription], bool] | None = None
+        self.knows_presence: Callable[[str], bool] = lambda _jid: False
 
     # -- state ------------------------------------------------------------------------
 
@@ -218,7 +222,7 @@ class HeldSubscriptions:
                     "modify",
                     "invalid-options",
                 )
-            core.check_supported(options)
+            core.check_supported(options, self.knows_presence(chosen.subscriber))
             async with self.sessions() as session:
                 await repo.set_options(session, chosen.subid, options)
             self._replace(chosen, LocalSubscription(**{**chosen.__dict__, "options": options}))
@@ -241,7 +245,8 @@ class HeldSubscriptions:
             raise HeldRefusal(make_error("item-not-found", f"There is no node {node!r}."))
         if not shareable:
             return None
-        outcome = core.subscribe(requester_bare, jid, here, options, uuid.uuid4().hex)
+        known = jid is not None and self.knows_presence(jid)
+        outcome = core.subscribe(requester_bare, jid, here, options, uuid.uuid4().hex, known)
         assert jid is not None  # core.subscribe refuses a request without one
         if outcome.new:
             await asyncio.shield(self._ensure_upstream(service, node))
@@ -356,7 +361,7 @@ class HeldSubscriptions:
         # last is built, while the server could already be routing it.
         batch: list[str] = []
         sent = 0
-        for delivery in core.deliveries(subs):
+        for delivery in core.deliveries(subs, self.withheld):
             batch.append(core.notification_text(delivery, inner))
             if len(batch) == WRITE_BATCH:
                 self.send("".join(batch))

@@ -41,6 +41,8 @@ from component.pubsub.item_intake import CacheLimits
 from component.pubsub.local_hosts import LocalHosts
 from component.pubsub.message_edge import on_message
 from component.pubsub.node_state import NodeState
+from component.pubsub.presence_edge import Presences
+from component.pubsub.presence_edge import attach as attach_presences
 from component.pubsub.refused import Refused, no_such_node, only_child
 from component.pubsub.requests import (
     PubsubRequest,
@@ -67,6 +69,7 @@ from component.xmpp.namespaces import (
     PUBSUB_NS,
     PUBSUB_OWNER_NS,
 )
+from component.xmpp.privilege import HostPrivileges
 from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
@@ -136,13 +139,15 @@ class PubsubComponent(ServiceComponent):
             CacheLimits(settings.max_item_bytes, settings.max_nodes_per_service),
         )
         self.open_nodes = self.synchroniser.open_nodes
+        self.presences = Presences(settings.presence_based_delivery, self.boundjid.bare)
         self.held = HeldSubscriptions(
             self.cache,
             self.upstream,
             self.boundjid.bare,
             self.send_raw,
-            by_read_decision(self.synchroniser.node_meta),
+            by_read_decision(self.presences.watching(self.synchroniser.node_meta)),
         )
+        attach_presences(self, self.held, self.presences)
         self.synchroniser.keeps_subscription = self.held.holds
         self.admin_watch = AdminWatch(self.cache, self.synchroniser)
         self._admin_task: asyncio.Task[None] | None = None
@@ -209,6 +214,9 @@ class PubsubComponent(ServiceComponent):
         await self.admin_watch.close()
         await self.synchroniser.close()
         await super().close(wait)
+
+    def privileges_granted(self, granted: HostPrivileges) -> None:
+        self.presences.granted(granted)
 
     def _on_connected(self, _event: Any) -> None:
         if self._upkeep_task is None or self._upkeep_task.done():

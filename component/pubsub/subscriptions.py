@@ -12,11 +12,12 @@ re-subscribing at start-up gets no duplicate); other options make a new one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from component.pubsub.availability import SHOW_VALUES
 from component.storage.subscriptions_repo import LocalSubscription
 from component.xmpp.namespaces import DATA_FORMS_NS, PUBSUB_EVENT_NS
 from component.xmpp.xmltext import quote_attr
@@ -130,14 +131,23 @@ def read_options(form: ET.Element | None) -> Options | None:
                 )
             options[var] = "1" if _truthy(values[0]) else "0"
         elif var == "pubsub#show-values":
+            unknown = sorted(set(values) - SHOW_VALUES)
+            if unknown:
+                raise Refusal(
+                    "bad-request",
+                    f"pubsub#show-values takes {', '.join(sorted(SHOW_VALUES))}, not {unknown}.",
+                    "modify",
+                    "invalid-options",
+                )
             options[var] = values
         else:
             options[var] = values[0] if values else ""
     return options
 
 
-def check_supported(options: Mapping[str, Any]) -> None:
-    """Refuse options Herald does not carry out (rather than accept and ignore them)."""
+def check_supported(options: Mapping[str, Any], presence_known: bool = False) -> None:
+    """Refuse options Herald does not carry out (rather than accept and ignore them);
+    show-values only where Herald knows the subscriber's presence (`presence_known`)."""
     if _truthy(options.get("pubsub#digest", "0")):
         raise Refusal(
             "feature-not-implemented",
@@ -146,13 +156,13 @@ def check_supported(options: Mapping[str, Any]) -> None:
             "unsupported",
             "subscription-options",
         )
-    if options.get("pubsub#show-values"):
+    if options.get("pubsub#show-values") and not presence_known:
         raise Refusal(
-            "feature-not-implemented",
-            "Herald does not deliver by presence: leave pubsub#show-values empty.",
-            "cancel",
-            "unsupported",
-            "subscription-options",
+            "bad-request",
+            "The server does not tell Herald this JID's presence, so pubsub#show-values"
+            " cannot apply: leave it empty.",
+            "modify",
+            "invalid-options",
         )
     if options.get("pubsub#subscription_type", "items") not in ("items", ""):
         raise Refusal(
@@ -170,14 +180,16 @@ def subscribe(
     held: Sequence[LocalSubscription],
     options: Options | None,
     new_subid: str,
+    presence_known: bool = False,
 ) -> Subscribed:
     """XEP-0060 §6.1: subscribe `jid` to a node where it holds `held` (same address
-    and node, any JID: only those of `jid` count)."""
+    and node, any JID: only those of `jid` count); `presence_known` as for
+    check_supported."""
     if jid is None:
         raise Refusal("bad-request", "A subscribe needs a jid attribute.", "modify", "jid-required")
     _check_owner(requester_bare, jid, "bad-request", "invalid-jid")
     wanted = dict(options or {})
-    check_supported(wanted)
+    check_supported(wanted, presence_known)
     for sub in held:
         if sub.subscriber == jid and sub.options == wanted:
             return Subscribed(sub.subid, sub.options, new=False)
@@ -237,15 +249,23 @@ def options_of(
     return _one_of(requester_bare, jid, subid, held, "forbidden")
 
 
-def deliveries(subs: Iterable[LocalSubscription]) -> list[Delivery]:
+def deliveries(
+    subs: Iterable[LocalSubscription],
+    withheld: Callable[[LocalSubscription], bool] | None = None,
+) -> list[Delivery]:
     """Who gets a notification: one message per (address, subscriber), naming every
-    subid when the subscriber holds more than one; pubsub#deliver=0 ones get none."""
+    subid when the subscriber holds more than one; pubsub#deliver=0 ones get none,
+    nor those `withheld` says to hold back (presence-based delivery)."""
     grouped: dict[tuple[str, str], list[LocalSubscription]] = {}
     for sub in subs:
         grouped.setdefault((sub.address, sub.subscriber), []).append(sub)
     out = []
     for (address, to), group in grouped.items():
-        wanted = [s.subid for s in group if _truthy(s.options.get("pubsub#deliver", "1"))]
+        wanted = [
+            s.subid
+            for s in group
+            if _truthy(s.options.get("pubsub#deliver", "1")) and not (withheld and withheld(s))
+        ]
         if wanted:
             out.append(Delivery(address, to, tuple(wanted) if len(group) > 1 else ()))
     return out
@@ -264,6 +284,14 @@ def options_form(options: Mapping[str, Any]) -> ET.Element:
         field = ET.SubElement(form, f"{{{DATA_FORMS_NS}}}field", {"var": var, "type": ftype})
         for value in values:
             ET.SubElement(field, f"{{{DATA_FORMS_NS}}}value").text = value
+    shows = ET.SubElement(
+        form, f"{{{DATA_FORMS_NS}}}field", {"var": "pubsub#show-values", "type": "list-multi"}
+    )
+    for value in options.get("pubsub#show-values") or []:
+        ET.SubElement(shows, f"{{{DATA_FORMS_NS}}}value").text = value
+    for value in sorted(SHOW_VALUES):
+        option = ET.SubElement(shows, f"{{{DATA_FORMS_NS}}}option", {"label": value})
+        ET.SubElement(option, f"{{{DATA_FORMS_NS}}}value").text = value
     return form
 
 

@@ -36,6 +36,7 @@ class Ejabberd:
     trusted_components: dict[str, str] = field(default_factory=dict)  # jid -> secret
     checked_components: dict[str, str] = field(default_factory=dict)
     message_privileged: list[str] = field(default_factory=list)  # XEP-0356 message grant
+    presence_privileged: list[str] = field(default_factory=list)  # presence: managed_entity
     pubsub_host: str | None = None  # mod_pubsub's host for the main domain
     remote_multicast: dict[str, int] = field(default_factory=dict)  # host -> message limit
     users: dict[str, str] = field(default_factory=dict)
@@ -108,15 +109,18 @@ class Ejabberd:
                     f"{check}hosts: {self._hosts_yaml({jid: secret})}}}"
                 )
         privileged = ", ".join(f'"{j}"' for j in self.message_privileged) or '"none.invalid"'
+        presence = ", ".join(f'"{j}"' for j in self.presence_privileged) or '"none.invalid"'
         lines += [
             "acl:",
             '  local: {user_regexp: ""}',
             f"  herald_privileged: {{server: [{privileged}]}}",
+            f"  herald_presence: {{server: [{presence}]}}",
             "access_rules:",
             "  local: {allow: local}",
             "  c2s: {allow: all}",
             "  pubsub_createnode: {allow: all}",
             "  herald_privileged: {allow: herald_privileged}",
+            "  herald_presence: {allow: herald_presence}",
             "modules:",
             "  mod_disco: {}",
             "  mod_roster: {}",
@@ -132,6 +136,7 @@ class Ejabberd:
         lines += [
             "  mod_privilege:",
             "    message: {outgoing: herald_privileged}",
+            "    presence: {managed_entity: herald_presence}",
         ]
         if self.remote_multicast:
             lines.append("append_host_config:")

@@ -512,7 +512,8 @@ async def test_prosody_running_the_snippet(snippet_prosody: Prosody) -> None:
         # one route to send as users: trusted mode, so no message privilege as well
         assert multicast.perms == {"presence": "managed_entity"}
         assert multicast.iq_perms == {}
-        assert pubsub.perms == {}
+        # presence: for presence-based delivery of the subscriptions it holds
+        assert pubsub.perms == {"presence": "managed_entity"}
         assert pubsub.iq_perms == {
             PUBSUB_NS: "both",
             f"{PUBSUB_NS}#owner": "both",

@@ -51,10 +51,11 @@ def test_subscribe(
         ("bob@example.org", None, "bad-request", "invalid-jid"),  # §6.1.3.1
         (None, None, "bad-request", "jid-required"),
         (ALICE, {"pubsub#digest": "1"}, "feature-not-implemented", "unsupported"),
-        (ALICE, {"pubsub#show-values": ["chat"]}, "feature-not-implemented", "unsupported"),
+        # Herald cannot know this JID's presence: show-values would silently not apply
+        (ALICE, {"pubsub#show-values": ["chat"]}, "bad-request", "invalid-options"),
         (ALICE, {"pubsub#subscription_type": "nodes"}, "feature-not-implemented", "unsupported"),
     ],
-    ids=["jids-differ", "no-jid", "digest", "presence", "nodes"],
+    ids=["jids-differ", "no-jid", "digest", "presence-unknown", "nodes"],
 )
 def test_subscribe_refusals(
     jid: str | None, options: core.Options | None, condition: str, pubsub: str
@@ -140,6 +141,37 @@ def test_invalid_options(form: ET.Element) -> None:
     assert (info.value.condition, info.value.pubsub_condition) == ("bad-request", "invalid-options")
 
 
+def test_show_values_are_accepted_where_presence_is_known() -> None:
+    shows = {"pubsub#show-values": ["chat", "online"]}
+    assert core.subscribe(ALICE, ALICE, [], shows, "new", presence_known=True) == Subscribed(
+        "new", shows, new=True
+    )
+    core.check_supported(shows, presence_known=True)
+    core.check_supported({"pubsub#show-values": []})  # empty: no filter, always fine
+    with pytest.raises(Refusal) as info:
+        core.check_supported(shows)
+    assert "presence" in info.value.text
+
+
+def test_unknown_show_values_are_invalid_options() -> None:
+    form = _form(("FORM_TYPE", [core.OPTIONS_FORM_TYPE]), ("pubsub#show-values", ["busy"]))
+    with pytest.raises(Refusal) as info:
+        core.read_options(form)
+    assert (info.value.condition, info.value.pubsub_condition) == ("bad-request", "invalid-options")
+
+
+def test_deliveries_skip_withheld_subscriptions() -> None:
+    subs = [held("a1"), held("a2"), held("b1", "bob@example.org"), held("c1", "carol@example.org")]
+
+    def withheld(sub: LocalSubscription) -> bool:
+        return sub.subid in ("a2", "c1")
+
+    assert core.deliveries(subs, withheld) == [
+        Delivery("pubsub.example.org", ALICE, ("a1",)),  # still several: subids named
+        Delivery("pubsub.example.org", "bob@example.org", ()),
+    ]
+
+
 def test_deliveries_group_by_address_and_jid_and_skip_deliver_off() -> None:
     subs = [
         held("a1"),
@@ -165,6 +197,15 @@ def test_options_form_shows_current_values() -> None:
     assert values["FORM_TYPE"] == [core.OPTIONS_FORM_TYPE]
     assert values["pubsub#deliver"] == ["0"]
     assert values["pubsub#digest"] == ["0"]
+    assert values["pubsub#show-values"] == []
+    shows = core.options_form({"pubsub#show-values": ["away", "xa"]})
+    (field,) = [
+        f for f in shows.findall(f"{{{FORM}}}field") if f.get("var") == "pubsub#show-values"
+    ]
+    assert field.get("type") == "list-multi"
+    assert [v.text for v in field.findall(f"{{{FORM}}}value")] == ["away", "xa"]
+    offered = [o.findtext(f"{{{FORM}}}value") for o in field.findall(f"{{{FORM}}}option")]
+    assert sorted(offered) == ["away", "chat", "dnd", "online", "xa"]
 
 
 def test_notification_golden_xml() -> None:
