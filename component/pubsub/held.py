@@ -4,7 +4,9 @@ A subscribe at a proxy address to a node Herald may share is answered by Herald:
 stores the subscription, makes sure it is itself subscribed upstream (once per node,
 the subscription the synchroniser also uses), and delivers each upstream
 notification to every local subscriber from the address it subscribed at. The
-decisions are in component/pubsub/subscriptions.py; this module carries them out.
+decisions are in component/pubsub/subscriptions.py; this module carries them out,
+with held_upstream.py (Herald's own upstream subscription) and fan_out.py (the
+copies of a notification).
 
 Requests about subscriptions Herald does not hold (a node it may not share, a JID
 subscribed upstream directly) are left to the caller, which forwards them as the user.
@@ -27,11 +29,12 @@ from component.pubsub import subscriptions as core
 from component.pubsub.access import NodeMeta, access_of
 from component.pubsub.cache import Cache
 from component.pubsub.decision import Action, Situation, decide
+from component.pubsub.fan_out import fan_out
+from component.pubsub.held_upstream import HeraldUpstream
 from component.pubsub.requests import PubsubRequest
 from component.pubsub.subscriptions import Refusal
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage import subscriptions_repo as repo
-from component.storage.records import NO_SYNC
 from component.storage.subscriptions_repo import LocalSubscription
 from component.xmpp.errors import make_error
 from component.xmpp.namespaces import PUBSUB_ERRORS_NS, PUBSUB_EVENT_NS, PUBSUB_NS
@@ -45,7 +48,6 @@ SUBSCRIBE_FEATURES = (
 )
 HELD_ACTIONS = frozenset({"subscribe", "unsubscribe", "options", "subscriptions"})
 
-WRITE_BATCH = 64  # notification copies per socket write
 RECHECK_EVERY = 60.0  # seconds between re-checks that a held node is still shareable
 
 NodeKey = tuple[str, str]
@@ -86,7 +88,7 @@ class HeldSubscriptions:
         self.send = send
         self.may_share = may_share
         self._by_node: dict[NodeKey, list[LocalSubscription]] = {}
-        self._subscribed: dict[NodeKey, asyncio.Task[None]] = {}
+        self.herald_upstream = HeraldUpstream(cache, upstream, proxy_jid, self.holds, self.recheck)
         self._checked: dict[NodeKey, float] = {}
         self._background = Background("pubsub: held subscriptions")
 
@@ -107,69 +109,18 @@ class HeldSubscriptions:
 
     def subscribed_upstream(self, service: str, node: str) -> bool:
         """Whether Herald's upstream subscription to the node is made since it connected."""
-        task = self._subscribed.get((service, node))
-        return task is not None and task.done() and not task.cancelled() and not task.exception()
+        return self.herald_upstream.subscribed(service, node)
+
+    def reconnected(self) -> None:
+        """Subscribe upstream again for every held node (see HeraldUpstream)."""
+        self.herald_upstream.reconnected(list(self._by_node))
 
     def _gauge(self) -> None:
         metrics.PUBSUB_LOCAL_SUBSCRIPTIONS.set(sum(len(s) for s in self._by_node.values()))
 
     async def close(self) -> None:
-        for task in self._subscribed.values():
-            task.cancel()
-        await asyncio.gather(*self._subscribed.values(), return_exceptions=True)
+        await self.herald_upstream.close()
         await self._background.close()
-
-    # -- Herald's own upstream subscription ------------------------------------------
-
-    def reconnected(self) -> None:
-        """Subscribe upstream again for every held node: the server may have dropped
-        Herald's subscriptions while it was away (and a restart forgets nothing held)."""
-        self._subscribed.clear()
-        for service, node in list(self._by_node):
-            self._background.start(self._resubscribe(service, node))
-
-    async def _resubscribe(self, service: str, node: str) -> None:
-        try:
-            await self._ensure_upstream(service, node)
-        except UpstreamError as exc:
-            log.warning("pubsub: cannot subscribe to %s/%s again: %s", service, node, exc.condition)
-            await self.recheck(service, node)
-
-    def _ensure_upstream(self, service: str, node: str) -> asyncio.Task[None]:
-        """Herald's subscription to the node, made once (shared by concurrent callers)."""
-        key = (service, node)
-        task = self._subscribed.get(key)
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            task = asyncio.ensure_future(self._subscribe_upstream(service, node))
-            self._subscribed[key] = task
-        return task
-
-    async def _subscribe_upstream(self, service: str, node: str) -> None:
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}subscribe", {"node": node, "jid": self.proxy_jid})
-        reply = await self.upstream.as_herald("set", service, pubsub)
-        sub = reply.find(f".//{{{PUBSUB_NS}}}subscription")
-        state = None if sub is None else sub.get("subscription")
-        if state not in (None, "subscribed"):
-            text = f"Upstream left the proxy's own subscription {state}."
-            raise UpstreamError(make_error("service-unavailable", text), text)
-
-    async def _release_upstream(self, service: str, node: str) -> None:
-        """No local subscriber is left: unsubscribe, unless the cache uses it too."""
-        self._subscribed.pop((service, node), None)
-        cached = self.cache.node(service, node)
-        if cached is not None and cached.sync_state != NO_SYNC:
-            return  # the synchroniser subscribed for the cache: it is its to end
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}unsubscribe", {"node": node, "jid": self.proxy_jid})
-        try:
-            await self.upstream.as_herald("set", service, pubsub)
-        except UpstreamError as exc:
-            log.info("pubsub: unsubscribing from %s/%s: %s", service, node, exc.condition)
-        if self.holds(service, node):
-            # Someone subscribed while the unsubscribe was on its way: subscribe again.
-            self._subscribed.pop((service, node), None)
-            await self._resubscribe(service, node)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -244,7 +195,7 @@ class HeldSubscriptions:
         outcome = core.subscribe(requester_bare, jid, here, options, uuid.uuid4().hex)
         assert jid is not None  # core.subscribe refuses a request without one
         if outcome.new:
-            await asyncio.shield(self._ensure_upstream(service, node))
+            await asyncio.shield(self.herald_upstream.ensure(service, node))
             sub = LocalSubscription(
                 address,
                 service,
@@ -323,7 +274,7 @@ class HeldSubscriptions:
                 self._by_node[key] = left
             else:
                 self._by_node.pop(key, None)
-                await self._release_upstream(*key)
+                await self.herald_upstream.release(*key)
         self._gauge()
 
     # -- notifications ----------------------------------------------------------------
@@ -344,31 +295,11 @@ class HeldSubscriptions:
                 if child.get("subscription") != "subscribed":
                     self._background.start(self.recheck(service, node))
                 continue
-            self._fan_out(subs, serialize(child, PUBSUB_EVENT_NS))
+            fan_out(self.send, subs, serialize(child, PUBSUB_EVENT_NS))
             if kind == "delete":
                 self._background.start(self._drop(list(subs)))
             elif kind == "configuration":
                 self._background.start(self.recheck(service, node))
-
-    def _fan_out(self, subs: list[LocalSubscription], inner: str) -> None:
-        # Written in batches: one write per copy costs a syscall and, with Nagle off, a
-        # packet each; one write for all would hold the first copy back until the
-        # last is built, while the server could already be routing it.
-        batch: list[str] = []
-        sent = 0
-        for delivery in core.deliveries(subs):
-            batch.append(core.notification_text(delivery, inner))
-            if len(batch) == WRITE_BATCH:
-                self.send("".join(batch))
-                sent += len(batch)
-                batch.clear()
-        if batch:
-            self.send("".join(batch))
-            sent += len(batch)
-        metrics.PUBSUB_NOTIFICATIONS_FANNED_OUT.inc(sent)
-        if sent > 1:
-            # Upstream would have sent each local subscriber its own; it sent Herald one.
-            metrics.PUBSUB_UPSTREAM_NOTIFICATIONS_SAVED.inc(sent - 1)
 
     # -- shareability -----------------------------------------------------------------
 
