@@ -5,8 +5,8 @@ stores the subscription, makes sure it is itself subscribed upstream (once per n
 the subscription the synchroniser also uses), and delivers each upstream
 notification to every local subscriber from the address it subscribed at. The
 decisions are in component/pubsub/subscriptions.py; this module carries them out,
-with held_upstream.py (Herald's own upstream subscription) and fan_out.py (the
-copies of a notification).
+with held_upstream.py (Herald's own upstream subscription), fan_out.py (the copies
+of a notification) and held_last.py (the last item sent to a new subscriber).
 
 Requests about subscriptions Herald does not hold (a node it may not share, a JID
 subscribed upstream directly) are left to the caller, which forwards them as the user.
@@ -18,6 +18,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.etree import ElementTree as ET
 
@@ -25,11 +26,13 @@ from slixmpp.jid import JID, InvalidJID
 
 from component import metrics
 from component.background import Background
+from component.pubsub import last_published
 from component.pubsub import subscriptions as core
 from component.pubsub.access import NodeMeta, access_of
 from component.pubsub.cache import Cache
 from component.pubsub.decision import Action, Situation, decide
 from component.pubsub.fan_out import fan_out
+from component.pubsub.held_last import LastItems
 from component.pubsub.held_upstream import HeraldUpstream
 from component.pubsub.requests import PubsubRequest
 from component.pubsub.subscriptions import Refusal
@@ -54,6 +57,14 @@ NodeKey = tuple[str, str]
 # Whether the node may be shared now: True, False, or None when it does not exist.
 MayShare = Callable[[str, str], Awaitable[bool | None]]
 Send = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class HeldAnswer:
+    """The reply's children, and what to do once the reply is sent (the last item)."""
+
+    children: list[ET.Element]
+    then: Callable[[], None] | None = None
 
 
 class HeldRefusal(Exception):
@@ -89,6 +100,7 @@ class HeldSubscriptions:
         self.may_share = may_share
         self._by_node: dict[NodeKey, list[LocalSubscription]] = {}
         self.herald_upstream = HeraldUpstream(cache, upstream, proxy_jid, self.holds, self.recheck)
+        self.last_items = LastItems(upstream, proxy_jid, send)
         self._checked: dict[NodeKey, float] = {}
         self._background = Background("pubsub: held subscriptions")
 
@@ -120,6 +132,7 @@ class HeldSubscriptions:
 
     async def close(self) -> None:
         await self.herald_upstream.close()
+        await self.last_items.close()
         await self._background.close()
 
     # -- requests ---------------------------------------------------------------------
@@ -131,9 +144,20 @@ class HeldSubscriptions:
         service: str,
         request: PubsubRequest,
         payload: ET.Element,
-    ) -> list[ET.Element] | None:
-        """Answer a subscription request Herald holds (the reply's children), or None
-        when it is not Herald's to answer (forward it as the user)."""
+    ) -> HeldAnswer | None:
+        """Answer a subscription request Herald holds, or None when it is not Herald's
+        to answer (forward it as the user)."""
+        answer = await self._answer(requester, address, service, request, payload)
+        return HeldAnswer(answer) if isinstance(answer, list) else answer
+
+    async def _answer(
+        self,
+        requester: str,
+        address: str,
+        service: str,
+        request: PubsubRequest,
+        payload: ET.Element,
+    ) -> list[ET.Element] | HeldAnswer | None:
         action = payload[0]
         jid = _normalised(action.get("jid"))
         node = request.node
@@ -186,7 +210,7 @@ class HeldSubscriptions:
         jid: str | None,
         here: list[LocalSubscription],
         options: core.Options | None,
-    ) -> list[ET.Element] | None:
+    ) -> HeldAnswer | None:
         shareable = await self.may_share(service, node)
         if shareable is None:
             raise HeldRefusal(make_error("item-not-found", f"There is no node {node!r}."))
@@ -210,13 +234,20 @@ class HeldSubscriptions:
                 await repo.add(session, sub)
             self._by_node.setdefault((service, node), []).append(sub)
             self._gauge()
+        held = self._by_node.get((service, node), [])
+        sub = next(s for s in held if s.subid == outcome.subid)
+        delivery = last_published.delivery_for(sub, held)
         pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
         ET.SubElement(
             pubsub,
             f"{{{PUBSUB_NS}}}subscription",
             {"node": node, "jid": jid, "subid": outcome.subid, "subscription": "subscribed"},
         )
-        return [pubsub]
+        # A repeated subscribe too: upstream sends the last item on each (Prosody's
+        # and ejabberd's direct subscribers get it again).
+        return HeldAnswer(
+            [pubsub], lambda: self.last_items.send_after_subscribe(service, node, delivery)
+        )
 
     def _subscriptions(
         self, address: str, requester_bare: str, node: str | None

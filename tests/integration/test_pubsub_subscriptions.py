@@ -205,6 +205,20 @@ async def test_several_subscriptions_and_their_options(
         "feature-not-implemented",
         "unsupported",
     )
+    assert await error_of(subscribe(alice, node, form={"pubsub#no-such-option": "1"})) == (
+        "bad-request",
+        "invalid-options",
+    )
+    assert await error_of(
+        ask(
+            alice,
+            "set",
+            PROXY_JID,
+            "options",
+            {"node": node, "jid": "alice@localhost", "subid": quiet},
+            form={"pubsub#digest": "1"},
+        )
+    ) == ("feature-not-implemented", "unsupported")
     got = await ask(
         alice, "get", PROXY_JID, "options", {"node": node, "jid": "alice@localhost", "subid": quiet}
     )
@@ -418,5 +432,12 @@ async def test_a_new_subscriber_gets_the_last_item_as_a_direct_subscriber_would(
     assert _item_ids(again) == ["newest"]
     headers = [h.text for h in again.xml.iter("{http://jabber.org/protocol/shim}header")]
     assert headers == [second]
-    # bob, subscribed already, was sent nothing of all this
+    # bob, subscribed already, was sent nothing of all this; Herald's own upstream
+    # subscription outlived the probes: a publication reaches both, once each
     await nothing_for(bob, "newest", wait=0.3)
+    subscribers = await upstream_subscribers(clients["olivia"], node)
+    assert PROXY_JID in subscribers
+    assert not [s for s in subscribers if s.startswith(f"{PROXY_JID}/")]  # probes gone
+    await owner.publish(node, "later", "x")
+    await items_from(bob, PROXY_JID, "later")
+    await items_from(alice, PROXY_JID, "later")
