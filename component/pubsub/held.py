@@ -335,7 +335,9 @@ class HeldSubscriptions:
     # -- shareability -----------------------------------------------------------------
 
     async def upkeep(self, now: float) -> None:
-        """Re-check, now and then, that each held node may still be shared."""
+        """Re-check, now and then, that each held node may still be shared (and end
+        the last-item probes left subscribed upstream)."""
+        await self.last_items.upkeep()
         for service, node in list(self._by_node):
             if now - self._checked.get((service, node), 0.0) >= RECHECK_EVERY:
                 await self.recheck(service, node)

@@ -24,6 +24,8 @@ from component.xmpp.xmltext import serialize
 log = logging.getLogger(__name__)
 
 Send = Callable[[str], None]
+Leftover = tuple[str, str, str, str | None]  # service, node, probe JID, subid
+TIMEOUT = "remote-server-timeout"  # also when Herald is disconnected
 
 
 class LastItems:
@@ -34,6 +36,7 @@ class LastItems:
         self.proxy_jid = proxy_jid
         self.send = send
         self._probes: dict[str, list[ET.Element]] = {}  # resource -> messages it got
+        self.leftover: set[Leftover] = set()  # probes still to unsubscribe
         self._background = Background("pubsub: last published items")
 
     def received(self, resource: str, message: ET.Element) -> bool:
@@ -65,30 +68,47 @@ class LastItems:
         probe = f"{self.proxy_jid}/{resource}"
         self._probes[resource] = []
         try:
-            subscribed = await self._request(service, "subscribe", node, probe)
-            if subscribed is None:
+            try:
+                subscribed = await self._set(service, "subscribe", node, probe)
+            except UpstreamError as exc:
+                # The subscriber is subscribed all the same; it misses only the last item.
+                log.info("pubsub: last-item probe of %s/%s: %s", service, node, exc.condition)
+                if exc.condition == TIMEOUT:  # perhaps made all the same
+                    self.leftover.add((service, node, probe, None))
                 return []
             sub = subscribed.find(f".//{{{PUBSUB_NS}}}subscription")
             subid = None if sub is None else sub.get("subid")
-            await self._request(service, "unsubscribe", node, probe, subid)
+            try:
+                await self._set(service, "unsubscribe", node, probe, subid)
+            except UpstreamError as exc:
+                log.info("pubsub: ending probe of %s/%s: %s", service, node, exc.condition)
+                self.leftover.add((service, node, probe, subid))
             return self._probes.get(resource, [])
         finally:
             self._probes.pop(resource, None)
 
-    async def _request(
+    async def upkeep(self) -> None:
+        """Unsubscribe the probes whose unsubscribe did not get through (a timeout, a
+        lost connection): upstream would send them every notification for good."""
+        for left in list(self.leftover):
+            service, node, probe, subid = left
+            try:
+                await self._set(service, "unsubscribe", node, probe, subid)
+            except UpstreamError as exc:
+                if exc.condition == TIMEOUT:
+                    continue  # again at the next upkeep
+                # Refused (not subscribed, no such node): there is nothing left to end.
+            self.leftover.discard(left)
+
+    async def _set(
         self, service: str, action: str, node: str, jid: str, subid: str | None = None
-    ) -> ET.Element | None:
+    ) -> ET.Element:
         pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
         attrs = {"node": node, "jid": jid}
         if subid is not None:
             attrs["subid"] = subid
         ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}{action}", attrs)
-        try:
-            return await self.upstream.as_herald("set", service, pubsub)
-        except UpstreamError as exc:
-            # The subscriber is subscribed all the same; it misses only the last item.
-            log.info("pubsub: last-item probe %s %s/%s: %s", action, service, node, exc.condition)
-            return None
+        return await self.upstream.as_herald("set", service, pubsub)
 
     async def close(self) -> None:
         await self._background.close()

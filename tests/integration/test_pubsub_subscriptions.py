@@ -432,6 +432,12 @@ async def test_a_new_subscriber_gets_the_last_item_as_a_direct_subscriber_would(
     assert _item_ids(again) == ["newest"]
     headers = [h.text for h in again.xml.iter("{http://jabber.org/protocol/shim}header")]
     assert headers == [second]
+    # the same subscribe again: the same subscription, and the item again (both
+    # servers send it again to a direct subscriber repeating its subscribe)
+    assert await subscribe(alice, node) == subid
+    repeated = await _last_item_of(alice, PROXY_JID)
+    assert repeated is not None
+    assert [h.text for h in repeated.xml.iter("{http://jabber.org/protocol/shim}header")] == [subid]
     # bob, subscribed already, was sent nothing of all this; Herald's own upstream
     # subscription outlived the probes: a publication reaches both, once each
     await nothing_for(bob, "newest", wait=0.3)
@@ -441,3 +447,35 @@ async def test_a_new_subscriber_gets_the_last_item_as_a_direct_subscriber_would(
     await owner.publish(node, "later", "x")
     await items_from(bob, PROXY_JID, "later")
     await items_from(alice, PROXY_JID, "later")
+
+
+async def test_a_probe_left_subscribed_is_ended_and_never_fanned_out(
+    proxy: Herald,
+    clients: dict[str, TestClient],
+) -> None:
+    """A probe whose unsubscribe did not get through (a timeout, a lost connection)
+    stays subscribed upstream: what upstream sends it reaches no local subscriber,
+    and the next upkeep unsubscribes it."""
+    owner = Owner(clients["olivia"])
+    node = unique("plain-leftover")
+    await owner.create(node)
+    bob = clients["bob"]
+    events(bob)
+    await subscribe(bob, node)
+    held = proxy_of(proxy).held
+    probe = f"{PROXY_JID}/last-item-0123456789abcdef"
+    pubsub = ET.Element(f"{{{PUBSUB}}}pubsub")
+    ET.SubElement(pubsub, f"{{{PUBSUB}}}subscribe", {"node": node, "jid": probe})
+    reply = await held.upstream.as_herald("set", UPSTREAM_JID, pubsub)
+    sub = reply.find(f".//{{{PUBSUB}}}subscription")
+    subid = None if sub is None else sub.get("subid")
+    held.last_items.leftover.add((UPSTREAM_JID, node, probe, subid))
+    assert probe in await upstream_subscribers(clients["olivia"], node)
+    await owner.publish(node, "while-probed", "x")
+    await items_from(bob, PROXY_JID, "while-probed")
+    await nothing_for(bob, "while-probed", wait=0.5)  # one copy, not two
+    await held.upkeep(asyncio.get_running_loop().time())
+    assert held.last_items.leftover == set()
+    subscribers = await upstream_subscribers(clients["olivia"], node)
+    assert probe not in subscribers
+    assert PROXY_JID in subscribers
