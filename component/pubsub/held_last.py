@@ -54,10 +54,13 @@ class LastItems:
         self._background.start(self._pass_on(service, node, delivery))
 
     async def _pass_on(self, service: str, node: str, delivery: Delivery) -> None:
+        found = core.passed_on(node, await self._probe(service, node))
+        if found is None:
+            return
         # Not counted as fanned out: no upstream notification is shared here.
-        for items, delay in core.passed_on(node, await self._probe(service, node)):
-            trailer = "" if delay is None else serialize(delay, COMPONENT_NS)
-            self.send(notification_text(delivery, serialize(items, PUBSUB_EVENT_NS), trailer))
+        items, delay = found
+        trailer = "" if delay is None else serialize(delay, COMPONENT_NS)
+        self.send(notification_text(delivery, serialize(items, PUBSUB_EVENT_NS), trailer))
 
     async def _probe(self, service: str, node: str) -> list[ET.Element]:
         """What upstream sends a new subscriber of the node: the messages a probe JID

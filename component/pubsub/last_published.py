@@ -44,16 +44,15 @@ def delivery_for(sub: LocalSubscription, held: Sequence[LocalSubscription]) -> D
 Stamped = tuple[ET.Element, ET.Element | None]  # an <items/> and its message's <delay/>
 
 
-def passed_on(node: str, received: Sequence[ET.Element]) -> list[Stamped]:
-    """From the messages upstream sent the probe: the <items/> children of the node
-    to pass on, each with the message's XEP-0203 <delay/> (None when unstamped).
-    Anything else (a subscription notice, another node's items) is not for the
-    subscriber."""
-    out = []
+def passed_on(node: str, received: Sequence[ET.Element]) -> Stamped | None:
+    """From the messages upstream sent the probe: the node's <items/> to pass on, with
+    its message's XEP-0203 <delay/> (None when unstamped); None when there is none.
+    Only the first: upstream sends the last item at once on subscribing, so a later
+    one is a publication made meanwhile, which the subscriber gets by the fan-out.
+    Anything else (a subscription notice, another node's items) is not for it."""
     for msg in received:
-        delay = msg.find(DELAY_TAG)
         for event in msg.iterfind(f"{{{PUBSUB_EVENT_NS}}}event"):
             for child in event:
                 if child.tag == f"{{{PUBSUB_EVENT_NS}}}items" and child.get("node") == node:
-                    out.append((child, delay))
-    return out
+                    return child, msg.find(DELAY_TAG)
+    return None

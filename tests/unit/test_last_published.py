@@ -36,16 +36,22 @@ def _message(body: str) -> ET.Element:
     return ET.fromstring(f"<message xmlns='jabber:component:accept'>{body}</message>")
 
 
-def test_only_the_nodes_items_are_passed_on_with_their_stamp() -> None:
+def test_the_nodes_first_items_are_passed_on_with_their_stamp() -> None:
     items = f"<event xmlns='{EVENT}'><items node='blog'><item id='a'/></items></event>"
     other = f"<event xmlns='{EVENT}'><items node='news'><item id='n'/></items></event>"
     notice = f"<event xmlns='{EVENT}'><subscription node='blog' subscription='none'/></event>"
     stamp = "<delay xmlns='urn:xmpp:delay' stamp='2026-12-07T10:00:00Z'/>"
     got = core.passed_on(
-        "blog", [_message(items + stamp), _message(other), _message(notice), _message(items)]
+        "blog", [_message(other), _message(notice), _message(items + stamp), _message(items)]
     )
-    assert [(i.get("node"), d is not None) for i, d in got] == [("blog", True), ("blog", False)]
-    assert core.passed_on("blog", []) == []  # never, or an empty node: nothing
+    assert got is not None
+    assert (got[0].get("node"), got[0][0].get("id"), got[1] is not None) == ("blog", "a", True)
+    # the first only: a later one is a publication made meanwhile (fanned out anyway)
+    later = core.passed_on("blog", [_message(items), _message(items + stamp)])
+    assert later is not None
+    assert later[1] is None
+    assert core.passed_on("blog", [_message(other), _message(notice)]) is None
+    assert core.passed_on("blog", []) is None  # never, or an empty node: nothing
 
 
 def test_the_stamp_follows_the_headers() -> None:
