@@ -4,7 +4,9 @@ A subscribe at a proxy address to a node Herald may share is answered by Herald:
 stores the subscription, makes sure it is itself subscribed upstream (once per node,
 the subscription the synchroniser also uses), and delivers each upstream
 notification to every local subscriber from the address it subscribed at. The
-decisions are in component/pubsub/subscriptions.py; this module carries them out.
+decisions are in component/pubsub/subscriptions.py; this module carries them out,
+with held_upstream.py (Herald's own upstream subscription), fan_out.py (the copies
+of a notification) and held_last.py (the last item sent to a new subscriber).
 
 Requests about subscriptions Herald does not hold (a node it may not share, a JID
 subscribed upstream directly) are left to the caller, which forwards them as the user.
@@ -16,6 +18,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.etree import ElementTree as ET
 
@@ -23,15 +26,18 @@ from slixmpp.jid import JID, InvalidJID
 
 from component import metrics
 from component.background import Background
+from component.pubsub import last_published
 from component.pubsub import subscriptions as core
 from component.pubsub.access import NodeMeta, access_of
 from component.pubsub.cache import Cache
 from component.pubsub.decision import Action, Situation, decide
+from component.pubsub.fan_out import fan_out
+from component.pubsub.held_last import LastItems
+from component.pubsub.held_upstream import HeraldUpstream
 from component.pubsub.requests import PubsubRequest
 from component.pubsub.subscriptions import Refusal
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage import subscriptions_repo as repo
-from component.storage.records import NO_SYNC
 from component.storage.subscriptions_repo import LocalSubscription
 from component.xmpp.errors import make_error
 from component.xmpp.namespaces import PUBSUB_ERRORS_NS, PUBSUB_EVENT_NS, PUBSUB_NS
@@ -46,13 +52,20 @@ SUBSCRIBE_FEATURES = (
 )
 HELD_ACTIONS = frozenset({"subscribe", "unsubscribe", "options", "subscriptions"})
 
-WRITE_BATCH = 64  # notification copies per socket write
 RECHECK_EVERY = 60.0  # seconds between re-checks that a held node is still shareable
 
 NodeKey = tuple[str, str]
 # Whether the node may be shared now: True, False, or None when it does not exist.
 MayShare = Callable[[str, str], Awaitable[bool | None]]
 Send = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class HeldAnswer:
+    """The reply's children, and what to do once the reply is sent (the last item)."""
+
+    children: list[ET.Element]
+    then: Callable[[], None] | None = None
 
 
 class HeldRefusal(Exception):
@@ -87,7 +100,8 @@ class HeldSubscriptions:
         self.send = send
         self.may_share = may_share
         self._by_node: dict[NodeKey, list[LocalSubscription]] = {}
-        self._subscribed: dict[NodeKey, asyncio.Task[None]] = {}
+        self.herald_upstream = HeraldUpstream(cache, upstream, proxy_jid, self.holds, self.recheck)
+        self.last_items = LastItems(upstream, proxy_jid, send)
         self._checked: dict[NodeKey, float] = {}
         self._background = Background("pubsub: held subscriptions")
         # Presence-based delivery (component/pubsub/presence_edge.py) replaces these.
@@ -111,69 +125,19 @@ class HeldSubscriptions:
 
     def subscribed_upstream(self, service: str, node: str) -> bool:
         """Whether Herald's upstream subscription to the node is made since it connected."""
-        task = self._subscribed.get((service, node))
-        return task is not None and task.done() and not task.cancelled() and not task.exception()
+        return self.herald_upstream.subscribed(service, node)
+
+    def reconnected(self) -> None:
+        """Subscribe upstream again for every held node (see HeraldUpstream)."""
+        self.herald_upstream.reconnected(list(self._by_node))
 
     def _gauge(self) -> None:
         metrics.PUBSUB_LOCAL_SUBSCRIPTIONS.set(sum(len(s) for s in self._by_node.values()))
 
     async def close(self) -> None:
-        for task in self._subscribed.values():
-            task.cancel()
-        await asyncio.gather(*self._subscribed.values(), return_exceptions=True)
+        await self.herald_upstream.close()
+        await self.last_items.close()
         await self._background.close()
-
-    # -- Herald's own upstream subscription ------------------------------------------
-
-    def reconnected(self) -> None:
-        """Subscribe upstream again for every held node: the server may have dropped
-        Herald's subscriptions while it was away (and a restart forgets nothing held)."""
-        self._subscribed.clear()
-        for service, node in list(self._by_node):
-            self._background.start(self._resubscribe(service, node))
-
-    async def _resubscribe(self, service: str, node: str) -> None:
-        try:
-            await self._ensure_upstream(service, node)
-        except UpstreamError as exc:
-            log.warning("pubsub: cannot subscribe to %s/%s again: %s", service, node, exc.condition)
-            await self.recheck(service, node)
-
-    def _ensure_upstream(self, service: str, node: str) -> asyncio.Task[None]:
-        """Herald's subscription to the node, made once (shared by concurrent callers)."""
-        key = (service, node)
-        task = self._subscribed.get(key)
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            task = asyncio.ensure_future(self._subscribe_upstream(service, node))
-            self._subscribed[key] = task
-        return task
-
-    async def _subscribe_upstream(self, service: str, node: str) -> None:
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}subscribe", {"node": node, "jid": self.proxy_jid})
-        reply = await self.upstream.as_herald("set", service, pubsub)
-        sub = reply.find(f".//{{{PUBSUB_NS}}}subscription")
-        state = None if sub is None else sub.get("subscription")
-        if state not in (None, "subscribed"):
-            text = f"Upstream left the proxy's own subscription {state}."
-            raise UpstreamError(make_error("service-unavailable", text), text)
-
-    async def _release_upstream(self, service: str, node: str) -> None:
-        """No local subscriber is left: unsubscribe, unless the cache uses it too."""
-        self._subscribed.pop((service, node), None)
-        cached = self.cache.node(service, node)
-        if cached is not None and cached.sync_state != NO_SYNC:
-            return  # the synchroniser subscribed for the cache: it is its to end
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}unsubscribe", {"node": node, "jid": self.proxy_jid})
-        try:
-            await self.upstream.as_herald("set", service, pubsub)
-        except UpstreamError as exc:
-            log.info("pubsub: unsubscribing from %s/%s: %s", service, node, exc.condition)
-        if self.holds(service, node):
-            # Someone subscribed while the unsubscribe was on its way: subscribe again.
-            self._subscribed.pop((service, node), None)
-            await self._resubscribe(service, node)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -184,9 +148,20 @@ class HeldSubscriptions:
         service: str,
         request: PubsubRequest,
         payload: ET.Element,
-    ) -> list[ET.Element] | None:
-        """Answer a subscription request Herald holds (the reply's children), or None
-        when it is not Herald's to answer (forward it as the user)."""
+    ) -> HeldAnswer | None:
+        """Answer a subscription request Herald holds, or None when it is not Herald's
+        to answer (forward it as the user)."""
+        answer = await self._answer(requester, address, service, request, payload)
+        return HeldAnswer(answer) if isinstance(answer, list) else answer
+
+    async def _answer(
+        self,
+        requester: str,
+        address: str,
+        service: str,
+        request: PubsubRequest,
+        payload: ET.Element,
+    ) -> list[ET.Element] | HeldAnswer | None:
         action = payload[0]
         jid = _normalised(action.get("jid"))
         node = request.node
@@ -239,7 +214,7 @@ class HeldSubscriptions:
         jid: str | None,
         here: list[LocalSubscription],
         options: core.Options | None,
-    ) -> list[ET.Element] | None:
+    ) -> HeldAnswer | None:
         shareable = await self.may_share(service, node)
         if shareable is None:
             raise HeldRefusal(make_error("item-not-found", f"There is no node {node!r}."))
@@ -249,7 +224,7 @@ class HeldSubscriptions:
         outcome = core.subscribe(requester_bare, jid, here, options, uuid.uuid4().hex, known)
         assert jid is not None  # core.subscribe refuses a request without one
         if outcome.new:
-            await asyncio.shield(self._ensure_upstream(service, node))
+            await asyncio.shield(self.herald_upstream.ensure(service, node))
             sub = LocalSubscription(
                 address,
                 service,
@@ -264,13 +239,20 @@ class HeldSubscriptions:
                 await repo.add(session, sub)
             self._by_node.setdefault((service, node), []).append(sub)
             self._gauge()
+        held = self._by_node.get((service, node), [])
+        sub = next(s for s in held if s.subid == outcome.subid)
+        delivery = last_published.delivery_for(sub, held)
         pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
         ET.SubElement(
             pubsub,
             f"{{{PUBSUB_NS}}}subscription",
             {"node": node, "jid": jid, "subid": outcome.subid, "subscription": "subscribed"},
         )
-        return [pubsub]
+        # A repeated subscribe too: upstream sends the last item on each (Prosody's
+        # and ejabberd's direct subscribers get it again).
+        return HeldAnswer(
+            [pubsub], lambda: self.last_items.send_after_subscribe(service, node, delivery)
+        )
 
     def _subscriptions(
         self, address: str, requester_bare: str, node: str | None
@@ -328,7 +310,7 @@ class HeldSubscriptions:
                 self._by_node[key] = left
             else:
                 self._by_node.pop(key, None)
-                await self._release_upstream(*key)
+                await self.herald_upstream.release(*key)
         self._gauge()
 
     # -- notifications ----------------------------------------------------------------
@@ -349,36 +331,18 @@ class HeldSubscriptions:
                 if child.get("subscription") != "subscribed":
                     self._background.start(self.recheck(service, node))
                 continue
-            self._fan_out(subs, serialize(child, PUBSUB_EVENT_NS))
+            fan_out(self.send, subs, serialize(child, PUBSUB_EVENT_NS), self.withheld)
             if kind == "delete":
                 self._background.start(self._drop(list(subs)))
             elif kind == "configuration":
                 self._background.start(self.recheck(service, node))
 
-    def _fan_out(self, subs: list[LocalSubscription], inner: str) -> None:
-        # Written in batches: one write per copy costs a syscall and, with Nagle off, a
-        # packet each; one write for all would hold the first copy back until the
-        # last is built, while the server could already be routing it.
-        batch: list[str] = []
-        sent = 0
-        for delivery in core.deliveries(subs, self.withheld):
-            batch.append(core.notification_text(delivery, inner))
-            if len(batch) == WRITE_BATCH:
-                self.send("".join(batch))
-                sent += len(batch)
-                batch.clear()
-        if batch:
-            self.send("".join(batch))
-            sent += len(batch)
-        metrics.PUBSUB_NOTIFICATIONS_FANNED_OUT.inc(sent)
-        if sent > 1:
-            # Upstream would have sent each local subscriber its own; it sent Herald one.
-            metrics.PUBSUB_UPSTREAM_NOTIFICATIONS_SAVED.inc(sent - 1)
-
     # -- shareability -----------------------------------------------------------------
 
     async def upkeep(self, now: float) -> None:
-        """Re-check, now and then, that each held node may still be shared."""
+        """Re-check, now and then, that each held node may still be shared (and end
+        the last-item probes left subscribed upstream)."""
+        await self.last_items.upkeep()
         for service, node in list(self._by_node):
             if now - self._checked.get((service, node), 0.0) >= RECHECK_EVERY:
                 await self.recheck(service, node)

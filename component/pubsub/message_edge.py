@@ -25,6 +25,10 @@ async def on_message(pubsub: PubsubComponent, msg: StanzaBase) -> None:
     if msg["type"] == "error" or sender.user:
         # Never answer; PEP notifications are not cached (not provably open).
         return
+    # Before anything else and without awaiting: what a last-item probe gets is only
+    # the probe's, and must be kept before the probe's unsubscribe result is handled.
+    if pubsub.held.last_items.received(msg["to"].resource, msg.xml):
+        return
     if pubsub.take_privileges(sender, msg.xml):
         return
     event = msg.xml.find(f"{{{PUBSUB_EVENT_NS}}}event")

@@ -33,6 +33,7 @@ from component.pubsub.decision import Action
 from component.pubsub.disco_edge import ProxyDisco
 from component.pubsub.held import (
     HELD_ACTIONS,
+    HeldAnswer,
     HeldRefusal,
     HeldSubscriptions,
     by_read_decision,
@@ -310,7 +311,9 @@ class PubsubComponent(ServiceComponent):
         if request.namespace == PUBSUB_NS and request.action in HELD_ACTIONS:
             held = await self._held(iq, service, request, payload)
             if held is not None:
-                self._reply(iq, held)
+                self._reply(iq, held.children)
+                if held.then is not None:
+                    held.then()  # after the reply, as upstream does
                 return "hit"
         # Writes and owner requests only ever go upstream as the user.
         reply = await self.targeting.as_user(iq, request.namespace, service, payload)
@@ -322,7 +325,7 @@ class PubsubComponent(ServiceComponent):
 
     async def _held(
         self, iq: StanzaBase, service: str, request: PubsubRequest, payload: ET.Element
-    ) -> list[ET.Element] | None:
+    ) -> HeldAnswer | None:
         """A subscription request Herald answers itself, or None (go as the user)."""
         try:
             return await self.held.handle(str(iq["from"]), str(iq["to"]), service, request, payload)

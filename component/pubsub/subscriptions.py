@@ -298,9 +298,10 @@ def options_form(options: Mapping[str, Any]) -> ET.Element:
 SHIM_NS = "http://jabber.org/protocol/shim"
 
 
-def notification_text(delivery: Delivery, inner: str) -> str:
+def notification_text(delivery: Delivery, inner: str, trailer: str = "") -> str:
     """The <message/> carrying one event child (`inner`, serialised in the pubsub#event
-    namespace) to a subscriber, with SHIM SubID headers when it holds several."""
+    namespace) to a subscriber, with SHIM SubID headers when it holds several, and
+    `trailer` (serialised in jabber:component:accept, such as a <delay/>) last."""
     headers = ""
     if delivery.subids:
         headers = (
@@ -310,7 +311,7 @@ def notification_text(delivery: Delivery, inner: str) -> str:
         )
     return (
         f"<message from={quote_attr(delivery.address)} to={quote_attr(delivery.to)}>"
-        f"<event xmlns={quote_attr(PUBSUB_EVENT_NS)}>{inner}</event>{headers}</message>"
+        f"<event xmlns={quote_attr(PUBSUB_EVENT_NS)}>{inner}</event>{headers}{trailer}</message>"
     )
 
 

@@ -205,6 +205,20 @@ async def test_several_subscriptions_and_their_options(
         "feature-not-implemented",
         "unsupported",
     )
+    assert await error_of(subscribe(alice, node, form={"pubsub#no-such-option": "1"})) == (
+        "bad-request",
+        "invalid-options",
+    )
+    assert await error_of(
+        ask(
+            alice,
+            "set",
+            PROXY_JID,
+            "options",
+            {"node": node, "jid": "alice@localhost", "subid": quiet},
+            form={"pubsub#digest": "1"},
+        )
+    ) == ("feature-not-implemented", "unsupported")
     got = await ask(
         alice, "get", PROXY_JID, "options", {"node": node, "jid": "alice@localhost", "subid": quiet}
     )
@@ -337,3 +351,131 @@ async def test_a_node_no_longer_shareable_ends_its_local_subscriptions(
     # ejabberd (no IQ permission) cannot be asked
     condition, _ = await error_of(subscribe(alice, node))
     assert condition in ("forbidden", "not-authorized", "not-allowed")
+
+
+async def _last_item_of(client: TestClient, sender: str, wait: float = 1.0) -> Any:
+    """The first event from `sender` within `wait` seconds (the last published item
+    sent on subscribing), or None."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            msg = await asyncio.wait_for(events(client).get(), left)
+        except TimeoutError:
+            break
+        if str(msg["from"]) == sender:
+            return msg
+    return None
+
+
+def _item_ids(msg: Any) -> list[str]:
+    return [i.get("id", "") for i in msg.xml.iterfind(f"{{{EVENT}}}event/{{{EVENT}}}items/*")]
+
+
+@pytest.mark.parametrize("send_last", ["on_sub", "on_sub_and_presence", "never", None])
+async def test_a_new_subscriber_gets_the_last_item_as_a_direct_subscriber_would(
+    proxy: Herald,
+    clients: dict[str, TestClient],
+    send_last: str | None,
+) -> None:
+    """XEP-0060 §6.1.7: what upstream sends a direct subscriber right after the
+    subscribe result (None: the server's default), Herald sends its own subscriber,
+    from the address it subscribed at, though Herald's upstream subscription exists."""
+    owner = Owner(clients["olivia"])
+    node = unique("plain-last")
+    await owner.create(
+        node, **({} if send_last is None else {"send_last_published_item": send_last})
+    )
+    await owner.publish(node, "older", "x")
+    await owner.publish(node, "newest", "x")
+    alice, bob, dave = clients["alice"], clients["bob"], clients["dave"]
+    events(alice), events(bob), events(dave)
+    await subscribe(bob, node)  # Herald is subscribed upstream before alice comes
+    await asyncio.sleep(0.3)
+    while not events(bob).empty():
+        events(bob).get_nowait()
+    # a direct subscriber: what upstream sends
+    await subscribe(dave, node, to=UPSTREAM_JID)
+    direct = await _last_item_of(dave, UPSTREAM_JID)
+    # alice through the proxy, at both addresses
+    subid = await subscribe(alice, node)
+    assert events(alice).empty(), "sent before the subscribe result"
+    proxied = await _last_item_of(alice, PROXY_JID)
+    await subscribe(alice, node, to=ESCAPED)
+    escaped = await _last_item_of(alice, ESCAPED)
+    print(
+        f"send_last_published_item={send_last}: direct {direct and _item_ids(direct)},"
+        f" proxy {proxied and _item_ids(proxied)}, escaped {escaped and _item_ids(escaped)}"
+    )
+    if send_last == "never":
+        assert direct is None
+    elif send_last is not None:
+        assert direct is not None
+    if direct is None:
+        assert proxied is None
+        assert escaped is None
+        return
+    assert _item_ids(direct) == ["newest"]
+    for msg in (proxied, escaped):
+        assert msg is not None
+        assert _item_ids(msg) == ["newest"]
+        assert str(msg["to"]) == alice.boundjid.bare
+        assert msg.xml.find(f"{{{EVENT}}}event/{{{EVENT}}}items/{{{EVENT}}}item/*") is not None
+        assert msg.xml.find("{http://jabber.org/protocol/shim}headers") is None  # one each
+        # stamped as upstream stamps it (ejabberd: XEP-0203 delay; Prosody: none)
+        stamp = "{urn:xmpp:delay}delay"
+        assert (msg.xml.find(stamp) is None) == (direct.xml.find(stamp) is None)
+    # a second subscription of alice's at the proxy: the item names the new one only
+    second = await subscribe(alice, node, form={"pubsub#include_body": "1"})
+    assert second != subid
+    again = await _last_item_of(alice, PROXY_JID)
+    assert again is not None
+    assert _item_ids(again) == ["newest"]
+    headers = [h.text for h in again.xml.iter("{http://jabber.org/protocol/shim}header")]
+    assert headers == [second]
+    # the same subscribe again: the same subscription, and the item again (both
+    # servers send it again to a direct subscriber repeating its subscribe)
+    assert await subscribe(alice, node) == subid
+    repeated = await _last_item_of(alice, PROXY_JID)
+    assert repeated is not None
+    assert [h.text for h in repeated.xml.iter("{http://jabber.org/protocol/shim}header")] == [subid]
+    # bob, subscribed already, was sent nothing of all this; Herald's own upstream
+    # subscription outlived the probes: a publication reaches both, once each
+    await nothing_for(bob, "newest", wait=0.3)
+    subscribers = await upstream_subscribers(clients["olivia"], node)
+    assert PROXY_JID in subscribers
+    assert not [s for s in subscribers if s.startswith(f"{PROXY_JID}/")]  # probes gone
+    await owner.publish(node, "later", "x")
+    await items_from(bob, PROXY_JID, "later")
+    await items_from(alice, PROXY_JID, "later")
+
+
+async def test_a_probe_left_subscribed_is_ended_and_never_fanned_out(
+    proxy: Herald,
+    clients: dict[str, TestClient],
+) -> None:
+    """A probe whose unsubscribe did not get through (a timeout, a lost connection)
+    stays subscribed upstream: what upstream sends it reaches no local subscriber,
+    and the next upkeep unsubscribes it."""
+    owner = Owner(clients["olivia"])
+    node = unique("plain-leftover")
+    await owner.create(node)
+    bob = clients["bob"]
+    events(bob)
+    await subscribe(bob, node)
+    held = proxy_of(proxy).held
+    probe = f"{PROXY_JID}/last-item-0123456789abcdef"
+    pubsub = ET.Element(f"{{{PUBSUB}}}pubsub")
+    ET.SubElement(pubsub, f"{{{PUBSUB}}}subscribe", {"node": node, "jid": probe})
+    reply = await held.upstream.as_herald("set", UPSTREAM_JID, pubsub)
+    sub = reply.find(f".//{{{PUBSUB}}}subscription")
+    subid = None if sub is None else sub.get("subid")
+    held.last_items.leftover.add((UPSTREAM_JID, node, probe, subid))
+    assert probe in await upstream_subscribers(clients["olivia"], node)
+    await owner.publish(node, "while-probed", "x")
+    await items_from(bob, PROXY_JID, "while-probed")
+    await nothing_for(bob, "while-probed", wait=0.5)  # one copy, not two
+    await held.upkeep(asyncio.get_running_loop().time())
+    assert held.last_items.leftover == set()
+    subscribers = await upstream_subscribers(clients["olivia"], node)
+    assert probe not in subscribers
+    assert PROXY_JID in subscribers
