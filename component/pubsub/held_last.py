@@ -45,8 +45,17 @@ class LastItems:
         if not core.is_probe(resource):
             return False
         got = self._probes.get(resource)
-        if got is not None:  # one that came after its probe ended is dropped
+        if got is not None:
             got.append(message)
+            return True
+        # No probe of this process: one that came after its probe ended (dropped), or
+        # a probe an earlier process left subscribed when it stopped mid-probe, which
+        # upstream would go on sending every publication: the upkeep ends it.
+        stray = core.stray_subscription(message)
+        service = message.get("from")
+        if stray is not None and service is not None:
+            node, subid = stray
+            self.leftover.add((service, node, f"{self.proxy_jid}/{resource}", subid))
         return True
 
     def send_after_subscribe(self, service: str, node: str, delivery: Delivery) -> None:

@@ -56,3 +56,19 @@ def passed_on(node: str, received: Sequence[ET.Element]) -> Stamped | None:
                 if child.tag == f"{{{PUBSUB_EVENT_NS}}}items" and child.get("node") == node:
                     return child, msg.find(DELAY_TAG)
     return None
+
+
+SHIM_NS = "http://jabber.org/protocol/shim"
+
+
+def stray_subscription(message: ET.Element) -> tuple[str, str | None] | None:
+    """The node (and subid, when the message names one) of a notification sent to a
+    probe no running probe owns: one a process left subscribed when it stopped in
+    the middle of a probe. None when the message names no node."""
+    for event in message.iterfind(f"{{{PUBSUB_EVENT_NS}}}event"):
+        for child in event:
+            node = child.get("node")
+            if node is not None:
+                subid = message.find(f"{{{SHIM_NS}}}headers/{{{SHIM_NS}}}header[@name='SubID']")
+                return node, None if subid is None else subid.text
+    return None

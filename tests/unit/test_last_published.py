@@ -64,3 +64,29 @@ def test_probe_resources() -> None:
     assert core.is_probe(f"{core.PROBE_PREFIX}0123abcd")
     assert not core.is_probe("")
     assert not core.is_probe("phone")
+
+
+@pytest.mark.parametrize(
+    ("xml", "expected"),
+    [
+        (
+            f"<message xmlns='jabber:component:accept'><event xmlns='{EVENT}'>"
+            "<items node='n1'><item id='a'/></items></event></message>",
+            ("n1", None),
+        ),
+        (
+            f"<message xmlns='jabber:component:accept'><event xmlns='{EVENT}'>"
+            "<purge node='n2'/></event><headers xmlns='http://jabber.org/protocol/shim'>"
+            "<header name='SubID'>s9</header></headers></message>",
+            ("n2", "s9"),
+        ),
+        ("<message xmlns='jabber:component:accept'><body>hi</body></message>", None),
+        (f"<message xmlns='jabber:component:accept'><event xmlns='{EVENT}'/></message>", None),
+    ],
+    ids=["items", "purge-with-subid", "no-event", "no-node"],
+)
+def test_a_stray_probe_is_named_by_the_notification_upstream_sends_it(
+    xml: str, expected: tuple[str, str | None] | None
+) -> None:
+    """What the upkeep needs to end a probe an earlier process left subscribed."""
+    assert core.stray_subscription(ET.fromstring(xml)) == expected
