@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
+from component.pubsub import tracing
 from component.pubsub.node_state import ItemStep, NodeState, state_of
 from component.sizes import held_size
 from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
@@ -219,9 +220,11 @@ class Cache:
             self._items.move_to_end(node.id)
             return held
         version = self._version.get(node.id, 0)
+        tracing.step("items-db", node.name)
         async with self.sessions() as session:
             page = await pubsub_item_reads.page_items(session, node.id, None, None)
         items = list(page.items)
+        tracing.step("items-db-end", node.name)
         if self._version.get(node.id, 0) == version:
             self._hold(node.id, items)
         return items
@@ -312,6 +315,7 @@ class Cache:
         versions = self._version
         hot = {node.id: versions.get(node.id, 0) for node, _ in changes if node.id in self._items}
         fresh: dict[int, list[ItemRecord]] = {}
+        tracing.step("write-start", "*", str(len(changes)))
         async with self.sessions() as session:
             for n in range(max((len(steps) for _, steps in changes), default=0)):
                 phase = [(node, steps[n]) for node, steps in changes if n < len(steps)]
@@ -339,7 +343,9 @@ class Cache:
                     again[node.id].append(held.get(node.id, []))
             if hot:
                 fresh = await pubsub_item_reads.items_of_nodes(session, list(hot))
+            tracing.step("write-commit", "*")
             await session.commit()
+        tracing.step("write-end", "*")
         out = []
         for node, _ in changes:
             # Kept only if nothing else changed the node's items meanwhile.
