@@ -314,6 +314,9 @@ class Cache:
         again: dict[int, list[list[str]]] = {node.id: [] for node, _ in changes}
         versions = self._version
         hot = {node.id: versions.get(node.id, 0) for node, _ in changes if node.id in self._items}
+        # What memory holds plus what the steps publish bounds a hot node's count: one
+        # kept under its limit by it needs no count statement (a round trip) and no trim.
+        at_most = {node_id: len(self._items[node_id]) for node_id in hot}
         fresh: dict[int, list[ItemRecord]] = {}
         tracing.step("write-start", "*", str(len(changes)))
         async with self.sessions() as session:
@@ -330,7 +333,19 @@ class Cache:
                     await pubsub_item_writes.upsert_items_of_nodes(
                         session, {i: s.published for i, (_, s) in publishing.items()}, utcnow()
                     )
-                    counts = await pubsub_item_reads.count_items_of_nodes(session, list(publishing))
+                    for node_id, (_, step) in publishing.items():
+                        if node_id in at_most:
+                            at_most[node_id] += len(step.published)
+                    uncounted = [
+                        node_id
+                        for node_id, (node, _) in publishing.items()
+                        if at_most.get(node_id, self.limit(node) + 1) > self.limit(node)
+                    ]
+                    counts = (
+                        await pubsub_item_reads.count_items_of_nodes(session, uncounted)
+                        if uncounted
+                        else {}
+                    )
                     for node_id, (node, step) in publishing.items():
                         if step.move_republished and held[node_id]:
                             await pubsub_item_writes.restamp_items(session, node_id, held[node_id])

@@ -118,3 +118,25 @@ async def test_items_in_memory_stay_there_through_notifications(
     assert await ids(cache, "cold") == ["a", "b", "c", "y"]
     assert statements("page_items") == reads + 1  # not requested before: read now
     await sync.close()
+
+
+async def test_a_node_in_memory_is_not_counted_unless_it_may_pass_its_limit(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """What memory holds bounds a hot node's count: a write that keeps it under its
+    limit sends no count statement (a round trip); one that may pass it still trims."""
+    cache = Cache(sessions, max_items_per_node=5)
+    sync = synchroniser(ScriptedUpstream(), cache)
+    await synced(sync, cache, "roomy", "full")
+    assert await ids(cache, "roomy") == ["a", "b", "c"]  # both in memory now
+    assert await ids(cache, "full") == ["a", "b", "c"]
+    before = statements("count_items_of_nodes")
+    await sync.apply(SERVICE, published("roomy", "x"))
+    counted = statements("count_items_of_nodes") - before
+    print("count statements for a hot node's write under its limit:", counted)
+    assert counted == 0
+    assert await ids(cache, "roomy") == ["a", "b", "c", "x"]
+    await sync.apply(SERVICE, published("full", "x", "y", "z"))  # 6 > 5: trimmed
+    assert statements("count_items_of_nodes") - before == 1
+    assert await ids(cache, "full") == ["b", "c", "x", "y", "z"]
+    await sync.close()
