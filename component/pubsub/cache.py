@@ -316,7 +316,8 @@ class Cache:
         hot = {node.id: versions.get(node.id, 0) for node, _ in changes if node.id in self._items}
         # What memory holds plus what the steps publish bounds a hot node's count: one
         # kept under its limit by it needs no count statement (a round trip) and no trim.
-        at_most = {node_id: len(self._items[node_id]) for node_id in hot}
+        held_now = {node_id: self._items[node_id] for node_id in hot}
+        at_most = {node_id: len(items) for node_id, items in held_now.items()}
         fresh: dict[int, list[ItemRecord]] = {}
         tracing.step("write-start", "*", str(len(changes)))
         async with self.sessions() as session:
@@ -329,7 +330,11 @@ class Cache:
                 held: dict[int, list[str]] = {}
                 if publishing:
                     ids = {i: [x.item_id for x in s.published] for i, (_, s) in publishing.items()}
-                    held = await pubsub_item_reads.held_ids_of_nodes(session, ids)
+                    if n == 0:  # memory holds what the database does before any step
+                        held = _held_in_memory(held_now, ids, retracting)
+                    asked = {i: wanted for i, wanted in ids.items() if i not in held}
+                    if asked:
+                        held |= await pubsub_item_reads.held_ids_of_nodes(session, asked)
                     await pubsub_item_writes.upsert_items_of_nodes(
                         session, {i: s.published for i, (_, s) in publishing.items()}, utcnow()
                     )
@@ -427,3 +432,18 @@ class Cache:
         self._version[node_id] = self._version.get(node_id, 0) + 1
         if self._items.pop(node_id, None) is not None:
             self.held_bytes -= self._item_bytes.pop(node_id)
+
+
+def _held_in_memory(
+    items: dict[int, list[ItemRecord]],
+    published: dict[int, list[str]],
+    retracted: dict[int, tuple[str, ...]],
+) -> dict[int, list[str]]:
+    """Which published ids each node held in memory already holds, oldest first,
+    once the step's retractions are applied: held_ids_of_nodes without a query."""
+    out = {}
+    for node_id, wanted in published.items():
+        if node_id in items:
+            asked = set(wanted) - set(retracted.get(node_id, ()))
+            out[node_id] = [item.item_id for item in items[node_id] if item.item_id in asked]
+    return out
