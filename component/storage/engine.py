@@ -29,22 +29,14 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    # Every round trip to PostgreSQL costs a turn of the event loop and a wake-up of
-    # the server process, and under load those add up (bench/pubsub_staleness.py):
-    # - no pre-ping: it is a round trip per session, before each group write and
-    #   each read of a cold node. After a database restart the first statement on a
-    #   dead connection fails instead, and SQLAlchemy then replaces the whole pool;
-    #   what failed is handled as any database error (a notification takes its
-    #   node out of service and it is re-fetched).
-    # - no server-side prepared statements: psycopg forgets them at every ROLLBACK
-    #   (each read-only session ends with one) and sends DEALLOCATE ALL, another
-    #   round trip, before preparing them again.
-    return create_async_engine(
-        url,
-        pool_size=5,
-        max_overflow=5,
-        connect_args={"prepare_threshold": None},
-    )
+    # No pre-ping: every round trip to PostgreSQL costs a turn of the event loop and
+    # a wake-up of the server process, and under load those add up (the staleness
+    # bench); the ping was one per session, before each group write and each read
+    # of a cold node. After a database restart the first statement on a dead
+    # connection fails instead, and SQLAlchemy then replaces the whole pool; what
+    # failed is handled as any database error (a notification takes its node out of
+    # service and it is re-fetched).
+    return create_async_engine(url, pool_size=5, max_overflow=5)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
