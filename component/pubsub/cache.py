@@ -215,6 +215,7 @@ class Cache:
         tracing.step("items-db", node.name)
         async with self.sessions() as session:
             page = await pubsub_item_reads.page_items(session, node.id, None, None)
+            await session.commit()  # not a ROLLBACK: see held()
         items = list(page.items)
         tracing.step("items-db-end", node.name)
         if self._hot.version(node.id) == version:
@@ -375,7 +376,12 @@ class Cache:
             wanted = set(item_ids)
             return [item for item in hot if item.item_id in wanted]
         async with self.sessions() as session:
-            return await pubsub_item_reads.get_items_by_ids(session, node.id, item_ids)
+            found = await pubsub_item_reads.get_items_by_ids(session, node.id, item_ids)
+            # Ended with COMMIT, not the ROLLBACK a closing session sends: psycopg
+            # forgets its prepared statements at every ROLLBACK and sends DEALLOCATE
+            # ALL, then prepares them again, three round trips on PostgreSQL.
+            await session.commit()
+            return found
 
     async def move_to_newest(self, node: NodeState, item_ids: Sequence[str]) -> None:
         """Give republished items the place of their last publication."""
