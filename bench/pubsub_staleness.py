@@ -7,6 +7,7 @@ Run:
         [--nodes 100] [--rate 100] [--changes 1000] [--rare 20] [--window 15]
         [--reconcile-interval 10] [--prosody-storage memory|internal]
         [--tp-nodes 20] [--tp-publishes 1500] [--publishers 4] [--tp-inflight 4]
+        [--trace DIR]   (then: .venv/bin/python -m bench.staleness_trace DIR)
 
 Everything runs on loopback in a temporary directory and stops by itself (about 5
 minutes with the defaults for both servers and both databases). Processes, per server:
