@@ -9,7 +9,6 @@ memory copy, the database and the gauges in step.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -18,8 +17,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
+from component.pubsub import tracing
+from component.pubsub.hot_items import HotItems, held_among
 from component.pubsub.node_state import ItemStep, NodeState, state_of
-from component.sizes import held_size
 from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
 from component.storage.records import (
     NO_SYNC,
@@ -43,9 +43,7 @@ MEMORY_BYTES = 64 * 1024 * 1024
 class Cache:
     """Node states, items, and the in-memory copy of hot nodes' items.
 
-    The memory copy is bounded in bytes (memory_bytes, estimated by held_size), least
-    recently used nodes first out: a bound in items let a few huge items take any
-    amount of memory.
+    The memory copy is bounded in bytes (memory_bytes; pubsub/hot_items.py).
     """
 
     def __init__(
@@ -59,12 +57,8 @@ class Cache:
         self.memory_bytes = memory_bytes
         self._nodes: dict[tuple[str, str], NodeState] = {}
         self._per_service: dict[str, int] = {}
-        self._items: OrderedDict[int, list[ItemRecord]] = OrderedDict()
-        self._item_bytes: dict[int, int] = {}
-        self.held_bytes = 0
+        self._hot = HotItems(memory_bytes)
         self._requested: set[int] = set()
-        # Bumped whenever a node's items change, so a load that raced a change is not kept.
-        self._version: dict[int, int] = {}
         # Every change to nodes or items sets it; refresh_gauges_if_stale() catches up,
         # so no write pays for the full-table counts the gauges need.
         self._gauges_stale = False
@@ -214,16 +208,18 @@ class Cache:
 
     async def items(self, node: NodeState) -> list[ItemRecord]:
         """All the node's items, oldest first, from memory when hot."""
-        held = self._items.get(node.id)
+        held = self._hot.get(node.id)
         if held is not None:
-            self._items.move_to_end(node.id)
             return held
-        version = self._version.get(node.id, 0)
+        version = self._hot.version(node.id)
+        tracing.step("items-db", node.name)
         async with self.sessions() as session:
             page = await pubsub_item_reads.page_items(session, node.id, None, None)
+            await session.commit()  # not a ROLLBACK: see held()
         items = list(page.items)
-        if self._version.get(node.id, 0) == version:
-            self._hold(node.id, items)
+        tracing.step("items-db-end", node.name)
+        if self._hot.version(node.id) == version:
+            self._hot.hold(node.id, items)
         return items
 
     def limit(self, node: NodeState) -> int:
@@ -309,9 +305,13 @@ class Cache:
         """
         records: dict[int, NodeRecord] = {}
         again: dict[int, list[list[str]]] = {node.id: [] for node, _ in changes}
-        versions = self._version
-        hot = {node.id: versions.get(node.id, 0) for node, _ in changes if node.id in self._items}
+        hot = {node.id: self._hot.version(node.id) for node, _ in changes if node.id in self._hot}
+        # What memory holds plus what the steps publish bounds a hot node's count: one
+        # kept under its limit by it needs no count statement (a round trip) and no trim.
+        held_now = {node_id: self._hot.peek(node_id) or [] for node_id in hot}
+        at_most = {node_id: len(items) for node_id, items in held_now.items()}
         fresh: dict[int, list[ItemRecord]] = {}
+        tracing.step("write-start", "*", str(len(changes)))
         async with self.sessions() as session:
             for n in range(max((len(steps) for _, steps in changes), default=0)):
                 phase = [(node, steps[n]) for node, steps in changes if n < len(steps)]
@@ -322,11 +322,27 @@ class Cache:
                 held: dict[int, list[str]] = {}
                 if publishing:
                     ids = {i: [x.item_id for x in s.published] for i, (_, s) in publishing.items()}
-                    held = await pubsub_item_reads.held_ids_of_nodes(session, ids)
+                    if n == 0:  # memory holds what the database does before any step
+                        held = held_among(held_now, ids, retracting)
+                    asked = {i: wanted for i, wanted in ids.items() if i not in held}
+                    if asked:
+                        held |= await pubsub_item_reads.held_ids_of_nodes(session, asked)
                     await pubsub_item_writes.upsert_items_of_nodes(
                         session, {i: s.published for i, (_, s) in publishing.items()}, utcnow()
                     )
-                    counts = await pubsub_item_reads.count_items_of_nodes(session, list(publishing))
+                    for node_id, (_, step) in publishing.items():
+                        if node_id in at_most:
+                            at_most[node_id] += len(step.published)
+                    uncounted = [
+                        node_id
+                        for node_id, (node, _) in publishing.items()
+                        if at_most.get(node_id, self.limit(node) + 1) > self.limit(node)
+                    ]
+                    counts = (
+                        await pubsub_item_reads.count_items_of_nodes(session, uncounted)
+                        if uncounted
+                        else {}
+                    )
                     for node_id, (node, step) in publishing.items():
                         if step.move_republished and held[node_id]:
                             await pubsub_item_writes.restamp_items(session, node_id, held[node_id])
@@ -339,26 +355,33 @@ class Cache:
                     again[node.id].append(held.get(node.id, []))
             if hot:
                 fresh = await pubsub_item_reads.items_of_nodes(session, list(hot))
+            tracing.step("write-commit", "*")
             await session.commit()
+        tracing.step("write-end", "*")
         out = []
         for node, _ in changes:
             # Kept only if nothing else changed the node's items meanwhile.
-            keep = node.id in fresh and self._version.get(node.id, 0) == hot[node.id]
+            keep = node.id in fresh and self._hot.version(node.id) == hot[node.id]
             self._drop_items(node.id)
             state = self._remember(node, records.get(node.id))
             if keep and state.serves_from_cache:
-                self._hold(node.id, fresh[node.id])
+                self._hot.hold(node.id, fresh[node.id])
             out.append((state, again[node.id]))
         return out
 
     async def held(self, node: NodeState, item_ids: Sequence[str]) -> list[ItemRecord]:
         """The node's items with these ids (oldest first), from memory when hot."""
-        hot = self._items.get(node.id)
+        hot = self._hot.get(node.id)
         if hot is not None:
             wanted = set(item_ids)
             return [item for item in hot if item.item_id in wanted]
         async with self.sessions() as session:
-            return await pubsub_item_reads.get_items_by_ids(session, node.id, item_ids)
+            found = await pubsub_item_reads.get_items_by_ids(session, node.id, item_ids)
+            # Ended with COMMIT, not the ROLLBACK a closing session sends: psycopg
+            # forgets its prepared statements at every ROLLBACK and sends DEALLOCATE
+            # ALL, then prepares them again, three round trips on PostgreSQL.
+            await session.commit()
+            return found
 
     async def move_to_newest(self, node: NodeState, item_ids: Sequence[str]) -> None:
         """Give republished items the place of their last publication."""
@@ -387,22 +410,13 @@ class Cache:
 
     def hot(self, node: NodeState) -> bool:
         """Whether the node's items are held in memory now."""
-        return node.id in self._items
+        return node.id in self._hot
 
-    def _hold(self, node_id: int, items: list[ItemRecord]) -> None:
-        size = sum(held_size(item) for item in items)
-        if size > self.memory_bytes:
-            return  # larger than the whole budget: read from the database each time
-        self._drop_items(node_id)
-        self._items[node_id] = items
-        self._item_bytes[node_id] = size
-        self.held_bytes += size
-        while self.held_bytes > self.memory_bytes and self._items:
-            evicted, _ = self._items.popitem(last=False)
-            self.held_bytes -= self._item_bytes.pop(evicted)
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of items held in memory now (estimated)."""
+        return self._hot.held_bytes
 
     def _drop_items(self, node_id: int) -> None:
         self._gauges_stale = True
-        self._version[node_id] = self._version.get(node_id, 0) + 1
-        if self._items.pop(node_id, None) is not None:
-            self.held_bytes -= self._item_bytes.pop(node_id)
+        self._hot.drop(node_id)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from slixmpp.xmlstream import StanzaBase
 
+from component.pubsub import tracing
 from component.pubsub.access import access_of
 from component.pubsub.decision import Action, Comparison, Kind, Situation, decide
 from component.pubsub.node_metadata import OPEN_FOR
@@ -94,6 +95,7 @@ class Deciding:
                         _quietly(pubsub.synchroniser.reconciler.comparing(node))
                     )
             action = decide(Situation(kind, cached, fits, access, comparison, pep, privileged))
+            tracing.step("decided", name, action.name)
             if action is Action.CHECK_FIRST:
                 checked, asked = await asyncio.shield(self.access_check(service, name, sync_as))
                 if checked == "missing" and asked < now:
@@ -101,6 +103,7 @@ class Deciding:
                     checked, _ = await self.check_access(service, name, sync_as)
                 if node is not None:
                     self.verified[node.id] = asked
+                tracing.step("checked", name, str(checked))
             elif action is Action.COMPARE_FIRST:
                 assert node is not None
                 try:
@@ -108,6 +111,7 @@ class Deciding:
                     comparison = "done"
                 except UpstreamError:
                     comparison = "failed"
+                tracing.step("compared", name, comparison)
             else:
                 if cached and node is not None and access in ("closed", "missing"):
                     pubsub._background.start(pubsub.synchroniser.verify(node))  # drops it

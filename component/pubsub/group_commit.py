@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable, Coroutine, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
+from component.pubsub import tracing
+
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
@@ -45,14 +47,25 @@ class GroupCommit(Generic[K, E]):
         self._alone_only = alone_only
         self._queued: dict[K, list[tuple[E, asyncio.Future[None]]]] = {}
         self._busy: dict[K, asyncio.Task[None]] = {}  # keys being applied on their own
+        # Waiters of the events taken out of the queue and not settled yet, per key.
+        self._taken: dict[K, list[asyncio.Future[None]]] = {}
         self._worker: asyncio.Task[None] | None = None
 
     async def submit(self, key: K, event: E) -> None:
         """Queue the event; return once it is applied (or its failure handled)."""
         done = asyncio.get_running_loop().create_future()
         self._queued.setdefault(key, []).append((event, done))
+        tracing.step("queued", _name(key))
         self._kick()
         await done
+
+    async def settled(self, key: K) -> None:
+        """Wait until every event submitted for the key so far is applied (or its
+        failure handled); later ones are not waited for."""
+        waiting = [done for _, done in self._queued.get(key, ())]
+        waiting += self._taken.get(key, ())
+        if waiting:
+            await asyncio.wait(waiting)
 
     def pending(self) -> int:
         """Events queued and not yet taken."""
@@ -68,6 +81,10 @@ class GroupCommit(Generic[K, E]):
             for _, done in queued:
                 done.cancel()
         self._queued.clear()
+        for taken in self._taken.values():
+            for done in taken:
+                done.cancel()
+        self._taken.clear()
 
     def _kick(self) -> None:
         idle = self._worker is None or self._worker.done()
@@ -80,6 +97,8 @@ class GroupCommit(Generic[K, E]):
             if not ready:
                 return
             taken = {key: self._queued.pop(key) for key in ready}
+            for key, queued in taken.items():
+                self._taken.setdefault(key, []).extend(done for _, done in queued)
             group: dict[K, list[E]] = {}
             for key, queued in taken.items():
                 events = [event for event, _ in queued]
@@ -89,6 +108,10 @@ class GroupCommit(Generic[K, E]):
                     group[key] = events
             if not group:
                 continue
+            if tracing.on():
+                tracing.step("group-start", "*", f"{len(group)} nodes")
+                for key in group:
+                    tracing.step("grouped", _name(key), str(len(group[key])))
             try:
                 await self._together(group)
             except asyncio.CancelledError:
@@ -101,9 +124,11 @@ class GroupCommit(Generic[K, E]):
                     self._start_alone(key, taken[key])
                 continue
             for key in group:
-                _settle(taken[key])
+                tracing.step("applied", _name(key), "group")
+                self._settle(key, taken[key])
 
     def _start_alone(self, key: K, queued: list[tuple[E, asyncio.Future[None]]]) -> None:
+        tracing.step("alone-start", _name(key), str(len(queued)))
         self._busy[key] = task = asyncio.create_task(
             self._alone(key, [event for event, _ in queued])
         )
@@ -111,15 +136,23 @@ class GroupCommit(Generic[K, E]):
         def finished(task: asyncio.Task[None]) -> None:
             if self._busy.get(key) is task:
                 del self._busy[key]
-            _settle(queued)
+            tracing.step("applied", _name(key), "alone")
+            self._settle(key, queued)
             if not task.cancelled() and task.exception() is not None:
                 log.error("pubsub: applying notifications failed", exc_info=task.exception())
             self._kick()
 
         task.add_done_callback(finished)
 
+    def _settle(self, key: K, queued: Sequence[tuple[E, asyncio.Future[None]]]) -> None:
+        settled = {id(done) for _, done in queued}
+        left = [done for done in self._taken.pop(key, ()) if id(done) not in settled]
+        if left:
+            self._taken[key] = left
+        for _, done in queued:
+            if not done.done():
+                done.set_result(None)
 
-def _settle(queued: Sequence[tuple[object, asyncio.Future[None]]]) -> None:
-    for _, done in queued:
-        if not done.done():
-            done.set_result(None)
+
+def _name(key: object) -> str:
+    return str(key[-1]) if isinstance(key, tuple) and key else str(key)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from slixmpp import JID
 from slixmpp.xmlstream import StanzaBase
 
+from component.pubsub import tracing
 from component.pubsub.stanzas import parse_event
 from component.xmpp.namespaces import PUBSUB_EVENT_NS
 from component.xmpp.xmltext import serialize
@@ -46,5 +47,9 @@ async def on_message(pubsub: PubsubComponent, msg: StanzaBase) -> None:
                     sender.bare, name, f"unreadable notification: {exc!r}"
                 )
         return
+    if tracing.on():
+        for change in changes:
+            ids = [i.item_id for i in change.published] + [f"-{i}" for i in change.retracted]
+            tracing.step("recv", change.node, f"{change.kind} {','.join(ids)}")
     for change in changes:
         await pubsub.synchroniser.apply(sender.bare, change)

@@ -134,6 +134,10 @@ class NotificationApplier:
         """
         await self._groups.submit((service, event.node), event)
 
+    async def settled(self, key: tuple[str, str]) -> None:
+        """Wait until the node's notifications received so far are applied."""
+        await self._groups.settled(key)
+
     def _alone_only(self, key: tuple[str, str], events: list[NodeEvent]) -> bool:
         """Whether the node's events must be applied on their own, not in a group."""
         node = self.cache.node(*key)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from xml.etree import ElementTree as ET
 
 from component.keyed_locks import KeyedLocks
-from component.pubsub.cache import Cache
+from component.pubsub import tracing
+from component.pubsub.cache import Cache, utcnow
 from component.pubsub.node_state import NodeState
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.xmpp.namespaces import DISCO_ITEMS_NS, PUBSUB_NS
@@ -23,8 +24,11 @@ from component.xmpp.namespaces import DISCO_ITEMS_NS, PUBSUB_NS
 log = logging.getLogger(__name__)
 
 RECONCILE_EVERY = 60.0  # default pubsub.reconcile_interval, seconds
-# Seconds a comparison waits for the notifications of items upstream already lists.
+# Seconds a comparison waits for the notifications of items upstream already lists
+# to arrive (then for those that arrived to be applied, however long that takes).
 NOTIFICATION_GRACE = 0.5
+# Comparisons in a row left undecided by notifications before the node is re-fetched.
+ATTEMPTS = 3
 
 
 class Reconciler:
@@ -38,6 +42,7 @@ class Reconciler:
         out_of_service: Callable[[str, str, str], None],
         proxy_jid: str,
         interval: float = RECONCILE_EVERY,
+        settled: Callable[[tuple[str, str]], Awaitable[None]] | None = None,
     ) -> None:
         self.upstream = upstream
         self.cache = cache
@@ -45,6 +50,8 @@ class Reconciler:
         self.out_of_service = out_of_service
         self.proxy_jid = proxy_jid
         self.interval = interval
+        # Waits until the node's notifications received so far are applied.
+        self.settled = settled or _nothing_pending
         # When each node was last compared with upstream (a full fetch counts), in
         # loop time; and the nodes whose upstream promises every notification.
         self.compared: dict[int, float] = {}
@@ -93,21 +100,38 @@ class Reconciler:
         fetches it again. Raises UpstreamError when upstream cannot be asked now.
         """
         key = (node.service, node.name)
+        for _ in range(ATTEMPTS):
+            if await self._compare_once(key):
+                return
+        self.out_of_service(*key, "it kept changing while compared with upstream")
+
+    async def _compare_once(self, key: tuple[str, str]) -> bool:
+        """One comparison; False when notifications applied meanwhile leave it
+        undecided (an item upstream did not list was written after the question)."""
+        current = self.cache.node(*key)
+        if current is None or not current.serves_from_cache:
+            return True
+        tracing.step("compare-start", key[1])
         asked = asyncio.get_running_loop().time()
-        # Held across the questions: a notification that arrives meanwhile is applied
-        # after the comparison, never mistaken for a difference.
+        since = utcnow()  # items written from now on may postdate upstream's answer
+        # Upstream is asked without holding the node's notification order: its
+        # notifications go on being applied meanwhile (they waited for both answers
+        # before), and what they wrote is told apart below by its time.
+        upstream_ids = await self._item_ids(current)
+        if not await self._subscribed(current):
+            self.out_of_service(*key, "Herald's subscription upstream is gone")
+            return True
+        listed = set(upstream_ids)
         async with self.order.hold(key):
             current = self.cache.node(*key)
             if current is None or not current.serves_from_cache:
-                return
-            upstream_ids = await self._item_ids(current)
-            if not await self._subscribed(current):
-                self.out_of_service(*key, "Herald's subscription upstream is gone")
-                return
-            held = [item.item_id for item in await self.cache.items(current)]
-            listed = set(upstream_ids)
-            gone = [i for i in held if i not in listed]
-            known = set(held)
+                return True
+            held = await self.cache.items(current)
+            unlisted = [item for item in held if item.item_id not in listed]
+            # Written before the question and not listed in the answer: retracted
+            # upstream without a notification (or with one still on its way).
+            gone = [item.item_id for item in unlisted if item.updated < since]
+            known = {item.item_id for item in held}
             # A truncated node holds only the newest items: older ones upstream are
             # expected to be missing here.
             new = [] if current.truncated else [i for i in upstream_ids if i not in known]
@@ -118,23 +142,34 @@ class Reconciler:
                     *key,
                     len(gone),
                 )
+            if len(gone) < len(unlisted):
+                return False  # written since the question: whether upstream has them is open
             if not new:
                 self.compared[current.id] = asked
-                return
+                tracing.step("compare-end", key[1], "same")
+                return True
         # Items upstream lists that the cache lacks: their notifications may still be
-        # on the way (upstream answers the listing before it notifies). Look again once
-        # they had time to arrive; only what is still missing takes the node out.
+        # on the way (upstream answers the listing before it notifies), or retractions
+        # applied since the question removed them. Look again once notifications had
+        # time to arrive and what arrived is applied; only what upstream still lists
+        # and the cache still lacks takes the node out.
+        tracing.step("compare-grace", key[1], ",".join(new))
         await asyncio.sleep(NOTIFICATION_GRACE)
+        await self.settled(key)
+        still = set(await self._item_ids(current))
         async with self.order.hold(key):
             current = self.cache.node(*key)
             if current is None or not current.serves_from_cache:
-                return
-            known = {item.item_id for item in await self.cache.held(current, new)}
-            missing = [i for i in new if i not in known]
+                return True
+            wanted = [i for i in new if i in still]
+            known = {item.item_id for item in await self.cache.held(current, wanted)}
+            missing = [i for i in wanted if i not in known]
             if missing:
                 self.out_of_service(*key, f"{len(missing)} item(s) upstream never notified")
-                return
+                return True
             self.compared[current.id] = asked
+            tracing.step("compare-end", key[1], "notified")
+            return True
 
     async def _item_ids(self, node: NodeState) -> list[str]:
         """The ids of the items upstream holds (disco#items on the node: no payloads)."""
@@ -157,3 +192,7 @@ class Reconciler:
             and (sub.get("jid") or "").split("/")[0] == self.proxy_jid
             for sub in reply.iter(f"{{{PUBSUB_NS}}}subscription")
         )
+
+
+async def _nothing_pending(_key: tuple[str, str]) -> None:
+    """settled() where no notifications are queued anywhere."""

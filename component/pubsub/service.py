@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from component import metrics
 from component.background import Background
 from component.config import PubsubSettings
+from component.pubsub import tracing
 from component.pubsub.admin_commands import COMMANDS_NS, AdminCommands
 from component.pubsub.admin_watch import AdminWatch
 from component.pubsub.answering import answer_from_cache, page_upstream
@@ -346,12 +347,15 @@ class PubsubComponent(ServiceComponent):
             held[:] = await self.cache.items(node)
             return not node.truncated or answered_by_newest(request, held)
 
+        tracing.step("read", request.node)
         action, node = await self.deciding.decide(
             iq, "read", service, request.node, sync_as, answers
         )
         if action is Action.FROM_CACHE:
             assert node is not None
             answer_from_cache(self.send_raw, iq, node, request, held)
+            if tracing.on():
+                tracing.step("answered", request.node, ",".join(i.item_id for i in held))
             return "hit"
         if action is Action.REFUSE_MISSING:
             raise Refused(no_such_node(service, request.node))
@@ -366,6 +370,7 @@ class PubsubComponent(ServiceComponent):
         if request.rsm is not None:
             children = page_upstream(children, request)
         self._reply(iq, children)
+        tracing.step("answered", request.node, f"upstream {action.name}")
         return "miss" if cacheable else "bypass"
 
     # -- search (XEP-0442) -----------------------------------------------------------

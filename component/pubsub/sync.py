@@ -90,7 +90,13 @@ class Synchroniser:
             self.schedule,
         )
         self.reconciler = Reconciler(
-            upstream, cache, order, self.notifications.out_of_service, proxy_jid, reconcile_interval
+            upstream,
+            cache,
+            order,
+            self.notifications.out_of_service,
+            proxy_jid,
+            reconcile_interval,
+            settled=self.notifications.settled,  # a comparison waits for what was received
         )
         self.node_sync = NodeSync(
             cache,

@@ -29,7 +29,14 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # No pre-ping: every round trip to PostgreSQL costs a turn of the event loop and
+    # a wake-up of the server process, and under load those add up (the staleness
+    # bench); the ping was one per session, before each group write and each read
+    # of a cold node. After a database restart the first statement on a dead
+    # connection fails instead, and SQLAlchemy then replaces the whole pool; what
+    # failed is handled as any database error (a notification takes its node out of
+    # service and it is re-fetched).
+    return create_async_engine(url, pool_size=5, max_overflow=5)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -10,10 +10,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.pubsub.cache import Cache
-from component.pubsub.node_state import NodeState
+from component.pubsub.node_state import ItemStep, NodeState
 from component.pubsub.stanzas import NodeEvent, ReceivedItem
 from component.pubsub.sync import Synchroniser
 from component.storage import pubsub_nodes
+from component.storage.records import ItemInput
 from tests.integration.test_pubsub_sync import SERVICE, ScriptedUpstream, synchroniser
 
 pytestmark = pytest.mark.integration
@@ -117,4 +118,51 @@ async def test_items_in_memory_stay_there_through_notifications(
     assert statements("page_items") == reads
     assert await ids(cache, "cold") == ["a", "b", "c", "y"]
     assert statements("page_items") == reads + 1  # not requested before: read now
+    await sync.close()
+
+
+async def test_a_node_in_memory_is_not_counted_unless_it_may_pass_its_limit(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """What memory holds bounds a hot node's count: a write that keeps it under its
+    limit sends no count statement (a round trip); one that may pass it still trims."""
+    cache = Cache(sessions, max_items_per_node=5)
+    sync = synchroniser(ScriptedUpstream(), cache)
+    await synced(sync, cache, "roomy", "full")
+    assert await ids(cache, "roomy") == ["a", "b", "c"]  # both in memory now
+    assert await ids(cache, "full") == ["a", "b", "c"]
+    before = statements("count_items_of_nodes")
+    await sync.apply(SERVICE, published("roomy", "x"))
+    counted = statements("count_items_of_nodes") - before
+    print("count statements for a hot node's write under its limit:", counted)
+    assert counted == 0
+    assert await ids(cache, "roomy") == ["a", "b", "c", "x"]
+    await sync.apply(SERVICE, published("full", "x", "y", "z"))  # 6 > 5: trimmed
+    assert statements("count_items_of_nodes") - before == 1
+    assert await ids(cache, "full") == ["b", "c", "x", "y", "z"]
+    await sync.close()
+
+
+async def test_a_node_in_memory_tells_republications_without_a_query(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Which published ids a node already holds (a republication) is read from memory
+    for a node held there, from the database otherwise: the same answers."""
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = synchroniser(ScriptedUpstream(), cache)
+    hot, cold = await synced(sync, cache, "hot", "cold")
+    assert await ids(cache, "hot") == ["a", "b", "c"]  # in memory now
+    steps = [
+        ItemStep((), tuple(ItemInput(i, f"<x xmlns='urn:x'>{i}</x>", None, None) for i in "cbx"))
+    ]
+    again_step = [ItemStep(("b",), (ItemInput("b", "<x xmlns='urn:x'>b</x>", None, None),))]
+    answers = []
+    for node, step in ((hot, steps), (cold, steps), (hot, again_step), (cold, again_step)):
+        before = statements("held_ids_of_nodes")
+        ((state, again),) = await cache.apply_steps([(node, step)])
+        answers.append((again, statements("held_ids_of_nodes") - before))
+        assert await ids(cache, state.name)  # read into memory (again)
+    print("republished ids and held-id queries, hot then cold:", answers)
+    assert answers == [([["b", "c"]], 0), ([["b", "c"]], 1), ([[]], 0), ([[]], 0)]
+    assert await ids(cache, "hot") == await ids(cache, "cold")
     await sync.close()

@@ -67,3 +67,28 @@ async def test_a_key_on_its_own_holds_back_only_its_later_events() -> None:
     await asyncio.gather(first, later)
     assert rec.alone == [("s", [0])]
     assert rec.groups[-1] == {"s": [2]}
+
+
+async def test_settled_waits_for_what_is_queued_or_being_applied() -> None:
+    """A comparison with upstream waits for the notifications Herald has received,
+    queued or being applied; a key with none is settled at once."""
+    rec = Recorder()
+    rec.slow = {"s"}
+    rec.held.clear()
+    groups = rec.commit()
+    first = asyncio.create_task(groups.submit("s", 0))
+    await asyncio.sleep(0.01)  # taken, being applied on its own, and waits
+    queued = asyncio.create_task(groups.submit("s", 1))  # queued behind it
+    await asyncio.sleep(0)
+    settled = asyncio.create_task(groups.settled("s"))
+    later = asyncio.create_task(groups.submit("s", 2))
+    await asyncio.sleep(0.01)
+    assert not settled.done()
+    await groups.settled("other")  # nothing submitted for it: at once
+    rec.held.set()
+    await asyncio.wait_for(settled, 1)
+    assert first.done()
+    assert queued.done()
+    await asyncio.wait_for(later, 1)
+    assert [events for _, events in rec.alone] == [[0], [1, 2]]  # 1 and 2 queued together
+    await groups.close()

@@ -1,0 +1,155 @@
+"""Where the staleness goes: a breakdown of `pubsub_staleness --trace DIR`'s runs.
+
+Run:
+    .venv/bin/python -m bench.staleness_trace DIR
+
+For each <server>-<db> run in DIR, reads the changes (the bench's clock) and Herald's
+trace lines (component/pubsub/tracing.py: the same monotonic clock) and prints, for
+the notified publications and retractions, p50/p99 of each step:
+  upstream     the owner's send -> Herald receives the notification
+  queue        received -> its group (or its own application) starts
+  write        that start -> applied (database written, memory updated)
+  answer       applied -> the first fresh answer arrives at the bench (a poll's
+               wait, the read's own decision and database read, the round trip)
+and of the group writes (checkout and statements, commit) and the reads (how
+many waited for an access check or an upstream comparison, and how long).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+Step = tuple[float, str]  # (time, detail)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+
+
+def parse(log: str) -> dict[str, dict[str, list[Step]]]:
+    """step name -> node -> [(time, detail)], in time order."""
+    steps: dict[str, dict[str, list[Step]]] = defaultdict(lambda: defaultdict(list))
+    for line in log.splitlines():
+        _, found, rest = line.partition("herald.trace: ")
+        if not found:
+            continue
+        parts = rest.split(" ", 3)
+        if len(parts) < 3:
+            continue
+        name, at, node = parts[0], float(parts[1]), parts[2]
+        steps[name][node].append((at, parts[3] if len(parts) > 3 else ""))
+    return steps
+
+
+def first_after(seq: list[Step], t: float, want: str | None = None) -> Step | None:
+    i = bisect.bisect_left(seq, (t, ""))
+    for at, detail in seq[i:]:
+        if want is None or want in detail.split(" ")[-1].split(","):
+            return at, detail
+    return None
+
+
+def line(name: str, values: list[float]) -> str:
+    return (
+        f"  {name:<34} n={len(values):<5} p50 {pct(values, 50) * 1000:8.1f}"
+        f"  p99 {pct(values, 99) * 1000:8.1f}  max {max(values, default=math.nan) * 1000:8.1f} ms"
+    )
+
+
+def report(stem: Path) -> None:
+    changes = json.loads(stem.with_suffix(".changes.json").read_text())
+    steps = parse(stem.with_suffix(".log").read_text(errors="replace"))
+    parts: dict[str, list[float]] = defaultdict(list)
+    for c in changes:
+        if c["kind"] not in ("publish", "retract") or c["proxy"] is None:
+            continue
+        node, t0 = c["node"], c["t0"]
+        want = c["item"] if c["kind"] == "publish" else f"-{c['item']}"
+        recv = first_after(steps["recv"][node], t0, want)
+        if recv is None:
+            parts["(no notification traced)"].append(c["proxy"])
+            continue
+        started = [
+            s for s in (first_after(steps[k][node], recv[0]) for k in ("grouped", "alone-start"))
+        ]
+        start = min((s[0] for s in started if s is not None), default=math.nan)
+        applied = first_after(steps["applied"][node], recv[0])
+        fresh = t0 + c["proxy"]
+        parts["total (bench)"].append(c["proxy"])
+        parts["direct (bench)"] += [c["direct"]] if c["direct"] is not None else []
+        parts["upstream: send -> received"].append(recv[0] - t0)
+        if not math.isnan(start):
+            parts["queue: received -> write starts"].append(start - recv[0])
+        if applied is not None:
+            if not math.isnan(start):
+                parts["write: starts -> applied"].append(applied[0] - start)
+            parts["answer: applied -> fresh answer"].append(fresh - applied[0])
+            parts[f"applied {applied[1]}"].append(applied[0] - recv[0])
+    print(f"\n== {stem.name}: notified publish/retract, ms from the owner's send ==")
+    for name, values in parts.items():
+        print(line(name, values))
+
+    print("group writes (all nodes, both phases):")
+    starts = [t for t, _ in steps["write-start"]["*"]]
+    commits = [t for t, _ in steps["write-commit"]["*"]]
+    ends = [t for t, _ in steps["write-end"]["*"]]
+    if starts and len(starts) == len(commits) == len(ends):
+        # The session connects at its first statement: the pool's checkout is in it.
+        print(line("checkout + statements", [b - a for a, b in zip(starts, commits, strict=True)]))
+        print(line("commit", [b - a for a, b in zip(commits, ends, strict=True)]))
+        sizes = [int(d) for _, d in steps["write-start"]["*"]]
+        print(f"  nodes per group: mean {sum(sizes) / len(sizes):.1f}, max {max(sizes)}")
+
+    decided: dict[str, int] = defaultdict(int)
+    for seq in steps["decided"].values():
+        for _, detail in seq:
+            decided[detail] += 1
+    print(f"read decisions: {dict(decided)}")
+    for wait, done in (("CHECK_FIRST", "checked"), ("COMPARE_FIRST", "compared")):
+        waits = []
+        for node, seq in steps["decided"].items():
+            for at, detail in seq:
+                if detail == wait:
+                    end = first_after(steps[done][node], at)
+                    if end is not None:
+                        waits.append(end[0] - at)
+        if waits:
+            print(line(f"read waits for {done[:-2]}", waits))
+    compares = []
+    for node, seq in steps["compare-start"].items():
+        for at, _ in seq:
+            end = first_after(steps["compare-end"][node], at)
+            if end is not None:
+                compares.append(end[0] - at)
+    if compares:
+        print(line("comparisons (start -> end)", compares))
+    graces = sum(len(s) for s in steps["compare-grace"].values())
+    print(f"  comparisons that waited for notifications in flight: {graces}")
+    db = []
+    for node, seq in steps["items-db"].items():
+        for at, _ in seq:
+            end = first_after(steps["items-db-end"][node], at)
+            if end is not None:
+                db.append(end[0] - at)
+    if db:
+        print(line("reads of items from the database", db))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("dir", type=Path)
+    args = parser.parse_args()
+    for path in sorted(args.dir.glob("*.changes.json")):
+        report(path.with_name(path.name.removesuffix(".changes.json")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The memory copy of recently read nodes' items, bounded in bytes.
+
+Answering a hit must cost about what answering from memory costs: the items of
+nodes read lately are kept here, least recently used out first. The bound is in
+bytes (estimated by held_size): a bound in items let a few huge items take any
+amount of memory. Every change to a node's items bumps its version, so a load
+that raced a change is not kept.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from component.sizes import held_size
+from component.storage.records import ItemRecord
+
+
+class HotItems:
+    """Node id -> its items (oldest first), as the database holds them."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        self.memory_bytes = memory_bytes
+        self.held_bytes = 0
+        self._items: OrderedDict[int, list[ItemRecord]] = OrderedDict()
+        self._bytes: dict[int, int] = {}
+        self._version: dict[int, int] = {}
+
+    def __contains__(self, node_id: int) -> bool:
+        return node_id in self._items
+
+    def get(self, node_id: int) -> list[ItemRecord] | None:
+        """The node's items if held (which makes it the most recently used)."""
+        held = self._items.get(node_id)
+        if held is not None:
+            self._items.move_to_end(node_id)
+        return held
+
+    def peek(self, node_id: int) -> list[ItemRecord] | None:
+        """The node's items if held, leaving the order of use alone."""
+        return self._items.get(node_id)
+
+    def version(self, node_id: int) -> int:
+        """Bumped by every drop(): equal versions mean no change in between."""
+        return self._version.get(node_id, 0)
+
+    def hold(self, node_id: int, items: list[ItemRecord]) -> None:
+        """Keep the node's items, evicting the least recently used past the bound."""
+        size = sum(held_size(item) for item in items)
+        if size > self.memory_bytes:
+            return  # larger than the whole budget: read from the database each time
+        self._forget(node_id)
+        self._items[node_id] = items
+        self._bytes[node_id] = size
+        self.held_bytes += size
+        while self.held_bytes > self.memory_bytes and self._items:
+            evicted, _ = self._items.popitem(last=False)
+            self.held_bytes -= self._bytes.pop(evicted)
+
+    def drop(self, node_id: int) -> None:
+        """The node's items changed: forget them, and bump its version."""
+        self._version[node_id] = self._version.get(node_id, 0) + 1
+        self._forget(node_id)
+
+    def _forget(self, node_id: int) -> None:
+        if self._items.pop(node_id, None) is not None:
+            self.held_bytes -= self._bytes.pop(node_id)
+
+
+def held_among(
+    items: dict[int, list[ItemRecord]],
+    published: dict[int, list[str]],
+    retracted: dict[int, tuple[str, ...]],
+) -> dict[int, list[str]]:
+    """Which of the published ids each node of `items` (its held items) already
+    holds, oldest first, once the step's retractions are applied: what the
+    database's held_ids_of_nodes answers, without a query."""
+    out = {}
+    for node_id, wanted in published.items():
+        if node_id in items:
+            asked = set(wanted) - set(retracted.get(node_id, ()))
+            out[node_id] = [item.item_id for item in items[node_id] if item.item_id in asked]
+    return out
