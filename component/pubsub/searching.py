@@ -105,7 +105,7 @@ class Searching:
                 keys = await search_repo.parsed_keys(session, node.id)
                 pubsub._reply(iq, [form_element(query.node, keys)])
                 return
-            wanted = SearchFilter(query.terms, query.start, query.end)
+            wanted = SearchFilter(query.terms, query.start, query.end, query.publisher)
             try:
                 page = await search_repo.search_items(session, node.id, wanted, query.rsm)
             except PagingError as exc:

@@ -36,11 +36,13 @@ from component.storage.timing import timed
 
 @dataclass(frozen=True)
 class SearchFilter:
-    """What a search asks: every term in the item's document, its time in [start, end]."""
+    """What a search asks: every term in the item's document, its time in [start, end],
+    its publisher (a bare JID matches its full JIDs too)."""
 
     terms: tuple[str, ...] = ()
     start: datetime | None = None
     end: datetime | None = None
+    publisher: str | None = None
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -134,6 +136,17 @@ def matching(dialect: str, node_id: int, wanted: SearchFilter) -> tuple[TextClau
             where.append(f"i.created {op} :{name}")
             params[name] = to_db(value)
             times.append(bindparam(name, type_=ITEMS.c.created.type))
+    if wanted.publisher is not None:
+        params["publisher"] = wanted.publisher
+        if "/" in wanted.publisher:
+            where.append("i.publisher = :publisher")
+        else:
+            # substr, not LIKE: a JID may hold % and _.
+            params["resource_of"] = wanted.publisher + "/"
+            params["prefix"] = len(params["resource_of"])
+            where.append(
+                "(i.publisher = :publisher OR substr(i.publisher, 1, :prefix) = :resource_of)"
+            )
     statement = text(
         "SELECT i.id, i.item_id FROM pubsub_items i "
         f"WHERE {' AND '.join(where)} ORDER BY i.created, i.id"

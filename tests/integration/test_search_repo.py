@@ -199,3 +199,33 @@ async def test_a_selective_search_costs_its_matches_not_the_node(sessions: Sessi
         async with sessions() as session:
             work[node] = await _work(session, node)
     assert work[big] < 2 * work[small] + 50, work
+
+
+async def test_with_matches_the_publisher(sessions: Sessions) -> None:
+    """XEP-0313's 'with' on a pubsub archive: the publisher; a bare JID also matches
+    its full JIDs, and nothing else that merely starts like it."""
+    data = f"<entry xmlns='{ATOM}'><title>Hello</title></entry>"
+    publishers = {
+        "a": "juliet@capulet.lit/balcony",
+        "b": "juliet@capulet.lit",
+        "c": "romeo@montague.lit/garden",
+        "d": None,
+        "e": "juliet@capulet.lit.evil/x",
+        "f": "juliet@capulet.litx",
+    }
+    node = await node_with(
+        sessions,
+        [
+            ItemInput(item_id, data, None, publisher, T0 + timedelta(minutes=n))
+            for n, (item_id, publisher) in enumerate(publishers.items())
+        ],
+    )
+
+    def by(jid: str, words: str = "") -> SearchFilter:
+        return SearchFilter(tuple(terms(words)), publisher=jid)
+
+    assert await found(sessions, node, by("juliet@capulet.lit")) == ["a", "b"]
+    assert await found(sessions, node, by("juliet@capulet.lit/balcony")) == ["a"]
+    assert await found(sessions, node, by("romeo@montague.lit", "hello")) == ["c"]
+    assert await found(sessions, node, by("romeo@montague.lit", "bye")) == []
+    assert await found(sessions, node, by("nobody@capulet.lit")) == []
