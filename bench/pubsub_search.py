@@ -2,7 +2,7 @@
 
 Run:
     .venv/bin/python -m bench.pubsub_search [--items 100000] [--queries 200]
-        [--baseline 5] [--db sqlite|postgresql|both] [--prosody-gc MODE]
+        [--baseline 5] [--db sqlite|postgresql|both] [--prosody-gc MODE] [--settle 3]
 
 Everything runs on loopback in a temporary directory and stops by itself. Processes: a
 throwaway Prosody 0.12 (tests/conftest.py's standard_prosody, its pubsub allowed nodes
@@ -16,7 +16,8 @@ in memory: the pubsub host uses Prosody's memory store, since its file store rew
 the whole node on every publish) and publishes --items Atom entries. Entry i has the title "Post i",
 the category "cat{i % 500}" and a content of common words plus "zebra{i % 1000}". Then
 alice reads the node once through the proxy, which starts its sync, and the bench
-waits until a search through the proxy counts every item.
+waits until a search through the proxy counts every item, then until Herald's gauge
+says the sync completed, then --settle seconds.
 
 Herald runs with reconcile_interval at its maximum (86400 s): its periodic comparison of
 a cached node with upstream reads the node's item ids (disco#items), which for 100,000
@@ -294,6 +295,15 @@ async def measure_herald(
             if herald.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the node was never searchable:\n{log.tail()}")
             await asyncio.sleep(1)
+        # The sync's last steps (marking the node completed, the gauges, the garbage
+        # collector's passes over 100,000 new objects) follow its last batch of items:
+        # wait for them, so that the figures are a cached node's, not a sync's end.
+        completed = ("herald_pubsub_cached_nodes", frozenset({("sync_state", "completed")}))
+        while metrics.scrape().get(completed) != 1.0:
+            if herald.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the node's sync never completed:\n{log.tail()}")
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(args.settle)
         print(f"{db}: cached and indexed", flush=True)
         result = Result(db, [], {})
         echo = Measured("server alone")
@@ -425,6 +435,9 @@ if __name__ == "__main__":
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200, help="per Herald path")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--settle", type=float, default=3.0, help="seconds to wait after the sync completes"
+    )
     parser.add_argument("--baseline", type=int, default=5, help="client-side fetches per path")
     parser.add_argument("--root", help="keep the files (logs, database) in this directory")
     parser.add_argument("--db", choices=[*DBS, "both"], default="both")
