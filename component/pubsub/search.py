@@ -3,9 +3,13 @@
 A ``<query xmlns='urn:xmpp:mam:2' node='N'/>`` of type set searches; of type get it
 asks for the form. Fields: ``start``/``end`` (the item's time: its place in the node,
 the publication time upstream ordered it by), ``{urn:xmpp:fulltext:0}fulltext``
-(XEP-0431: the text content of the item's payload) and ``{urn:herald:parsed:0}KEY``
-for each key of the parsed JSON. The archive id of a result is the item id: unique
-in the node, the id clients already hold, and what RSM pages by in items reads too.
+(XEP-0431: the text content of the item's payload), ``{urn:herald:parsed:0}KEY``
+for each key of the parsed JSON, and ``with`` (XEP-0313: in an archive that is not a
+user's, the item's publisher; a bare JID matches its full JIDs too). Only a publisher
+upstream showed anyone is stored, and results carry it already: ``with`` reveals
+nothing more, and items stored without one never match it. The archive id of a
+result is the item id: unique in the node, the id clients already hold, and what RSM
+pages by in items reads too.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final
 from xml.etree.ElementTree import Element, SubElement
+
+from slixmpp.jid import JID, InvalidJID
 
 from component.paging import Page, PagingError, RsmRequest, parse_rsm, render_rsm
 from component.pubsub.stanzas import item_xml
@@ -59,6 +65,7 @@ class SearchQuery:
     end: datetime | None = None
     fulltext: str | None = None
     parsed: tuple[tuple[str, str], ...] = ()
+    publisher: str | None = None  # the 'with' field, normalised
     rsm: RsmRequest = field(default_factory=lambda: RsmRequest(max=PAGE_LIMIT))
     flip: bool = False
 
@@ -93,6 +100,8 @@ def parse_query(query: Element, iq_type: str) -> SearchQuery:
             found = replace(found, end=_time(var, value))
         elif var == FULLTEXT_FIELD:
             found = replace(found, fulltext=_words(var, value))
+        elif var == "with":
+            found = replace(found, publisher=_jid(value))
         elif var.startswith(f"{{{PARSED_NS}}}") and len(var) > len(PARSED_NS) + 2:
             key = var[len(PARSED_NS) + 2 :]
             found = replace(found, parsed=(*found.parsed, (key, _words(var, value))))
@@ -150,6 +159,16 @@ def _time(var: str, value: str) -> datetime:
     return stamp.astimezone(UTC)
 
 
+def _jid(value: str) -> str:
+    try:
+        jid = JID(value)
+    except InvalidJID:
+        jid = None
+    if jid is None or not jid.domain:
+        raise SearchError("bad-request", "'with' must be a JID, like juliet@capulet.lit.")
+    return str(jid)
+
+
 def _words(var: str, value: str) -> str:
     if not terms(value):
         raise SearchError("bad-request", f"{var[:80]!r} holds no word to search for.")
@@ -171,6 +190,7 @@ def form_element(node: str, parsed_keys: Iterable[str]) -> Element:
     form = SubElement(query, f"{_X}x", {"type": "form"})
     form_type = SubElement(form, f"{_X}field", {"var": "FORM_TYPE", "type": "hidden"})
     SubElement(form_type, f"{_X}value").text = MAM_NS
+    SubElement(form, f"{_X}field", {"var": "with", "type": "jid-single"})
     for var in ("start", "end", FULLTEXT_FIELD):
         SubElement(form, f"{_X}field", {"var": var, "type": "text-single"})
     for key in parsed_keys:

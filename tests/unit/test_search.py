@@ -99,10 +99,21 @@ def test_defaults_and_the_page_limit() -> None:
     assert parse_query(query(), "get").form
 
 
+def test_with_names_the_publisher_normalised() -> None:
+    # XEP-0313: in an archive that is not a user's, 'with' matches the publisher.
+    full = parse_query(query(form(("with", "Juliet@capulet.lit/Balcony"))), "set")
+    assert full.publisher == "juliet@capulet.lit/Balcony"
+    assert parse_query(query(form(("with", "juliet@capulet.lit"))), "set").publisher == (
+        "juliet@capulet.lit"
+    )
+
+
 X = "<x xmlns='jabber:x:data' type='submit'>"
 BAD_QUERIES = [
     ("", "", "feature-not-implemented"),
-    (form(("with", "juliet@capulet.lit")), "node='n'", "feature-not-implemented"),
+    (form(("{urn:example}unknown", "1")), "node='n'", "feature-not-implemented"),
+    (form(("with", "juliet@")), "node='n'", "bad-request"),
+    (form(("with", "")), "node='n'", "bad-request"),
     (form(("start", "yesterday")), "node='n'", "bad-request"),
     (form(("start", "2026-12-07T10:00:00")), "node='n'", "bad-request"),
     (form(("start", "2026-12-08T00:00Z"), ("end", "2026-12-07T00:00Z")), "node='n'", "bad-request"),
@@ -127,6 +138,7 @@ def test_the_form_golden() -> None:
         form_element("blog", ["author", "title"]),
         f"<query xmlns='{MAM}' node='blog'><x xmlns='jabber:x:data' type='form'>"
         f"<field var='FORM_TYPE' type='hidden'><value>{MAM}</value></field>"
+        "<field var='with' type='jid-single'/>"
         "<field var='start' type='text-single'/><field var='end' type='text-single'/>"
         "<field var='{urn:xmpp:fulltext:0}fulltext' type='text-single'/>"
         "<field var='{urn:herald:parsed:0}author' type='text-single'/>"
