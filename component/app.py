@@ -112,8 +112,11 @@ class Herald:
         sdnotify.notify("READY=1\nSTATUS=connected")
 
     async def wait_connected(self) -> None:
-        """Return once every enabled service has its stream up."""
-        await asyncio.gather(*(s.connected_event.wait() for s in self.services))
+        """Return once every enabled service has its stream up, all at the same time."""
+        # One stream may drop while another is awaited (a server restart): each
+        # having been up once is not enough to say READY.
+        while not all(s.connected_event.is_set() for s in self.services):
+            await asyncio.gather(*(s.connected_event.wait() for s in self.services))
 
     async def health(self) -> tuple[bool, str]:
         """(healthy, reason): the database answers and every enabled service is connected."""

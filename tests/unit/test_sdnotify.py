@@ -72,3 +72,27 @@ def test_unreachable_socket_is_reported_not_raised(
     # A stale $NOTIFY_SOCKET (systemd gone, path removed) must not crash Herald.
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
     assert sdnotify.notify("READY=1") is False
+
+
+async def test_ready_waits_for_every_stream_up_at_the_same_time() -> None:
+    """A stream that drops while another is awaited (a server restart) is waited for
+    again: each having been up once is not READY. Seen in CI: READY=1 sent while the
+    multicast stream was down, because pubsub's came up after multicast's had
+    dropped."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from component.app import Herald
+
+    multicast = SimpleNamespace(connected_event=asyncio.Event())
+    pubsub = SimpleNamespace(connected_event=asyncio.Event())
+    herald = SimpleNamespace(services=[multicast, pubsub])
+    multicast.connected_event.set()
+    waiting = asyncio.create_task(Herald.wait_connected(herald))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    multicast.connected_event.clear()  # the server restarts
+    pubsub.connected_event.set()  # pubsub comes back first
+    await asyncio.sleep(0.01)
+    assert not waiting.done(), "ready while the multicast stream was down"
+    multicast.connected_event.set()
+    await asyncio.wait_for(waiting, 1)
