@@ -36,6 +36,12 @@ async def on_message(pubsub: PubsubComponent, msg: StanzaBase) -> None:
     if event is None:
         return
     pubsub.held.notified(sender.bare, event)
+    if not any(
+        pubsub.cache.node(sender.bare, name) is not None
+        for name in (child.get("node") for child in event)
+        if name is not None
+    ):
+        return  # no node of it is cached (one only held for subscribers, say)
     # Only the node's own service may change it: the cache is keyed by sender.
     try:
         changes = parse_event(event, serialize)
