@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
 from component.pubsub import tracing
-from component.pubsub.hot_items import HotItems, held_among
+from component.pubsub.group_write import write_steps
+from component.pubsub.hot_items import HotItems
 from component.pubsub.node_state import ItemStep, NodeState, state_of
 from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
 from component.storage.records import (
@@ -313,46 +314,9 @@ class Cache:
         fresh: dict[int, list[ItemRecord]] = {}
         tracing.step("write-start", "*", str(len(changes)))
         async with self.sessions() as session:
-            for n in range(max((len(steps) for _, steps in changes), default=0)):
-                phase = [(node, steps[n]) for node, steps in changes if n < len(steps)]
-                retracting = {node.id: step.retracted for node, step in phase if step.retracted}
-                if retracting:
-                    await pubsub_item_writes.retract_items_of_nodes(session, retracting)
-                publishing = {node.id: (node, step) for node, step in phase if step.published}
-                held: dict[int, list[str]] = {}
-                if publishing:
-                    ids = {i: [x.item_id for x in s.published] for i, (_, s) in publishing.items()}
-                    if n == 0:  # memory holds what the database does before any step
-                        held = held_among(held_now, ids, retracting)
-                    asked = {i: wanted for i, wanted in ids.items() if i not in held}
-                    if asked:
-                        held |= await pubsub_item_reads.held_ids_of_nodes(session, asked)
-                    await pubsub_item_writes.upsert_items_of_nodes(
-                        session, {i: s.published for i, (_, s) in publishing.items()}, utcnow()
-                    )
-                    for node_id, (_, step) in publishing.items():
-                        if node_id in at_most:
-                            at_most[node_id] += len(step.published)
-                    uncounted = [
-                        node_id
-                        for node_id, (node, _) in publishing.items()
-                        if at_most.get(node_id, self.limit(node) + 1) > self.limit(node)
-                    ]
-                    counts = (
-                        await pubsub_item_reads.count_items_of_nodes(session, uncounted)
-                        if uncounted
-                        else {}
-                    )
-                    for node_id, (node, step) in publishing.items():
-                        if step.move_republished and held[node_id]:
-                            await pubsub_item_writes.restamp_items(session, node_id, held[node_id])
-                        current = state_of(records[node_id]) if node_id in records else node
-                        if counts.get(node_id, 0) > self.limit(current):
-                            record = await self._trim(session, current)
-                            if record is not None:
-                                records[node_id] = record
-                for node, _ in phase:
-                    again[node.id].append(held.get(node.id, []))
+            await write_steps(
+                session, changes, at_most, held_now, self.limit, self._trim, records, again
+            )
             if hot:
                 fresh = await pubsub_item_reads.items_of_nodes(session, list(hot))
             tracing.step("write-commit", "*")

@@ -1,0 +1,79 @@
+"""One group commit's writes: several nodes' item steps in one transaction.
+
+The n-th steps of all the nodes share their statements (one retract, one upsert, one
+held-ids read, one count for those that may pass their limit), so the busier it
+gets, the more each round trip carries. Cache.apply_steps (pubsub/cache.py) owns the
+transaction and the memory copy; this is what runs inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from component.pubsub.hot_items import held_among
+from component.pubsub.node_state import ItemStep, NodeState, state_of
+from component.storage import pubsub_item_reads, pubsub_item_writes
+from component.storage.records import ItemRecord, NodeRecord
+
+Trim = Callable[[AsyncSession, NodeState], Awaitable[NodeRecord | None]]
+
+
+async def write_steps(
+    session: AsyncSession,
+    changes: Sequence[tuple[NodeState, Sequence[ItemStep]]],
+    at_most: dict[int, int],
+    held_now: dict[int, list[ItemRecord]],
+    limit: Callable[[NodeState], int],
+    trim: Trim,
+    records: dict[int, NodeRecord],
+    again: dict[int, list[list[str]]],
+) -> None:
+    """Write each node's steps in order, in the caller's transaction.
+
+    at_most: for nodes whose items memory holds, a bound on their count (updated as
+    steps publish); held_now: those items. Fills records (a node's new state, where
+    trimming changed it) and again (per step, the published ids it already held).
+    """
+    for n in range(max((len(steps) for _, steps in changes), default=0)):
+        phase = [(node, steps[n]) for node, steps in changes if n < len(steps)]
+        retracting = {node.id: step.retracted for node, step in phase if step.retracted}
+        if retracting:
+            await pubsub_item_writes.retract_items_of_nodes(session, retracting)
+        publishing = {node.id: (node, step) for node, step in phase if step.published}
+        held: dict[int, list[str]] = {}
+        if publishing:
+            ids = {i: [x.item_id for x in s.published] for i, (_, s) in publishing.items()}
+            if n == 0:  # memory holds what the database does before any step
+                held = held_among(held_now, ids, retracting)
+            asked = {i: wanted for i, wanted in ids.items() if i not in held}
+            if asked:
+                held |= await pubsub_item_reads.held_ids_of_nodes(session, asked)
+            await pubsub_item_writes.upsert_items_of_nodes(
+                session, {i: s.published for i, (_, s) in publishing.items()}, datetime.now(UTC)
+            )
+            for node_id, (_, step) in publishing.items():
+                if node_id in at_most:
+                    at_most[node_id] += len(step.published)
+            uncounted = [
+                node_id
+                for node_id, (node, _) in publishing.items()
+                if at_most.get(node_id, limit(node) + 1) > limit(node)
+            ]
+            counts = (
+                await pubsub_item_reads.count_items_of_nodes(session, uncounted)
+                if uncounted
+                else {}
+            )
+            for node_id, (node, step) in publishing.items():
+                if step.move_republished and held[node_id]:
+                    await pubsub_item_writes.restamp_items(session, node_id, held[node_id])
+                current = state_of(records[node_id]) if node_id in records else node
+                if counts.get(node_id, 0) > limit(current):
+                    record = await trim(session, current)
+                    if record is not None:
+                        records[node_id] = record
+        for node, _ in phase:
+            again[node.id].append(held.get(node.id, []))
