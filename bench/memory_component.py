@@ -25,8 +25,14 @@ does with an IQ get carrying <pubsub/> depends on the address it was sent to:
                            forbidden. The floor for Herald's miss path where the server
                            grants no IQ permission (ejabberd 23.01): two round trips.
 
-Other IQ gets get an empty result, IQ sets service-unavailable; messages (the server's
-privilege advertisement included) and presences are ignored. It prints "ready" once
+It is also the floor for fan-out (bench/pubsub_fanout.py): a pubsub subscribe (IQ set)
+to mem.localhost records the subscriber, and the first one of a node subscribes the
+component itself upstream (the result goes back once upstream's comes); each event
+notification upstream then sends is spliced into one copy per subscriber of its node,
+from mem.localhost, written 64 copies at a time as Herald writes its own.
+
+Other IQ gets get an empty result, other IQ sets service-unavailable; other messages
+(the server's privilege advertisement included) and presences are ignored. It prints "ready" once
 the server accepted the handshake and exits at the end of the stream or on SIGTERM.
 """
 
@@ -50,6 +56,9 @@ DISCO_INFO_NS = "http://jabber.org/protocol/disco#info"
 END_TAG = re.compile(rb"</([^\s>]+)\s*>")
 ATTR = re.compile(rb"""\s([\w:]+)=(?:'([^']*)'|"([^"]*)")""")
 NODE = re.compile(rb"""<items\b[^>]*?\snode=(?:'([^']*)'|"([^"]*)")""")
+SUBSCRIBE = re.compile(rb"<subscribe\b[^>]*>")
+EVENT_NS = b"http://jabber.org/protocol/pubsub#event"
+FAN_OUT_BATCH = 64  # copies per write, as Herald's fan_out.WRITE_BATCH
 # the first <value/> of the access_model field of a node's metadata form
 OPEN = re.compile(rb"""var=['"]pubsub#access_model['"][^>]*>\s*<value>open</value>""")
 FORWARD_AS = {"self": "self", "check": "check"}  # localpart -> mode; anything else: "user"
@@ -136,6 +145,8 @@ class MemoryComponent(asyncio.Protocol):
         self._ids = itertools.count()
         # our request id -> (client's id, client's JID, mode, the client's payload)
         self._pending: dict[str, tuple[str, str, str, bytes]] = {}
+        self._subscribers: dict[bytes, list[bytes]] = {}  # node -> quoted subscriber JIDs
+        self.fanned = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -157,6 +168,8 @@ class MemoryComponent(asyncio.Protocol):
         for name, attrs, raw in stanzas:
             if name == "iq":
                 out.append(self._iq(attrs, raw))
+            elif name == "message" and EVENT_NS in raw:
+                self._fan_out(raw)
             elif name == "handshake":
                 self.ready.set_result(None)
             elif name == "stream:error" and not self.ready.done():
@@ -180,6 +193,9 @@ class MemoryComponent(asyncio.Protocol):
             return self._forward(iq_id, sender, FORWARD_AS.get(local, "user"), inner(raw))
         if iq_type == "get":
             return f"<iq type='result' {head}/>".encode()
+        found = SUBSCRIBE.search(raw) if iq_type == "set" else None
+        if found is not None:
+            return self._subscribe(iq_id, sender, found[0])
         return (
             f"<iq type='error' {head}><error type='cancel'><service-unavailable "
             "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
@@ -212,11 +228,52 @@ class MemoryComponent(asyncio.Protocol):
             + b"</iq></privileged_iq></iq>"
         )
 
+    def _subscribe(self, client_id: str, client: str, element: bytes) -> bytes:
+        attrs = {m[1]: m[2] or m[3] for m in ATTR.finditer(element)}
+        node, jid = attrs.get(b"node", b""), attrs.get(b"jid", b"")
+        subscribers = self._subscribers.setdefault(node, [])
+        subscribers.append(quoteattr(jid.decode()).encode())
+        if len(subscribers) > 1:
+            return (
+                f"<iq type='result' id={quoteattr(client_id)} from='{self.jid}' "
+                f"to={quoteattr(client)}/>"
+            ).encode()
+        our_id = f"f{next(self._ids)}"
+        self._pending[our_id] = (client_id, client, "subscribe", b"")
+        return (
+            f"<iq type='set' id='{our_id}' from='{self.jid}' to='{self.upstream}'>"
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><subscribe node=".encode()
+            + quoteattr(node.decode()).encode()
+            + f" jid='{self.jid}'/></pubsub></iq>".encode()
+        )
+
+    def _fan_out(self, raw: bytes) -> None:
+        assert self.transport is not None
+        found = NODE.search(raw)
+        node = (found[1] or found[2] or b"") if found else b""
+        event = inner(raw)
+        head = f"<message from='{self.jid}' to=".encode()
+        batch: list[bytes] = []
+        for jid in self._subscribers.get(node, ()):
+            batch.append(head + jid + b">" + event + b"</message>")
+            if len(batch) == FAN_OUT_BATCH:
+                self.transport.write(b"".join(batch))
+                self.fanned += len(batch)
+                batch.clear()
+        if batch:
+            self.transport.write(b"".join(batch))
+            self.fanned += len(batch)
+
     def _relay(self, our_id: str, iq_type: str, raw: bytes) -> bytes:
         pending = self._pending.pop(our_id, None)
         if pending is None:
             return b""
         client_id, client, mode, payload = pending
+        if mode == "subscribe":
+            return (
+                f"<iq type='{iq_type}' id={quoteattr(client_id)} from='{self.jid}' "
+                f"to={quoteattr(client)}/>"
+            ).encode()
         if mode == "check":
             if iq_type == "result" and OPEN.search(raw):
                 return self._forward(client_id, client, "self", payload)
@@ -262,7 +319,11 @@ async def main(args: argparse.Namespace, payload: bytes) -> None:
     if protocol.transport is not None and not protocol.transport.is_closing():
         protocol.transport.write(b"</stream:stream>")
         protocol.transport.close()
-    print(f"answered {protocol.answered}, forwarded {protocol.forwarded}", flush=True)
+    print(
+        f"answered {protocol.answered}, forwarded {protocol.forwarded},"
+        f" fanned out {protocol.fanned}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,12 @@ Two scenarios, each measured both ways in the same run, alternating:
 "direct": the subscribers are subscribed at Prosody's own pubsub (pubsub-origin), which
 fans out itself. "herald": the same number subscribed at the proxy (pubsub.localhost):
 Herald holds one upstream subscription per node and fans each notification out.
+"floor": the same number subscribed at a trivial component (bench/memory_component.py,
+its own process) that holds one upstream subscription per node and splices each
+notification's bytes into one copy per subscriber, with no XML tree and no database:
+the floor for any component that fans out, which Herald's ratio is also given against
+(the server must still parse every copy a component sends, which its own fan-out does
+not).
 
 Subscribers are JIDs of a counting sink component (sink.localhost, in Herald's
 pubsub.local_domains), so 2 x N subscriptions cost one connection and both paths end at
@@ -23,6 +29,8 @@ import argparse
 import asyncio
 import contextlib
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -43,6 +51,9 @@ EVENT = "http://jabber.org/protocol/pubsub#event"
 PROXY, PROXY_SECRET = "pubsub.localhost", "proxy-secret"
 UPSTREAM = "pubsub-origin.localhost"
 SINK, SINK_SECRET = "sink.localhost", "sink-secret"
+FLOOR, FLOOR_SECRET = "floor.localhost", "floor-secret"
+PATHS = ("herald", "direct", "floor")
+SUBSCRIBE_AT = {"herald": PROXY, "direct": UPSTREAM, "floor": FLOOR}
 SPREAD_NODES = 100
 
 
@@ -123,7 +134,7 @@ async def one_run(
     nodes: list[str],
     expected: int,
     metrics_port: int,
-    via_herald: bool,
+    path: str,
     tag: str,
 ) -> tuple[float, int]:
     """Time to the last subscriber's notification, and what upstream sent for them."""
@@ -133,8 +144,10 @@ async def one_run(
     start = await publish_all(owner, nodes, tag)
     await asyncio.wait_for(sink.done.wait(), 120)
     elapsed = sink.last_at - start
-    if not via_herald:
+    if path == "direct":
         return elapsed, sink.counts.get(UPSTREAM, 0)
+    if path == "floor":
+        return elapsed, len(nodes)  # one subscription per node, one notification each
     await asyncio.sleep(0.3)  # the metrics follow the last delivery
     fanned = metric(metrics_port, "herald_pubsub_notifications_fanned_out_total") - fanned
     saved = metric(metrics_port, "herald_pubsub_upstream_notifications_saved_total") - saved
@@ -152,10 +165,10 @@ async def scenario(
     seq: list[int],
 ) -> float:
     total = per_node * node_count
-    nodes: dict[bool, list[str]] = {}
+    nodes: dict[str, list[str]] = {}
     form_owner = owner.plugin["xep_0004"]
-    for via in (True, False):
-        names = [f"{label}-{'h' if via else 'd'}-{i}" for i in range(node_count)]
+    for path in PATHS:
+        names = [f"{label}-{path[0]}-{i}" for i in range(node_count)]
         for name in names:
             form = form_owner.make_form(ftype="submit")
             form.add_field(
@@ -165,38 +178,69 @@ async def scenario(
             )
             form.add_field(var="pubsub#access_model", value="open")
             await owner.plugin["xep_0060"].create_node(UPSTREAM, name, config=form, timeout=10)
-            jids = [
-                f"{label}{'h' if via else 'd'}{name.rsplit('-', 1)[1]}x{j}@{SINK}"
-                for j in range(per_node)
-            ]
-            await sink.subscribe(jids, PROXY if via else UPSTREAM, name)
-        nodes[via] = names
+            jids = [f"{label}{path[0]}{name.rsplit('-', 1)[1]}x{j}@{SINK}" for j in range(per_node)]
+            await sink.subscribe(jids, SUBSCRIBE_AT[path], name)
+        nodes[path] = names
     # warm-up, then alternate
-    for via in (True, False):
+    for path in PATHS:
         seq[0] += 1
-        await one_run(owner, sink, nodes[via], total, metrics_port, via, f"w{seq[0]}")
-    results: dict[bool, list[tuple[float, int]]] = {True: [], False: []}
+        await one_run(owner, sink, nodes[path], total, metrics_port, path, f"w{seq[0]}")
+    results: dict[str, list[tuple[float, int]]] = {path: [] for path in PATHS}
     for _ in range(runs):
-        for via in (True, False):
+        for path in PATHS:
             seq[0] += 1
-            results[via].append(
-                await one_run(owner, sink, nodes[via], total, metrics_port, via, f"r{seq[0]}")
+            results[path].append(
+                await one_run(owner, sink, nodes[path], total, metrics_port, path, f"r{seq[0]}")
             )
-    med = {via: statistics.median(t for t, _ in r) for via, r in results.items()}
-    sent = {via: statistics.median(n for _, n in r) for via, r in results.items()}
+    med = {path: statistics.median(t for t, _ in r) for path, r in results.items()}
+    sent = {path: statistics.median(n for _, n in r) for path, r in results.items()}
     print(
         f"\n== {label}: {node_count} node(s) x {per_node} subscribers, "
         f"one publication per node ({runs} runs, median) =="
     )
     print(f"{'path':<8} {'ms to last':>11} {'upstream notifications':>23}")
-    for via, name in ((True, "herald"), (False, "direct")):
-        print(f"{name:<8} {med[via] * 1000:>11.1f} {sent[via]:>23.0f}")
-    ratio = med[True] / med[False]
+    for path in PATHS:
+        print(f"{path:<8} {med[path] * 1000:>11.1f} {sent[path]:>23.0f}")
+    ratio = med["herald"] / med["direct"]
+    floor = med["floor"] / med["direct"]
     print(
         f"ratio    time herald/direct = {ratio:.2f}x (goal <= 1.2x); upstream sent "
-        f"{sent[True]:.0f} instead of {sent[False]:.0f}"
+        f"{sent['herald']:.0f} instead of {sent['direct']:.0f}"
+    )
+    print(
+        f"floor    time floor/direct = {floor:.2f}x; herald/floor = "
+        f"{med['herald'] / med['floor']:.2f}x"
     )
     return ratio
+
+
+def spawn_floor(port: int, root: Path) -> subprocess.Popen[str]:
+    """The floor component (bench/memory_component.py) as its own process, once ready."""
+    empty = root / "empty.xml"
+    empty.write_text("")
+    floor = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.memory_component",
+            "--port",
+            str(port),
+            "--jid",
+            FLOOR,
+            "--secret",
+            FLOOR_SECRET,
+            "--payload",
+            str(empty),
+            "--upstream",
+            UPSTREAM,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert floor.stdout is not None
+    if floor.stdout.readline().strip() != "ready":
+        raise RuntimeError("the floor component did not start")
+    return floor
 
 
 async def main(subscribers: int, runs: int) -> None:
@@ -205,13 +249,17 @@ async def main(subscribers: int, runs: int) -> None:
         root = Path(tmp)
         server = Prosody(
             root=root / "prosody",
-            components=[ComponentSpec(PROXY, PROXY_SECRET), ComponentSpec(SINK, SINK_SECRET)],
+            components=[
+                ComponentSpec(PROXY, PROXY_SECRET),
+                ComponentSpec(SINK, SINK_SECRET),
+                ComponentSpec(FLOOR, FLOOR_SECRET),
+            ],
             users={"olivia": "olivia"},
             pubsub_component=UPSTREAM,
             pubsub_admins=["olivia@localhost"],
         )
         server.start()
-        herald = sink = owner = None
+        herald = sink = owner = floor = None
         try:
             metrics_port = free_port()
             settings = Settings(
@@ -230,6 +278,7 @@ async def main(subscribers: int, runs: int) -> None:
             config = root / "herald.toml"
             config.write_text(toml_for(settings))
             herald = spawn(config, "run")
+            floor = spawn_floor(server.port_of(FLOOR), root)
             sink = Sink(server.port_of(SINK))
             sink.connect()
             await asyncio.wait_for(sink.online.wait(), 10)
@@ -266,6 +315,9 @@ async def main(subscribers: int, runs: int) -> None:
             if herald is not None:
                 herald.terminate()
                 herald.wait(10)
+            if floor is not None:
+                floor.terminate()
+                floor.wait(10)
             server.stop()
     print(f"total {time.perf_counter() - began:.0f} s")
 
