@@ -4,31 +4,16 @@ the end-to-end refusal on Prosody is in test_pubsub_proxy.py."""
 
 from __future__ import annotations
 
-from xml.etree import ElementTree as ET
-
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.pubsub.cache import Cache
 from component.pubsub.item_intake import CacheLimits
-from component.pubsub.rules import Registry
 from component.pubsub.stanzas import NodeEvent, ReceivedItem
-from component.pubsub.sync import Synchroniser
 from component.storage.records import COMPLETED, ERROR, ItemInput
-from tests.integration.test_pubsub_sync import NODE, SERVICE, ScriptedUpstream, runs
+from tests.integration.test_pubsub_sync import NODE, SERVICE, ScriptedUpstream, runs, synchroniser
 
 pytestmark = pytest.mark.integration
-
-
-def limited(upstream: ScriptedUpstream, cache: Cache, limits: CacheLimits) -> Synchroniser:
-    return Synchroniser(
-        upstream,  # type: ignore[arg-type]
-        cache,
-        Registry.from_config([]),
-        "proxy.example.org",
-        ET.tostring,  # type: ignore[arg-type]
-        limits=limits,
-    )
 
 
 async def test_a_node_holding_an_item_over_max_item_bytes_is_not_cached(
@@ -37,7 +22,7 @@ async def test_a_node_holding_an_item_over_max_item_bytes_is_not_cached(
     upstream = ScriptedUpstream()
     upstream.padding = {"b": 5000}
     cache = Cache(sessions, max_items_per_node=10)
-    sync = limited(upstream, cache, CacheLimits(max_item_bytes=4096))
+    sync = synchroniser(upstream, cache, limits=CacheLimits(max_item_bytes=4096))
     failed = runs("failed")
     await sync.sync(await cache.ensure(SERVICE, NODE, None))
     node = cache.node(SERVICE, NODE)
@@ -62,7 +47,7 @@ async def test_a_notification_over_max_item_bytes_takes_the_node_out_of_service(
 ) -> None:
     upstream = ScriptedUpstream()
     cache = Cache(sessions, max_items_per_node=10)
-    sync = limited(upstream, cache, CacheLimits(max_item_bytes=4096))
+    sync = synchroniser(upstream, cache, limits=CacheLimits(max_item_bytes=4096))
     await sync.sync(await cache.ensure(SERVICE, NODE, None))
     node = cache.node(SERVICE, NODE)
     assert node is not None
@@ -88,7 +73,7 @@ async def test_nodes_past_max_nodes_per_service_are_passed_through(
 ) -> None:
     upstream = ScriptedUpstream()
     cache = Cache(sessions, max_items_per_node=10)
-    sync = limited(upstream, cache, CacheLimits(max_nodes_per_service=3))
+    sync = synchroniser(upstream, cache, limits=CacheLimits(max_nodes_per_service=3))
     for n in range(5):
         await sync.consider(SERVICE, f"attacker-{n}", None)
     await sync.consider("pubsub.other.org", "blog", None)

@@ -14,10 +14,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.pubsub.cache import Cache
-from component.pubsub.rules import Registry
-from component.pubsub.sync import Synchroniser
 from tests.integration.test_pubsub_group_commit import ids, published, synced
-from tests.integration.test_pubsub_sync import PS, SERVICE, ScriptedUpstream, reply
+from tests.integration.test_pubsub_sync import PS, SERVICE, ScriptedUpstream, reply, synchroniser
 
 pytestmark = pytest.mark.integration
 
@@ -51,17 +49,6 @@ class ListingUpstream(ScriptedUpstream):
         return await super().as_herald(iq_type, to, payload)
 
 
-def synchroniser(upstream: ListingUpstream, cache: Cache) -> Synchroniser:
-    return Synchroniser(
-        upstream,  # type: ignore[arg-type]
-        cache,
-        Registry.from_config([]),
-        "proxy.example.org",
-        ET.tostring,  # type: ignore[arg-type]
-        reconcile_interval=1.0,
-    )
-
-
 async def test_notifications_do_not_wait_for_upstream_answering_a_comparison(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -70,7 +57,7 @@ async def test_notifications_do_not_wait_for_upstream_answering_a_comparison(
     upstream's listing predates it."""
     upstream = ListingUpstream()
     cache = Cache(sessions, max_items_per_node=10)
-    sync = synchroniser(upstream, cache)
+    sync = synchroniser(upstream, cache, reconcile_interval=1.0)
     (node,) = await synced(sync, cache, "blog")
     upstream.gate = asyncio.Event()
     comparing = sync.reconciler.comparing(node)
@@ -96,7 +83,7 @@ async def test_a_comparison_still_finds_a_silent_retraction(
     the node stays in service."""
     upstream = ListingUpstream()
     cache = Cache(sessions, max_items_per_node=10)
-    sync = synchroniser(upstream, cache)
+    sync = synchroniser(upstream, cache, reconcile_interval=1.0)
     (node,) = await synced(sync, cache, "blog")
     upstream.items.remove("b")  # retracted upstream, never notified
     await sync.reconciler.comparing(node)

@@ -16,6 +16,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.pubsub.cache import Cache
+from component.pubsub.item_intake import CacheLimits
+from component.pubsub.reconcile import RECONCILE_EVERY
 from component.pubsub.rules import AnalyserRule, Registry
 from component.pubsub.stanzas import NodeEvent, ReceivedItem
 from component.pubsub.sync import Synchroniser
@@ -87,7 +89,12 @@ class ScriptedUpstream:
 
 
 def synchroniser(
-    upstream: ScriptedUpstream, cache: Cache, registry: Registry | None = None
+    upstream: ScriptedUpstream,
+    cache: Cache,
+    registry: Registry | None = None,
+    *,
+    reconcile_interval: float = RECONCILE_EVERY,
+    limits: CacheLimits | None = None,
 ) -> Synchroniser:
     """A synchroniser over the scripted upstream (no rules unless given)."""
     return Synchroniser(
@@ -96,6 +103,8 @@ def synchroniser(
         Registry.from_config([]) if registry is None else registry,
         "proxy.example.org",
         ET.tostring,  # type: ignore[arg-type]
+        reconcile_interval=reconcile_interval,
+        limits=limits,
     )
 
 
