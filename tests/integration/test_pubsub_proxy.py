@@ -206,6 +206,20 @@ async def refused(call: Awaitable[Any]) -> None:
     assert "XEP-0356" in info.value.iq["error"]["text"]
 
 
+async def reads_pep_as_the_user(olivia: TestClient, server: XmppServer) -> None:
+    """olivia's PEP read at olivia\\40localhost@PROXY_JID: served only as the user (PEP
+    is never provably open), so refused where the server grants no IQ permission."""
+    await olivia.plugin["xep_0060"].publish(
+        OWNER, "urn:example:pep", id="pep1", payload=entry("pep"), timeout=5
+    )
+    pep = get_items(olivia, "urn:example:pep", to=f"olivia\\40localhost@{PROXY_JID}")
+    if server.grants_iq_privileges:
+        got, _, _ = await pep
+        assert got == ["pep1"]
+    else:
+        await refused(pep)
+
+
 @pytest.fixture
 async def proxy(server: XmppServer, db_url: str) -> AsyncIterator[Herald]:
     herald = await start_proxy(server, db_url)
@@ -644,17 +658,7 @@ async def test_escaped_addressing(
     assert got == ["item-000", "item-001"]
     assert reply["from"] == f"{UPSTREAM_JID}@{PROXY_JID}"
     # olivia's PEP, as olivia\40localhost@pubsub.localhost
-    await (
-        clients["olivia"]
-        .plugin["xep_0060"]
-        .publish(OWNER, "urn:example:pep", id="pep1", payload=entry("pep"), timeout=5)
-    )
-    pep = get_items(clients["olivia"], "urn:example:pep", to=f"olivia\\40localhost@{PROXY_JID}")
-    if server.grants_iq_privileges:
-        got, _, _ = await pep
-        assert got == ["pep1"]
-    else:
-        await refused(pep)  # PEP is never provably open: only as the user, or not at all
+    await reads_pep_as_the_user(clients["olivia"], server)
     # a bad escaped target is an error, not a crash
     with pytest.raises(IqError) as info:
         await get_items(clients["alice"], node, to=f"bad\\20@{PROXY_JID}")
@@ -904,17 +908,7 @@ async def test_local_hosts_that_are_not_pubsub_services_are_never_targets(
         # the upstream pubsub service, bare and escaped, is still proxied
         got, _, _ = await get_items(alice, node, to=f"{UPSTREAM_JID}@{PROXY_JID}")
         assert got == ["item-000"]
-        await (
-            clients["olivia"]
-            .plugin["xep_0060"]
-            .publish(OWNER, "urn:example:pep", id="pep1", payload=entry("pep"), timeout=5)
-        )
-        pep = get_items(clients["olivia"], "urn:example:pep", to=f"olivia\\40localhost@{PROXY_JID}")
-        if server.grants_iq_privileges:
-            got, _, _ = await pep
-            assert got == ["pep1"]
-        else:
-            await refused(pep)  # as in test_escaped_addressing: only as the user
+        await reads_pep_as_the_user(clients["olivia"], server)
     finally:
         await herald.stop()
         await component.stop()
