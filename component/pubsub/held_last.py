@@ -17,8 +17,8 @@ from xml.etree import ElementTree as ET
 from component.background import Background
 from component.pubsub import last_published as core
 from component.pubsub.subscriptions import Delivery, notification_text
-from component.pubsub.upstream import Upstream, UpstreamError
-from component.xmpp.namespaces import COMPONENT_NS, PUBSUB_EVENT_NS, PUBSUB_NS
+from component.pubsub.upstream import Upstream, UpstreamError, set_subscription
+from component.xmpp.namespaces import COMPONENT_NS, PUBSUB_EVENT_NS
 from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
@@ -81,17 +81,16 @@ class LastItems:
         self._probes[resource] = []
         try:
             try:
-                subscribed = await self._set(service, "subscribe", node, probe)
+                sub = await set_subscription(self.upstream, "subscribe", service, node, probe)
             except UpstreamError as exc:
                 # The subscriber is subscribed all the same; it misses only the last item.
                 log.info("pubsub: last-item probe of %s/%s: %s", service, node, exc.condition)
                 if exc.condition == TIMEOUT:  # perhaps made all the same
                     self.leftover.add((service, node, probe, None))
                 return []
-            sub = subscribed.find(f".//{{{PUBSUB_NS}}}subscription")
             subid = None if sub is None else sub.get("subid")
             try:
-                await self._set(service, "unsubscribe", node, probe, subid)
+                await set_subscription(self.upstream, "unsubscribe", service, node, probe, subid)
             except UpstreamError as exc:
                 log.info("pubsub: ending probe of %s/%s: %s", service, node, exc.condition)
                 self.leftover.add((service, node, probe, subid))
@@ -105,22 +104,12 @@ class LastItems:
         for left in list(self.leftover):
             service, node, probe, subid = left
             try:
-                await self._set(service, "unsubscribe", node, probe, subid)
+                await set_subscription(self.upstream, "unsubscribe", service, node, probe, subid)
             except UpstreamError as exc:
                 if exc.condition == TIMEOUT:
                     continue  # again at the next upkeep
                 # Refused (not subscribed, no such node): there is nothing left to end.
             self.leftover.discard(left)
-
-    async def _set(
-        self, service: str, action: str, node: str, jid: str, subid: str | None = None
-    ) -> ET.Element:
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        attrs = {"node": node, "jid": jid}
-        if subid is not None:
-            attrs["subid"] = subid
-        ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}{action}", attrs)
-        return await self.upstream.as_herald("set", service, pubsub)
 
     async def close(self) -> None:
         await self._background.close()

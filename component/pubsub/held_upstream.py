@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from xml.etree import ElementTree as ET
 
 from component.background import Background
 from component.pubsub.cache import Cache
-from component.pubsub.upstream import Upstream, UpstreamError
+from component.pubsub.upstream import Upstream, UpstreamError, set_subscription
 from component.storage.records import NO_SYNC
 from component.xmpp.errors import make_error
-from component.xmpp.namespaces import PUBSUB_NS
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +77,7 @@ class HeraldUpstream:
         return task
 
     async def _subscribe(self, service: str, node: str) -> None:
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}subscribe", {"node": node, "jid": self.proxy_jid})
-        reply = await self.upstream.as_herald("set", service, pubsub)
-        sub = reply.find(f".//{{{PUBSUB_NS}}}subscription")
+        sub = await set_subscription(self.upstream, "subscribe", service, node, self.proxy_jid)
         state = None if sub is None else sub.get("subscription")
         if state not in (None, "subscribed"):
             text = f"Upstream left the proxy's own subscription {state}."
@@ -94,10 +89,8 @@ class HeraldUpstream:
         cached = self.cache.node(service, node)
         if cached is not None and cached.sync_state != NO_SYNC:
             return  # the synchroniser subscribed for the cache: it is its to end
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}unsubscribe", {"node": node, "jid": self.proxy_jid})
         try:
-            await self.upstream.as_herald("set", service, pubsub)
+            await set_subscription(self.upstream, "unsubscribe", service, node, self.proxy_jid)
         except UpstreamError as exc:
             log.info("pubsub: unsubscribing from %s/%s: %s", service, node, exc.condition)
         if self.holds(service, node):

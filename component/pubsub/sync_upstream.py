@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from xml.etree import ElementTree as ET
 
 from component.paging import RsmRequest
 from component.pubsub.cache import Cache
@@ -15,7 +14,7 @@ from component.pubsub.item_intake import SyncFailed
 from component.pubsub.node_state import NodeState
 from component.pubsub.requests import items_payload, items_read
 from component.pubsub.stanzas import ReceivedItem, Serializer, received_items, result_items
-from component.pubsub.upstream import Upstream, UpstreamError
+from component.pubsub.upstream import Upstream, UpstreamError, set_subscription
 from component.xmpp.namespaces import PUBSUB_NS, RSM_NS
 from component.xmpp.numbers import count_in
 
@@ -42,12 +41,9 @@ class SyncUpstream:
 
     async def subscribe(self, node: NodeState) -> None:
         """Subscribe Herald to the node; SyncFailed unless upstream says subscribed."""
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        ET.SubElement(
-            pubsub, f"{{{PUBSUB_NS}}}subscribe", {"node": node.name, "jid": self.proxy_jid}
+        sub = await set_subscription(
+            self.upstream, "subscribe", node.service, node.name, self.proxy_jid
         )
-        reply = await self.upstream.as_herald("set", node.service, pubsub)
-        sub = reply.find(f".//{{{PUBSUB_NS}}}subscription")
         state = None if sub is None else sub.get("subscription")
         if state not in (None, "subscribed"):
             raise SyncFailed(f"subscription is {state}")
@@ -57,12 +53,10 @@ class SyncUpstream:
         a refusal is logged."""
         if self.keeps_subscription(node.service, node.name):
             return
-        pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
-        ET.SubElement(
-            pubsub, f"{{{PUBSUB_NS}}}unsubscribe", {"node": node.name, "jid": self.proxy_jid}
-        )
         try:
-            await self.upstream.as_herald("set", node.service, pubsub)
+            await set_subscription(
+                self.upstream, "unsubscribe", node.service, node.name, self.proxy_jid
+            )
         except UpstreamError as exc:
             log.info("pubsub: unsubscribing from %s/%s: %s", node.service, node.name, exc.condition)
 

@@ -17,7 +17,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from component import metrics
 from component.xmpp.errors import make_error
-from component.xmpp.namespaces import CLIENT_NS, FORWARD_NS, STANZAS_NS
+from component.xmpp.namespaces import CLIENT_NS, FORWARD_NS, PUBSUB_NS, STANZAS_NS
 from component.xmpp.privilege import HostPrivileges
 
 if TYPE_CHECKING:
@@ -136,3 +136,22 @@ class Upstream:
         finally:
             metrics.PUBSUB_UPSTREAM_SECONDS.observe(time.perf_counter() - started)
             metrics.PUBSUB_UPSTREAM_REQUESTS.labels(outcome=outcome).inc()
+
+
+async def set_subscription(
+    upstream: Upstream,
+    action: Literal["subscribe", "unsubscribe"],
+    service: str,
+    node: str,
+    jid: str,
+    subid: str | None = None,
+) -> ET.Element | None:
+    """Ask `service`, as Herald, to subscribe or unsubscribe `jid` (Herald's JID, or a
+    resource of it) to `node`; the <subscription/> its reply carries, if any."""
+    pubsub = ET.Element(f"{{{PUBSUB_NS}}}pubsub")
+    attrs = {"node": node, "jid": jid}
+    if subid is not None:
+        attrs["subid"] = subid
+    ET.SubElement(pubsub, f"{{{PUBSUB_NS}}}{action}", attrs)
+    reply = await upstream.as_herald("set", service, pubsub)
+    return reply.find(f".//{{{PUBSUB_NS}}}subscription")
