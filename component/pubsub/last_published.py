@@ -18,7 +18,7 @@ from xml.etree import ElementTree as ET
 
 from component.pubsub.subscriptions import Delivery
 from component.storage.subscriptions_repo import LocalSubscription
-from component.xmpp.namespaces import PUBSUB_EVENT_NS
+from component.xmpp.namespaces import PUBSUB_EVENT_NS, SHIM_NS
 
 PROBE_PREFIX = "last-item-"  # the probe resource: PROBE_PREFIX + a random hex token
 DELAY_TAG = "{urn:xmpp:delay}delay"
@@ -56,9 +56,6 @@ def passed_on(node: str, received: Sequence[ET.Element]) -> Stamped | None:
                 if child.tag == f"{{{PUBSUB_EVENT_NS}}}items" and child.get("node") == node:
                     return child, msg.find(DELAY_TAG)
     return None
-
-
-SHIM_NS = "http://jabber.org/protocol/shim"
 
 
 def stray_subscription(message: ET.Element) -> tuple[str, str | None] | None:

@@ -19,7 +19,7 @@ from xml.etree import ElementTree as ET
 
 from component.pubsub.availability import SHOW_VALUES
 from component.storage.subscriptions_repo import LocalSubscription
-from component.xmpp.namespaces import DATA_FORMS_NS, PUBSUB_EVENT_NS
+from component.xmpp.namespaces import DATA_FORMS_NS, PUBSUB_EVENT_NS, SHIM_NS
 from component.xmpp.xmltext import quote_attr
 
 OPTIONS_FORM_TYPE = "http://jabber.org/protocol/pubsub#subscribe_options"
@@ -293,9 +293,6 @@ def options_form(options: Mapping[str, Any]) -> ET.Element:
         option = ET.SubElement(shows, f"{{{DATA_FORMS_NS}}}option", {"label": value})
         ET.SubElement(option, f"{{{DATA_FORMS_NS}}}value").text = value
     return form
-
-
-SHIM_NS = "http://jabber.org/protocol/shim"
 
 
 def notification_text(delivery: Delivery, inner: str, trailer: str = "") -> str:
