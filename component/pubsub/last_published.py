@@ -18,10 +18,9 @@ from xml.etree import ElementTree as ET
 
 from component.pubsub.subscriptions import Delivery
 from component.storage.subscriptions_repo import LocalSubscription
-from component.xmpp.namespaces import PUBSUB_EVENT_NS, SHIM_NS
+from component.xmpp.namespaces import DELAY_NS, PUBSUB_EVENT_NS, SHIM_NS
 
 PROBE_PREFIX = "last-item-"  # the probe resource: PROBE_PREFIX + a random hex token
-DELAY_TAG = "{urn:xmpp:delay}delay"
 
 
 def is_probe(resource: str) -> bool:
@@ -54,7 +53,7 @@ def passed_on(node: str, received: Sequence[ET.Element]) -> Stamped | None:
         for event in msg.iterfind(f"{{{PUBSUB_EVENT_NS}}}event"):
             for child in event:
                 if child.tag == f"{{{PUBSUB_EVENT_NS}}}items" and child.get("node") == node:
-                    return child, msg.find(DELAY_TAG)
+                    return child, msg.find(f"{{{DELAY_NS}}}delay")
     return None
 
 

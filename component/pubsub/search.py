@@ -28,6 +28,7 @@ from component.search_text import terms
 from component.storage.records import ItemRecord
 from component.xmpp.namespaces import (
     DATA_FORMS_NS,
+    DELAY_NS,
     DISCO_INFO_NS,
     FORWARD_NS,
     PUBSUB_EVENT_NS,
@@ -38,7 +39,6 @@ from component.xmpp.xmltext import quote_attr
 MAM_NS: Final = "urn:xmpp:mam:2"
 FULLTEXT_NS: Final = "urn:xmpp:fulltext:0"
 PARSED_NS: Final = "urn:herald:parsed:0"
-DELAY_NS: Final = "urn:xmpp:delay"
 FULLTEXT_FIELD: Final = f"{{{FULLTEXT_NS}}}fulltext"
 PAGE_LIMIT: Final = 100  # results per page when the client asks for none, or more
 _X = f"{{{DATA_FORMS_NS}}}"
