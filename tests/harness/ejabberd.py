@@ -130,6 +130,9 @@ class Ejabberd:
             '    plugins: ["flat", "pep"]',
             "    access_createnode: pubsub_createnode",
             "    max_items_node: 10000",
+            # The suite creates hundreds of nodes on one server; ejabberd cuts a
+            # disco#items listing at 100 by default, so a test's node could be left out.
+            "    max_nodes_discoitems: infinity",
         ]
         if self.pubsub_host:
             lines.append(f'    host: "{self.pubsub_host.replace(self.domain, "@HOST@", 1)}"')
