@@ -292,6 +292,7 @@ class Throughput:
     applied_rate: float = 0.0
     lags: list[float] = field(default_factory=list)
     cpu: float = math.nan  # Herald's CPU seconds (user + system) over the phase
+    server_cpu: float = math.nan  # the XMPP server's, likewise
 
 
 class Run:
@@ -568,16 +569,18 @@ class Run:
             await self._client(RawClient, f"{OWNER}/pub{i}", USERS["olivia"])
             for i in range(args.publishers)
         ]
-        cpu = self.herald_cpu()
+        cpu, server_cpu = self.herald_cpu(), self.server_cpu()
         ceiling = await self._publish_all(publishers, feeds, "c", self.arrivals)
         ceiling.cpu = self.herald_cpu() - cpu
+        ceiling.server_cpu = self.server_cpu() - server_cpu
         seen: dict[tuple[str, str, str], float] = {}
         watcher = DbWatcher(self.db, self.db_url, self.root / "herald.db", seen)
         watcher.start()
         try:
-            cpu = self.herald_cpu()
+            cpu, server_cpu = self.herald_cpu(), self.server_cpu()
             herald = await self._publish_all(publishers, blogs, "h", seen)
             herald.cpu = self.herald_cpu() - cpu
+            herald.server_cpu = self.server_cpu() - server_cpu
         finally:
             watcher.stop()
         return ceiling, herald
@@ -587,9 +590,16 @@ class Run:
         holds however loaded the machine is, unlike the rates."""
         assert self.herald is not None
         assert self.herald.process is not None
-        with open(f"/proc/{self.herald.process.pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.herald.process.pid)
+
+    def server_cpu(self) -> float:
+        """The XMPP server's CPU seconds so far: where the publications' cost goes."""
+        if isinstance(self.server, Ejabberd):
+            pid = int((self.server.root / "ejabberd.pid").read_text().strip())
+        else:
+            assert self.server.process is not None
+            pid = self.server.process.pid
+        return cpu_seconds(pid)
 
     async def _publish_all(
         self,
@@ -625,6 +635,13 @@ class Run:
             len(lags) / (last - began) if lags else 0.0,
             lags,
         )
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU seconds so far (user + system), from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 LOOK_BACK = 3000  # rows: more than are ever in flight at once
@@ -756,6 +773,7 @@ def report_throughput(label: str, ceiling: Throughput, herald: Throughput) -> di
     print(
         f"{'path':<34} {'published':>9} {'accepted/s':>10} {'applied/s':>9}"
         f" {'lag p50 ms':>10} {'p99 ms':>7} {'lost':>5} {'herald cpu ms/item':>18}"
+        f" {'server cpu ms/item':>18}"
     )
     for name, t in (
         ("ceiling: direct subscriber", ceiling),
@@ -765,6 +783,7 @@ def report_throughput(label: str, ceiling: Throughput, herald: Throughput) -> di
             f"{name:<34} {t.sent:>9} {t.accept_rate:>10.0f} {t.applied_rate:>9.0f}"
             f" {ms(pct(t.lags, 50)):>10} {ms(pct(t.lags, 99)):>7} {t.sent - t.seen:>5}"
             f" {t.cpu * 1000 / max(1, t.sent):>18.2f}"
+            f" {t.server_cpu * 1000 / max(1, t.sent):>18.2f}"
         )
     ratio = herald.applied_rate / ceiling.applied_rate if ceiling.applied_rate else math.nan
     p99 = pct(herald.lags, 99)

@@ -279,16 +279,24 @@ class Cache:
         await pubsub_item_writes.upsert_items(session, node.id, items, utcnow())
         if moved:
             await pubsub_item_writes.restamp_items(session, node.id, moved)
-        return await self._trim(session, node)
+        record, _ = await self._trim(session, node)
+        return record
 
-    async def _trim(self, session: AsyncSession, node: NodeState) -> NodeRecord | None:
+    async def _trim(
+        self, session: AsyncSession, node: NodeState
+    ) -> tuple[NodeRecord | None, list[str]]:
+        """Trim the node to its limit: its new record if its state changed, and the
+        ids that went."""
         trimmed = await pubsub_item_writes.trim_items(session, node.id, self.limit(node))
         upstream_keeps_more = (
             node.upstream_max_items is None or node.upstream_max_items > self.max_items_per_node
         )
         if trimmed and upstream_keeps_more and not node.truncated:
-            return await pubsub_nodes.set_node_state(session, node.id, now=utcnow(), truncated=True)
-        return None
+            record = await pubsub_nodes.set_node_state(
+                session, node.id, now=utcnow(), truncated=True
+            )
+            return record, trimmed
+        return None, trimmed
 
     async def apply_steps(
         self, changes: Sequence[tuple[NodeState, Sequence[ItemStep]]]
@@ -300,12 +308,12 @@ class Cache:
         and, per step, the published ids it already held (republications), oldest
         first. Nothing changes, in the database or in memory, unless all commits.
 
-        Nodes whose items are in memory (requested lately) get them re-read in the
-        same transaction: their next requests are answered from memory, not the
-        database, while notifications keep coming.
+        Nodes whose items are in memory (requested lately) keep them there: the rows
+        the steps published are read back in the same transaction and merged with
+        what memory held, less what went. Their next requests are answered from
+        memory while notifications keep coming, at a cost that follows the changes,
+        not the nodes' sizes.
         """
-        records: dict[int, NodeRecord] = {}
-        again: dict[int, list[list[str]]] = {node.id: [] for node, _ in changes}
         hot = {node.id: self._hot.version(node.id) for node, _ in changes if node.id in self._hot}
         # What memory holds plus what the steps publish bounds a hot node's count: one
         # kept under its limit by it needs no count statement (a round trip) and no trim.
@@ -314,23 +322,24 @@ class Cache:
         fresh: dict[int, list[ItemRecord]] = {}
         tracing.step("write-start", "*", str(len(changes)))
         async with self.sessions() as session:
-            await write_steps(
-                session, changes, at_most, held_now, self.limit, self._trim, records, again
-            )
-            if hot:
-                fresh = await pubsub_item_reads.items_of_nodes(session, list(hot))
+            written = await write_steps(session, changes, at_most, held_now, self.limit, self._trim)
+            wanted = {node_id: written.published[node_id] for node_id in hot}
+            if any(wanted.values()):
+                fresh = await pubsub_item_reads.items_by_ids_of_nodes(session, wanted)
             tracing.step("write-commit", "*")
             await session.commit()
         tracing.step("write-end", "*")
         out = []
         for node, _ in changes:
-            # Kept only if nothing else changed the node's items meanwhile.
-            keep = node.id in fresh and self._hot.version(node.id) == hot[node.id]
-            self._drop_items(node.id)
-            state = self._remember(node, records.get(node.id))
-            if keep and state.serves_from_cache:
-                self._hot.hold(node.id, fresh[node.id])
-            out.append((state, again[node.id]))
+            state = self._remember(node, written.records.get(node.id))
+            # Merged only if nothing else changed the node's items meanwhile.
+            unchanged = node.id in hot and self._hot.version(node.id) == hot[node.id]
+            if unchanged and state.serves_from_cache:
+                self._gauges_stale = True
+                self._hot.merge(node.id, written.touched[node.id], fresh.get(node.id, []))
+            else:
+                self._drop_items(node.id)
+            out.append((state, written.again[node.id]))
         return out
 
     async def held(self, node: NodeState, item_ids: Sequence[str]) -> list[ItemRecord]:

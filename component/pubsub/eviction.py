@@ -8,6 +8,11 @@ for its N oldest cached items (one small request per burst of publications): tho
 upstream no longer has are dropped from the cache too. Upstream drops oldest first,
 so once one asked-for item is still there, nothing newer went. A probe that fails has
 the node fetched again, so no dropped item can stay behind.
+
+Upstream answers with the payloads of the asked items it still holds, which costs it
+about what the publications did: so the first round asks for the oldest item alone.
+Below upstream's limit it is still there, and the probe costs one item; at the limit
+it is gone, and the next rounds ask for the rest (gone, so cheap to answer).
 """
 
 from __future__ import annotations
@@ -82,11 +87,13 @@ class EvictionWatch:
                 del self._running[key]
 
     async def _rounds(self, key: NodeKey, count: int) -> None:
+        first = True
         while count > 0:
             node = self.cache.node(*key)
             if node is None or not node.serves_from_cache:
                 return
-            asked = min(count, MAX_PROBED)
+            asked = min(count, 1 if first else MAX_PROBED)
+            first = False
             count -= asked
             try:
                 oldest = (await self.cache.items(node))[:asked]

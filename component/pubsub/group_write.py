@@ -9,6 +9,7 @@ transaction and the memory copy; this is what runs inside it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +19,23 @@ from component.pubsub.node_state import ItemStep, NodeState, state_of
 from component.storage import pubsub_item_reads, pubsub_item_writes
 from component.storage.records import ItemRecord, NodeRecord
 
-Trim = Callable[[AsyncSession, NodeState], Awaitable[NodeRecord | None]]
+# Trims a node to its limit: the node's new state if trimming changed it, and the
+# ids that went.
+Trim = Callable[[AsyncSession, NodeState], Awaitable[tuple[NodeRecord | None, list[str]]]]
+
+
+@dataclass
+class Written:
+    """What write_steps did, per node id."""
+
+    # A node's new state, where trimming changed it.
+    records: dict[int, NodeRecord] = field(default_factory=dict)
+    # Per step, the published ids the node already held (republications), oldest first.
+    again: dict[int, list[list[str]]] = field(default_factory=dict)
+    # Ids that are gone or were rewritten: retracted, trimmed or published.
+    touched: dict[int, set[str]] = field(default_factory=dict)
+    # Ids published: what the node holds of them is to be read back.
+    published: dict[int, set[str]] = field(default_factory=dict)
 
 
 async def write_steps(
@@ -28,24 +45,32 @@ async def write_steps(
     held_now: dict[int, list[ItemRecord]],
     limit: Callable[[NodeState], int],
     trim: Trim,
-    records: dict[int, NodeRecord],
-    again: dict[int, list[list[str]]],
-) -> None:
+) -> Written:
     """Write each node's steps in order, in the caller's transaction.
 
     at_most: for nodes whose items memory holds, a bound on their count (updated as
-    steps publish); held_now: those items. Fills records (a node's new state, where
-    trimming changed it) and again (per step, the published ids it already held).
+    steps publish); held_now: those items.
     """
+    out = Written()
+    for node, _ in changes:
+        out.again[node.id] = []
+        out.touched[node.id] = set()
+        out.published[node.id] = set()
+    records = out.records
     for n in range(max((len(steps) for _, steps in changes), default=0)):
         phase = [(node, steps[n]) for node, steps in changes if n < len(steps)]
         retracting = {node.id: step.retracted for node, step in phase if step.retracted}
         if retracting:
             await pubsub_item_writes.retract_items_of_nodes(session, retracting)
+            for node_id, retracted in retracting.items():
+                out.touched[node_id].update(retracted)
         publishing = {node.id: (node, step) for node, step in phase if step.published}
         held: dict[int, list[str]] = {}
         if publishing:
             ids = {i: [x.item_id for x in s.published] for i, (_, s) in publishing.items()}
+            for node_id, published in ids.items():
+                out.touched[node_id].update(published)
+                out.published[node_id].update(published)
             if n == 0:  # memory holds what the database does before any step
                 held = held_among(held_now, ids, retracting)
             asked = {i: wanted for i, wanted in ids.items() if i not in held}
@@ -72,8 +97,10 @@ async def write_steps(
                     await pubsub_item_writes.restamp_items(session, node_id, held[node_id])
                 current = state_of(records[node_id]) if node_id in records else node
                 if counts.get(node_id, 0) > limit(current):
-                    record = await trim(session, current)
+                    record, gone = await trim(session, current)
+                    out.touched[node_id].update(gone)
                     if record is not None:
                         records[node_id] = record
         for node, _ in phase:
-            again[node.id].append(held.get(node.id, []))
+            out.again[node.id].append(held.get(node.id, []))
+    return out

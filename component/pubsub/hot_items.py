@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from component.sizes import held_size
-from component.storage.records import ItemRecord
+from component.storage.records import ItemRecord, chronological
 
 
 class HotItems:
@@ -50,6 +50,31 @@ class HotItems:
             return  # larger than the whole budget: read from the database each time
         self._forget(node_id)
         self._items[node_id] = items
+        self._keep(node_id, size)
+
+    def merge(self, node_id: int, touched: set[str], fresh: list[ItemRecord]) -> None:
+        """A write changed the node's items: if held, drop the ids it touched
+        (retracted, trimmed, rewritten) and add the rows it wrote as read back, at a
+        cost that follows the change, not the node's size. Bumps its version; its
+        place in the order of use stays (a write is not a use)."""
+        self._version[node_id] = self._version.get(node_id, 0) + 1
+        held = self._items.get(node_id)
+        if held is None or not (touched or fresh):
+            return
+        gone = [item for item in held if item.item_id in touched]
+        kept = [item for item in held if item.item_id not in touched] if gone else held
+        items = sorted(kept + fresh, key=chronological) if fresh else kept
+        before = self._bytes[node_id]
+        size = before - sum(held_size(item) for item in gone)
+        size += sum(held_size(item) for item in fresh)
+        if size > self.memory_bytes:
+            self._forget(node_id)
+            return
+        self.held_bytes -= before
+        self._items[node_id] = items
+        self._keep(node_id, size)
+
+    def _keep(self, node_id: int, size: int) -> None:
         self._bytes[node_id] = size
         self.held_bytes += size
         while self.held_bytes > self.memory_bytes and self._items:

@@ -61,7 +61,7 @@ def node_record(m: RowMapping) -> NodeRecord:
 
 
 def item_record(m: RowMapping) -> ItemRecord:
-    """The record of a ``pubsub_items`` row (at least the columns of ``ItemRecord``)."""
+    """The record of a ``pubsub_items`` row (at least ITEM_COLUMNS)."""
     return ItemRecord(
         item_id=m["item_id"],
         data=m["data"],
@@ -69,4 +69,5 @@ def item_record(m: RowMapping) -> ItemRecord:
         publisher=m["publisher"],
         created=from_db(m["created"]),
         updated=from_db(m["updated"]),
+        seq=m["id"],
     )

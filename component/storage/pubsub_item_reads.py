@@ -11,19 +11,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from component.paging import Page, PagingError, RsmRequest
 from component.storage.convert import from_db, item_record
 from component.storage.pubsub_tables import (
     CHRONOLOGICAL,
+    CHUNK,
     ITEM_COLUMNS,
     ITEMS,
     NEWEST_FIRST,
     chunks,
 )
-from component.storage.records import ItemRecord
+from component.storage.records import ItemRecord, chronological
 from component.storage.timing import observed
 
 
@@ -46,16 +47,27 @@ async def get_items_by_ids(
     session: AsyncSession, node_id: int, ids: Iterable[str]
 ) -> list[ItemRecord]:
     """The node's items with these ids, oldest first; unknown ids are left out."""
-    found: list[tuple[datetime, int, ItemRecord]] = []
+    found: list[ItemRecord] = []
     for chunk in chunks(list(dict.fromkeys(ids))):
-        query = select(ITEMS.c.id, *ITEM_COLUMNS).where(
-            ITEMS.c.node_id == node_id, ITEMS.c.item_id.in_(chunk)
+        query = select(*ITEM_COLUMNS).where(ITEMS.c.node_id == node_id, ITEMS.c.item_id.in_(chunk))
+        found += [item_record(row._mapping) for row in await session.execute(query)]
+    return sorted(found, key=chronological)
+
+
+@observed
+async def items_by_ids_of_nodes(
+    session: AsyncSession, ids: Mapping[int, Iterable[str]]
+) -> dict[int, list[ItemRecord]]:
+    """get_items_by_ids for several nodes in one query (per chunk of pairs)."""
+    pairs = list(dict.fromkeys((node_id, i) for node_id, some in ids.items() for i in some))
+    found: dict[int, list[ItemRecord]] = {node_id: [] for node_id in ids}
+    for start in range(0, len(pairs), CHUNK):
+        query = select(ITEMS.c.node_id, *ITEM_COLUMNS).where(
+            tuple_(ITEMS.c.node_id, ITEMS.c.item_id).in_(pairs[start : start + CHUNK])
         )
         for row in await session.execute(query):
-            item = item_record(row._mapping)
-            found.append((item.created, row.id, item))
-    found.sort(key=lambda entry: (entry[0], entry[1]))
-    return [item for _, _, item in found]
+            found[row.node_id].append(item_record(row._mapping))
+    return {node_id: sorted(some, key=chronological) for node_id, some in found.items()}
 
 
 @observed
@@ -75,23 +87,6 @@ async def held_ids_of_nodes(
             if (row.node_id, row.item_id) in wanted:
                 found[row.node_id].append((from_db(row.created), row.id, row.item_id))
     return {node_id: [i for _, _, i in sorted(held)] for node_id, held in found.items()}
-
-
-@observed
-async def items_of_nodes(
-    session: AsyncSession, node_ids: Iterable[int]
-) -> dict[int, list[ItemRecord]]:
-    """Every item of each of these nodes, oldest first, in one query."""
-    wanted = list(node_ids)
-    found: dict[int, list[ItemRecord]] = {node_id: [] for node_id in wanted}
-    query = (
-        select(ITEMS.c.node_id, *ITEM_COLUMNS)
-        .where(ITEMS.c.node_id.in_(wanted))
-        .order_by(ITEMS.c.node_id, *CHRONOLOGICAL)
-    )
-    for row in await session.execute(query):
-        found[row.node_id].append(item_record(row._mapping))
-    return found
 
 
 @observed

@@ -180,12 +180,15 @@ async def replace_items(
 
 
 @observed
-async def trim_items(session: AsyncSession, node_id: int, keep: int) -> int:
-    """Delete all but the newest ``keep`` items (max_items_per_node); return how many went."""
+async def trim_items(session: AsyncSession, node_id: int, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` items (max_items_per_node); return the ids
+    that went (so that a memory copy can drop them too)."""
     if keep < 0:
         raise ValueError("keep must not be negative")
     beyond = (
         select(ITEMS.c.id).where(ITEMS.c.node_id == node_id).order_by(*NEWEST_FIRST).offset(keep)
     )
-    result = await session.execute(delete(ITEMS).where(ITEMS.c.id.in_(beyond)))
-    return rowcount(result)
+    result = await session.execute(
+        delete(ITEMS).where(ITEMS.c.id.in_(beyond)).returning(ITEMS.c.item_id)
+    )
+    return list(result.scalars())

@@ -19,6 +19,7 @@ from component.storage.models import Base
 NODES: Final[Table] = Base.metadata.tables["pubsub_nodes"]
 ITEMS: Final[Table] = Base.metadata.tables["pubsub_items"]
 ITEM_COLUMNS: Final = (
+    ITEMS.c.id,
     ITEMS.c.item_id,
     ITEMS.c.data,
     ITEMS.c.parsed,

@@ -5,7 +5,7 @@ Every datetime in these records is timezone-aware UTC.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -61,7 +61,12 @@ class ItemInput:
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """A cached item as stored: ``created`` is kept across updates, ``updated`` is not."""
+    """A cached item as stored: ``created`` is kept across updates, ``updated`` is not.
+
+    ``seq`` is the row's number, the tie-break of the chronological order (items that
+    share ``created``): what lets a memory copy be merged with rows read later. It is
+    not part of the item's value (0 where unknown).
+    """
 
     item_id: str
     data: str
@@ -69,3 +74,9 @@ class ItemRecord:
     publisher: str | None
     created: datetime
     updated: datetime
+    seq: int = field(default=0, compare=False)
+
+
+def chronological(item: ItemRecord) -> tuple[datetime, int]:
+    """The sort key of a node's items' order, oldest first (CHRONOLOGICAL, in SQL)."""
+    return (item.created, item.seq)

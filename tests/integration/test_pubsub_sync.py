@@ -56,6 +56,7 @@ class ScriptedUpstream:
         self.meta = open_meta()
         self.items = ["a", "b", "c"]
         self.calls: list[str] = []
+        self.by_id: list[tuple[int, int]] = []  # per request by id: ids asked, items sent
         self.delay = 0.0  # seconds each items request takes
         self.padding: dict[str, int] = {}  # item id -> characters added to its payload
 
@@ -78,12 +79,14 @@ class ScriptedUpstream:
             raise UpstreamError(make_error("remote-server-timeout", "scripted", "wait"), "timeout")
         # By id, like Prosody: only the items it still holds.
         wanted = {e.get("id") for e in payload.iter(f"{{{PS}}}item")}
+        sent = [i for i in self.items if not wanted or i in wanted]
+        if wanted:
+            self.by_id.append((len(wanted), len(sent)))
         body = "".join(
             f'<item id="{i}"><entry xmlns="http://www.w3.org/2005/Atom">'
             f"<title>{i}{'x' * self.padding.get(i, 0)}</title>"
             "</entry></item>"
-            for i in self.items
-            if not wanted or i in wanted
+            for i in sent
         )
         return reply(f'<pubsub xmlns="{PS}"><items node="{NODE}">{body}</items></pubsub>')
 
@@ -427,6 +430,21 @@ async def test_items_upstream_dropped_silently_are_dropped_from_the_cache(
         await sync.apply(SERVICE, items_event("e", "f"))
         await settles(held, ["d", "e", "f"], tries=100)
         assert upstream.calls[calls:] == ["items", "items"]
+
+        # below upstream's limit (nothing dropped), a probe costs upstream one item:
+        # the oldest is still there, so nothing newer went
+        monkeypatch.setattr(eviction, "MAX_PROBED", 50)
+        upstream.items = ["d", "e", "f", "p1", "p2", "p3", "p4"]
+        upstream.by_id.clear()
+        await sync.apply(SERVICE, items_event("p1", "p2", "p3", "p4"))
+        await settles(held, upstream.items, tries=100)
+        for _ in range(100):
+            if upstream.by_id:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # no further round
+        print("probe below the limit, (ids asked, items sent upstream):", upstream.by_id)
+        assert upstream.by_id == [(1, 1)]
 
         # a probe that fails has the node fetched again: nothing dropped stays
         upstream.items = ["e", "f", "g"]
