@@ -50,6 +50,10 @@ Herald's paths run first, for each database, then the client's (whose 100,000-it
 stanzas leave Prosody collecting garbage for a while). Herald's <fin/> count on each
 database must equal what the client-side filter finds for the same value.
 
+While the node syncs, the client pings Herald's pubsub address and the server, each
+every 50 ms: the longest wait for Herald's answer shows how long the sync's
+work held its event loop (the server's show what was the server's).
+
 Then, per database, the index size: the search index's bytes on disk relative to the
 items table's (SQLite: dbstat pages; PostgreSQL: pg_total_relation_size, indexes and
 TOAST included).
@@ -241,6 +245,9 @@ class Result:
     db: str
     paths: list[Measured]
     counted: dict[tuple[str, str], int]
+    # During the sync: Herald's and the server's answers to a ping every PING_EVERY s.
+    sync_herald: Measured | None = None
+    sync_server: Measured | None = None
     index: int = 0
     items: int = 0
 
@@ -282,6 +289,8 @@ async def measure_herald(
                 raise RuntimeError(f"Herald did not connect:\n{log.tail()}")
             await asyncio.sleep(0.2)
         await asyncio.sleep(1)  # the privilege advertisement follows the handshake
+        responsive = Responsiveness(client)
+        pinging = asyncio.create_task(responsive.run())
         await client.iq(
             f"<iq type='get' id='{{id}}' to='{PROXY_JID}'><pubsub xmlns='{PUBSUB}'>"
             f"<items node='{NODE}' max_items='1'/></pubsub></iq>",
@@ -303,9 +312,11 @@ async def measure_herald(
             if herald.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the node's sync never completed:\n{log.tail()}")
             await asyncio.sleep(0.5)
+        responsive.stop = True
+        await pinging
         await asyncio.sleep(args.settle)
         print(f"{db}: cached and indexed", flush=True)
-        result = Result(db, [], {})
+        result = Result(db, [], {}, responsive.herald, responsive.server)
         echo = Measured("server alone")
         for field, kind, pattern in PATHS:
             measured = Measured(f"herald {kind}")
@@ -329,6 +340,39 @@ async def measure_herald(
     if database:
         await asyncio.to_thread(_admin, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     return result
+
+
+PING_EVERY = 0.05  # seconds
+
+
+class Responsiveness:
+    """While the node syncs: pings to Herald's pubsub address and, independently, to
+    the server, each every PING_EVERY seconds after the previous answer. Herald does
+    not implement XEP-0199, so its answer is an error, but it comes from its event
+    loop: a loop held by the sync's work, or a stream busy with a huge stanza, shows
+    as a late answer. The server's answers show what is the server's."""
+
+    def __init__(self, client: RawClient) -> None:
+        self.client = client
+        self.herald = Measured("herald ping")
+        self.server = Measured("server ping")
+        self.stop = False
+
+    async def run(self) -> None:
+        await asyncio.gather(
+            self._ping(PROXY_JID, self.herald), self._ping("localhost", self.server)
+        )
+
+    async def _ping(self, to: str, into: Measured) -> None:
+        while not self.stop:
+            started = time.perf_counter()
+            await self.client.iq(
+                f"<iq type='get' id='{{id}}' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>",
+                timeout=120,
+                check=False,
+            )
+            into.latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(PING_EVERY)
 
 
 async def server_alone(client: RawClient) -> float:
@@ -418,6 +462,10 @@ def report(args: argparse.Namespace, results: list[Result], baseline: list[Measu
             f"  index size: {result.index / 1e6:.1f} MB for {result.items / 1e6:.1f} MB of "
             f"items (ratio {result.index / result.items:.2f})"
         )
+        if result.sync_herald is not None and result.sync_server is not None:
+            print(f"  while the node synced, a ping every {PING_EVERY * 1000:.0f} ms:")
+            print(result.sync_herald.row())
+            print(result.sync_server.row())
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -21,6 +21,7 @@ from component.pubsub import tracing
 from component.pubsub.group_write import write_steps
 from component.pubsub.hot_items import HotItems
 from component.pubsub.node_state import ItemStep, NodeState, state_of
+from component.sizes import held_size
 from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
 from component.storage.records import (
     NO_SYNC,
@@ -29,6 +30,7 @@ from component.storage.records import (
     ItemRecord,
     NodeRecord,
 )
+from component.turns import in_turns
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +220,12 @@ class Cache:
             page = await pubsub_item_reads.page_items(session, node.id, None, None)
             await session.commit()  # not a ROLLBACK: see held()
         items = list(page.items)
+        size = 0
+        async for some in in_turns(items):  # a big node's would hold the event loop
+            size += sum(held_size(item) for item in some)
         tracing.step("items-db-end", node.name)
         if self._hot.version(node.id) == version:
-            self._hot.hold(node.id, items)
+            self._hot.hold(node.id, items, size)
         return items
 
     def limit(self, node: NodeState) -> int:

@@ -43,9 +43,12 @@ class HotItems:
         """Bumped by every drop(): equal versions mean no change in between."""
         return self._version.get(node_id, 0)
 
-    def hold(self, node_id: int, items: list[ItemRecord]) -> None:
-        """Keep the node's items, evicting the least recently used past the bound."""
-        size = sum(held_size(item) for item in items)
+    def hold(self, node_id: int, items: list[ItemRecord], size: int | None = None) -> None:
+        """Keep the node's items, evicting the least recently used past the bound.
+
+        size: their held_size total, where the caller has it."""
+        if size is None:
+            size = sum(held_size(item) for item in items)
         if size > self.memory_bytes:
             return  # larger than the whole budget: read from the database each time
         self._forget(node_id)

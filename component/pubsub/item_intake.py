@@ -6,6 +6,7 @@ pubsub.max_item_bytes, parsed by the analyser a sync rule names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from component.pubsub.node_state import NodeState
@@ -13,6 +14,7 @@ from component.pubsub.rules import Registry
 from component.pubsub.stanzas import ReceivedItem
 from component.sizes import utf8_size
 from component.storage.records import ItemInput
+from component.turns import in_turns
 
 
 class SyncFailed(Exception):
@@ -53,3 +55,10 @@ class ItemIntake:
         if analyser is not None and analyser.parser and item.element is not None:
             parsed = self.registry.parse(analyser.parser, item.element)
         return ItemInput(item.item_id, item.payload, parsed, item.publisher)
+
+    async def item_inputs(self, node: NodeState, items: Sequence[ReceivedItem]) -> list[ItemInput]:
+        """item_input for many items (a sync), giving the event loop turns."""
+        out: list[ItemInput] = []
+        async for some in in_turns(items):
+            out += [self.item_input(node, item) for item in some]
+        return out

@@ -97,7 +97,7 @@ class NodeSync:
             await self.sync_upstream.subscribe(node)
             fetched, more = await self.sync_upstream.fetch_all(node)
             node = await self.cache.replace_items(
-                node, [self.intake.item_input(node, i) for i in fetched], more_upstream=more
+                node, await self.intake.item_inputs(node, fetched), more_upstream=more
             )
             async with self._order.hold((node.service, node.name)):
                 current = self.cache.node(node.service, node.name)

@@ -15,6 +15,7 @@ from component.pubsub.node_state import NodeState
 from component.pubsub.requests import items_payload, items_read
 from component.pubsub.stanzas import ReceivedItem, Serializer, received_items, result_items
 from component.pubsub.upstream import Upstream, UpstreamError, set_subscription
+from component.turns import in_turns
 from component.xmpp.namespaces import PUBSUB_NS, RSM_NS
 from component.xmpp.numbers import count_in
 
@@ -82,7 +83,9 @@ class SyncUpstream:
         """
         request = items_read(node.name, rsm=RsmRequest(max=PAGE, before=before))
         reply = await self.upstream.as_herald("get", node.service, items_payload(request))
-        got = received_items(result_items(reply), self.serialize)
+        got: list[ReceivedItem] = []
+        async for some in in_turns(result_items(reply)):
+            got += received_items(some, self.serialize)
         answer = reply.find(f"{{{PUBSUB_NS}}}pubsub/{{{RSM_NS}}}set")
         if answer is None:
             return FetchedPage(got, paged=False)

@@ -8,10 +8,11 @@ chronological order (``component.storage.pubsub_tables``). ``page_items`` return
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import Row, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from component.paging import Page, PagingError, RsmRequest
@@ -26,6 +27,7 @@ from component.storage.pubsub_tables import (
 )
 from component.storage.records import ItemRecord, chronological
 from component.storage.timing import observed
+from component.turns import in_turns
 
 
 @observed
@@ -150,11 +152,19 @@ async def _fetch_range(
     query = select(*ITEM_COLUMNS).where(ITEMS.c.node_id == node_id).limit(stop - start)
     if start <= total - stop:
         rows = await session.execute(query.order_by(*CHRONOLOGICAL).offset(start))
-        return [item_record(row._mapping) for row in rows]
+        return await _records(rows.all())
     # The newest pages (max_items, <before/>) are the common requests: counting from
     # the end keeps their OFFSET small.
     rows = await session.execute(query.order_by(*NEWEST_FIRST).offset(total - stop))
-    return [item_record(row._mapping) for row in reversed(rows.all())]
+    return await _records(list(reversed(rows.all())))
+
+
+async def _records(rows: Sequence[Row[*tuple[Any, ...]]]) -> list[ItemRecord]:
+    """The rows' records; a whole big node's (JSON decoded) in turns of the loop."""
+    out: list[ItemRecord] = []
+    async for some in in_turns(rows):
+        out += [item_record(row._mapping) for row in some]
+    return out
 
 
 @observed

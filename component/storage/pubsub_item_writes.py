@@ -27,6 +27,7 @@ from component.storage.pubsub_tables import (
 from component.storage.records import ItemInput
 from component.storage.search_repo import index_items
 from component.storage.timing import observed
+from component.turns import in_turns
 
 
 async def _upsert(
@@ -75,9 +76,11 @@ async def _upsert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int
         },
     )
     # Rows are sent in order, so items that share a `created` get increasing ids in
-    # the order given: the tie-break of the chronological order.
-    await session.execute(statement, rows)
-    await index_items(session, rows)  # same transaction: the index never lags
+    # the order given: the tie-break of the chronological order. In turns: a big
+    # node's rows (their JSON, their search documents) would hold the event loop.
+    async for some in in_turns(rows):
+        await session.execute(statement, some)
+        await index_items(session, some)  # same transaction: the index never lags
     return len(rows)
 
 
