@@ -43,6 +43,7 @@ class Prosody:
     extra_hosts: list[str] = field(default_factory=list)  # more VirtualHosts (other domains)
     pubsub_component: str | None = None  # Prosody's own pubsub, e.g. "pubsub.localhost"
     pubsub_admins: list[str] = field(default_factory=list)
+    pubsub_options: list[str] = field(default_factory=list)  # raw Lua lines under it
     host_options: list[str] = field(default_factory=list)  # raw Lua lines in the main host
     c2s_port: int = field(default_factory=free_port)
     component_port: int = field(default_factory=free_port)
@@ -114,6 +115,7 @@ class Prosody:
                 f'Component "{self.pubsub_component}" "pubsub"',
                 "  pubsub_max_items = 10000",
                 f"  admins = {{ {admins} }}",
+                *(f"  {line}" for line in self.pubsub_options),
             ]
         for comp in self.components:
             lines.append(f'Component "{comp.jid}"')

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -17,7 +18,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from component.app import Herald
-from tests.conftest import PROXY_JID, UPSTREAM_JID, XmppServer
+from tests.conftest import PROXY_JID, UPSTREAM_JID, USERS, XmppServer, standard_prosody
 from tests.harness.client import TestClient
 from tests.harness.prosody import Prosody
 from tests.integration.test_pubsub_proxy import (
@@ -256,6 +257,57 @@ async def test_search_a_cached_node(proxy: Herald, clients: dict[str, TestClient
     assert (await refusal(search(alice, node, {"start": "yesterday"})))[0] == "bad-request"
     missing = search(alice, node, {FULLTEXT: "quick"}, {"after": "nope"})
     assert (await refusal(missing))[0] == "item-not-found"
+
+
+async def test_search_with_a_publisher_end_to_end(tmp_path: Path, db_url: str) -> None:
+    """XEP-0313's `with` names the item's publisher: on a Prosody that tells it
+    (expose_publisher), items published by two users are told apart."""
+    server = standard_prosody(tmp_path / "prosody")
+    server.pubsub_options = ["expose_publisher = true"]
+    server.start()
+    herald = None
+    made: list[TestClient] = []
+    try:
+        herald = await start_proxy(server, db_url)
+        for name in ("olivia", "alice"):
+            client = TestClient(
+                f"{name}@localhost/with", USERS[name], plugins=("xep_0030", "xep_0004", "xep_0060")
+            )
+            client.register_handler(
+                Callback(
+                    "mam results",
+                    MatchXPath(f"{{jabber:client}}message/{{{MAM}}}result"),
+                    client.messages.put_nowait,
+                )
+            )
+            await client.start(server.c2s_port)
+            made.append(client)
+        olivia, alice = made
+        node = unique("blog-with")
+        await Owner(olivia).create(node, publish_model="open")
+        ps_of = {c: c.plugin["xep_0060"] for c in made}
+        for client, item_id in ((olivia, "o1"), (alice, "a1"), (olivia, "o2")):
+            payload = atom(f"post {item_id}", "words", [], "someone")
+            await ps_of[client].publish(UPSTREAM_JID, node, id=item_id, payload=payload, timeout=5)
+        await cache_node(herald, alice, node)
+        cache = proxy_of(herald).cache
+        state = cache.node(UPSTREAM_JID, node)
+        assert state is not None
+        publishers = {i.item_id: i.publisher for i in await cache.items(state)}
+        print("publishers as cached:", publishers)
+        hits = requests(herald, "search", "hit")
+        assert (await search(alice, node, {"with": "alice@localhost"}))[0] == ["a1"]
+        assert (await search(alice, node, {"with": "olivia@localhost"}))[0] == ["o1", "o2"]
+        # Prosody tells bare JIDs: a full JID (XEP-0313: that exact JID) matches none
+        assert (await search(alice, node, {"with": "olivia@localhost/with"}))[0] == []
+        assert (await search(alice, node, {"with": "bob@localhost"}))[0] == []
+        assert requests(herald, "search", "hit") - hits == 4  # answered by Herald
+    finally:
+        for client in made:
+            await client.stop()
+        if herald is not None:
+            await herald.stop()
+        server.stop()
 
 
 def _xs(moment: datetime) -> str:
