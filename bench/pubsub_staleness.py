@@ -369,8 +369,8 @@ class Run:
         await self.herald.wait_healthy()
 
     def keep_trace(self, into: Path, st: Staleness) -> None:
-        """Save the staleness phase's changes and Herald's log (with its trace lines,
-        bench/staleness_trace.py reads both) under into/<server>-<db>."""
+        """Save the staleness phase's changes and Herald's log over both phases (with
+        its trace lines; bench/staleness_trace.py reads both) under into/<server>-<db>."""
         assert self.herald is not None
         into.mkdir(parents=True, exist_ok=True)
         stem = into / f"{self.server.__class__.__name__.lower()}-{self.db}"
@@ -831,9 +831,9 @@ async def run_server(args: argparse.Namespace, name: str, root: Path) -> dict[st
                 await run.start()
                 st = await run.staleness()
                 print(f"{label}: staleness done ({time.perf_counter() - began:.0f} s)", flush=True)
-                if args.trace:
-                    run.keep_trace(Path(args.trace), st)
                 ceiling, herald = await run.throughput()
+                if args.trace:  # the log holds the throughput phase's lines too
+                    run.keep_trace(Path(args.trace), st)
             except BaseException:
                 if run.herald is not None:
                     print(f"Herald's log tail ({label}):\n{run.herald.log()[-3000:]}")

@@ -11,6 +11,7 @@ the notified publications and retractions, p50/p99 of each step:
   write        that start -> applied (database written, memory updated)
   answer       applied -> the first fresh answer arrives at the bench (a poll's
                wait, the read's own decision and database read, the round trip)
+for the throughput phase's notifications, Herald's own part (received -> applied),
 and of the group writes (checkout and statements, commit) and the reads (how
 many waited for an access check or an upstream comparison, and how long).
 """
@@ -96,6 +97,25 @@ def report(stem: Path) -> None:
     print(f"\n== {stem.name}: notified publish/retract, ms from the owner's send ==")
     for name, values in parts.items():
         print(line(name, values))
+
+    # The throughput phase's cached nodes (blog-*-tpNN): Herald's own part of the lag.
+    own, queued = [], []
+    for node, received in steps["recv"].items():
+        if "-tp" not in node:
+            continue
+        for at, _ in received:
+            start = first_after(steps["grouped"][node], at) or first_after(
+                steps["alone-start"][node], at
+            )
+            applied = first_after(steps["applied"][node], at)
+            if applied is not None:
+                own.append(applied[0] - at)
+            if start is not None:
+                queued.append(start[0] - at)
+    if own:
+        print("throughput phase (nodes *-tp*), per notification:")
+        print(line("queue: received -> write starts", queued))
+        print(line("received -> applied (committed)", own))
 
     print("group writes (all nodes, both phases):")
     starts = [t for t, _ in steps["write-start"]["*"]]
