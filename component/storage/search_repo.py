@@ -53,30 +53,26 @@ def _dialect(session: AsyncSession) -> str:
 
 
 _INDEX_SQL: Final = {
-    "sqlite": (
-        "INSERT OR REPLACE INTO pubsub_search (rowid, document) "
-        "SELECT id, :document FROM pubsub_items WHERE node_id = :node_id AND item_id = :item_id"
-    ),
+    "sqlite": "INSERT OR REPLACE INTO pubsub_search (rowid, document) VALUES (:item_pk, :document)",
     "postgresql": (
         "INSERT INTO pubsub_search (item_pk, document) "
-        "SELECT id, to_tsvector('simple', :document) FROM pubsub_items "
-        "WHERE node_id = :node_id AND item_id = :item_id "
+        "VALUES (:item_pk, to_tsvector('simple', :document)) "
         "ON CONFLICT (item_pk) DO UPDATE SET document = excluded.document"
     ),
 }
 
 
 @timed("index_items")
-async def index_items(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """(Re)index stored items, given as the rows written (node_id, item_id, data,
-    parsed_value); call it in the transaction that wrote them."""
+async def index_items(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]], item_pks: Sequence[int]
+) -> None:
+    """(Re)index stored items, given as the rows written (data, parsed_value) and
+    their row ids, in the same order; call it in the transaction that wrote them."""
+    if len(item_pks) != len(rows):
+        raise ValueError(f"{len(rows)} rows written but {len(item_pks)} row ids")
     documents = [
-        {
-            "node_id": row["node_id"],
-            "item_id": row["item_id"],
-            "document": document(row["data"], row["parsed_value"]),
-        }
-        for row in rows
+        {"item_pk": pk, "document": document(row["data"], row["parsed_value"])}
+        for row, pk in zip(rows, item_pks, strict=True)
     ]
     if documents:
         await session.execute(text(_INDEX_SQL[_dialect(session)]), documents)

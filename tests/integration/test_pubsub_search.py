@@ -55,25 +55,26 @@ async def proxy(server: XmppServer, db_url: str) -> AsyncIterator[Herald]:
     await herald.stop()
 
 
+async def mam_client(server: XmppServer, name: str, resource: str) -> TestClient:
+    """A connected client of the user that collects the MAM result messages it gets."""
+    client = TestClient(
+        f"{name}@localhost/{resource}", USERS[name], plugins=("xep_0030", "xep_0004", "xep_0060")
+    )
+    # slixmpp's own "message" event is for messages with a <body/> only.
+    client.register_handler(
+        Callback(
+            "mam results",
+            MatchXPath(f"{{jabber:client}}message/{{{MAM}}}result"),
+            client.messages.put_nowait,
+        )
+    )
+    await client.start(server.c2s_port)
+    return client
+
+
 @pytest.fixture
 async def clients(server: XmppServer) -> AsyncIterator[dict[str, TestClient]]:
-    made = {}
-    for name in ("olivia", "alice"):
-        from tests.conftest import USERS
-
-        client = TestClient(
-            f"{name}@localhost/search", USERS[name], plugins=("xep_0030", "xep_0004", "xep_0060")
-        )
-        # slixmpp's own "message" event is for messages with a <body/> only.
-        client.register_handler(
-            Callback(
-                "mam results",
-                MatchXPath(f"{{jabber:client}}message/{{{MAM}}}result"),
-                client.messages.put_nowait,
-            )
-        )
-        await client.start(server.c2s_port)
-        made[name] = client
+    made = {name: await mam_client(server, name, "search") for name in ("olivia", "alice")}
     yield made
     for client in made.values():
         await client.stop()
@@ -270,18 +271,7 @@ async def test_search_with_a_publisher_end_to_end(tmp_path: Path, db_url: str) -
     try:
         herald = await start_proxy(server, db_url)
         for name in ("olivia", "alice"):
-            client = TestClient(
-                f"{name}@localhost/with", USERS[name], plugins=("xep_0030", "xep_0004", "xep_0060")
-            )
-            client.register_handler(
-                Callback(
-                    "mam results",
-                    MatchXPath(f"{{jabber:client}}message/{{{MAM}}}result"),
-                    client.messages.put_nowait,
-                )
-            )
-            await client.start(server.c2s_port)
-            made.append(client)
+            made.append(await mam_client(server, name, "with"))
         olivia, alice = made
         node = unique("blog-with")
         await Owner(olivia).create(node, publish_model="open")
