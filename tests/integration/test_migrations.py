@@ -350,3 +350,23 @@ async def test_upgrade_indexes_the_cached_items(db_url: str) -> None:
         assert not {name for name in names if is_search_index(name)}
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_the_search_index_takes_entries_at_once_from_0007(db_url: str) -> None:
+    """0007 turns the GIN index's fast update off (and back on when undone)."""
+    options = text("SELECT reloptions FROM pg_class WHERE relname = 'ix_pubsub_search_document'")
+    engine = create_engine(db_url)
+    seen = {}
+    try:
+        for revision in ("0006", "0007", "0006"):
+            if revision == "0006" and seen:
+                await migrate.downgrade(engine, revision)
+            else:
+                await migrate.upgrade(engine, revision)
+            async with engine.connect() as conn:
+                seen[len(seen)] = (revision, (await conn.execute(options)).scalar_one())
+    finally:
+        await engine.dispose()
+    print(f"GIN index options by revision: {list(seen.values())}")
+    assert list(seen.values()) == [("0006", None), ("0007", ["fastupdate=off"]), ("0006", None)]
