@@ -2,10 +2,9 @@
 
 With fast update, a GIN index keeps new entries in a pending list that every search
 scans until a vacuum (or a list past gin_pending_list_limit) merges it, and a search
-that meets the merge waits for it: after a big node's sync, each search cost twice
-as much (p50 8.4 ms against 4.5 ms at 100,000 items), and one took 1.7-2.3 s. Writes
-into the index cost a little more instead. What is pending now is merged. SQLite's
-FTS5 index has no such list: nothing to do there.
+that meets the merge waits for it: after a big node's sync, thousands of entries
+stayed pending. Writes into the index cost a little more instead. What is pending
+now is merged. SQLite's FTS5 index has no such list: nothing to do there.
 
 Revision ID: 0007
 Revises: 0006
