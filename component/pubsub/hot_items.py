@@ -43,12 +43,10 @@ class HotItems:
         """Bumped by every drop(): equal versions mean no change in between."""
         return self._version.get(node_id, 0)
 
-    def hold(self, node_id: int, items: list[ItemRecord], size: int | None = None) -> None:
+    def hold(self, node_id: int, items: list[ItemRecord], size: int) -> None:
         """Keep the node's items, evicting the least recently used past the bound.
 
-        size: their held_size total, where the caller has it."""
-        if size is None:
-            size = sum(held_size(item) for item in items)
+        size: their held_size total (the caller sums it, in turns for a big node)."""
         if size > self.memory_bytes:
             return  # larger than the whole budget: read from the database each time
         self._forget(node_id)

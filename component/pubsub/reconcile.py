@@ -42,7 +42,8 @@ class Reconciler:
         out_of_service: Callable[[str, str, str], None],
         proxy_jid: str,
         interval: float = RECONCILE_EVERY,
-        settled: Callable[[tuple[str, str]], Awaitable[None]] | None = None,
+        *,
+        settled: Callable[[tuple[str, str]], Awaitable[None]],
     ) -> None:
         self.upstream = upstream
         self.cache = cache
@@ -51,7 +52,7 @@ class Reconciler:
         self.proxy_jid = proxy_jid
         self.interval = interval
         # Waits until the node's notifications received so far are applied.
-        self.settled = settled or _nothing_pending
+        self.settled = settled
         # When each node was last compared with upstream (a full fetch counts), in
         # loop time; and the nodes whose upstream promises every notification.
         self.compared: dict[int, float] = {}
@@ -192,7 +193,3 @@ class Reconciler:
             and (sub.get("jid") or "").split("/")[0] == self.proxy_jid
             for sub in reply.iter(f"{{{PUBSUB_NS}}}subscription")
         )
-
-
-async def _nothing_pending(_key: tuple[str, str]) -> None:
-    """settled() where no notifications are queued anywhere."""

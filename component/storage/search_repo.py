@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from component.paging import Page, RsmRequest, paginate
 from component.search_text import document
 from component.storage.convert import item_record, to_db
-from component.storage.pubsub_tables import CHUNK, ITEMS
+from component.storage.pubsub_tables import CHUNK, ITEM_COLUMNS, ITEMS
 from component.storage.records import ItemRecord
 from component.storage.timing import timed
 
@@ -68,8 +68,6 @@ async def index_items(
 ) -> None:
     """(Re)index stored items, given as the rows written (data, parsed_value) and
     their row ids, in the same order; call it in the transaction that wrote them."""
-    if len(item_pks) != len(rows):
-        raise ValueError(f"{len(rows)} rows written but {len(item_pks)} row ids")
     documents = [
         {"item_pk": pk, "document": document(row["data"], row["parsed_value"])}
         for row, pk in zip(rows, item_pks, strict=True)
@@ -156,11 +154,9 @@ def _key_id(key: tuple[int, str]) -> str:
 
 async def _rows(session: AsyncSession, ids: Sequence[int]) -> list[ItemRecord]:
     """The items with these row ids, in the order given."""
-    columns = [ITEMS.c[name] for name in ("id", "item_id", "data", "parsed")]
-    columns += [ITEMS.c[name] for name in ("publisher", "created", "updated")]
     found: dict[int, ItemRecord] = {}
     for start in range(0, len(ids), CHUNK):
-        query = select(*columns).where(ITEMS.c.id.in_(ids[start : start + CHUNK]))
+        query = select(*ITEM_COLUMNS).where(ITEMS.c.id.in_(ids[start : start + CHUNK]))
         for row in await session.execute(query):
             found[row.id] = item_record(row._mapping)
     return [found[i] for i in ids if i in found]
