@@ -134,33 +134,32 @@ def report(stem: Path) -> None:
             decided[detail] += 1
     print(f"read decisions: {dict(decided)}")
     for wait, done in (("CHECK_FIRST", "checked"), ("COMPARE_FIRST", "compared")):
-        waits = []
-        for node, seq in steps["decided"].items():
-            for at, detail in seq:
-                if detail == wait:
-                    end = first_after(steps[done][node], at)
-                    if end is not None:
-                        waits.append(end[0] - at)
+        waits = spans(steps, "decided", done, wait)
         if waits:
             print(line(f"read waits for {done[:-2]}", waits))
-    compares = []
-    for node, seq in steps["compare-start"].items():
-        for at, _ in seq:
-            end = first_after(steps["compare-end"][node], at)
-            if end is not None:
-                compares.append(end[0] - at)
+    compares = spans(steps, "compare-start", "compare-end")
     if compares:
         print(line("comparisons (start -> end)", compares))
     graces = sum(len(s) for s in steps["compare-grace"].values())
     print(f"  comparisons that waited for notifications in flight: {graces}")
-    db = []
-    for node, seq in steps["items-db"].items():
-        for at, _ in seq:
-            end = first_after(steps["items-db-end"][node], at)
-            if end is not None:
-                db.append(end[0] - at)
+    db = spans(steps, "items-db", "items-db-end")
     if db:
         print(line("reads of items from the database", db))
+
+
+def spans(
+    steps: dict[str, dict[str, list[Step]]], start: str, end: str, detail: str | None = None
+) -> list[float]:
+    """Per node, from each `start` step (whose detail is `detail`, if given) to the
+    node's next `end` step."""
+    out = []
+    for node, seq in steps[start].items():
+        for at, said in seq:
+            if detail is None or said == detail:
+                found = first_after(steps[end][node], at)
+                if found is not None:
+                    out.append(found[0] - at)
+    return out
 
 
 def main() -> None:

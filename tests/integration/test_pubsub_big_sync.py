@@ -25,6 +25,7 @@ from component.pubsub.item_intake import ItemIntake
 from component.pubsub.node_state import NodeState
 from component.pubsub.rules import AnalyserRule, Registry
 from component.pubsub.stanzas import ReceivedItem, Serializer
+from component.pubsub.sync import Synchroniser
 from component.storage import migrate, pubsub_item_reads, search_repo
 from component.storage.engine import create_engine, session_factory
 from component.storage.records import ItemInput
@@ -37,6 +38,18 @@ U = TypeVar("U")
 
 ITEMS = 3000
 TURN = 500  # what the work may do between two turns at most, with some slack: 2 x 250
+
+
+def big_node(
+    sessions: async_sessionmaker[AsyncSession],
+) -> tuple[ScriptedUpstream, Cache, Synchroniser]:
+    """An upstream holding ITEMS Atom entries in NODE, a cache that keeps them all,
+    and a synchroniser that parses them."""
+    upstream = ScriptedUpstream()
+    upstream.items = [f"i{n:05d}" for n in range(ITEMS)]
+    cache = Cache(sessions, max_items_per_node=ITEMS)
+    registry = Registry.from_config([AnalyserRule(node=NODE, sync=True, parser="atom")])
+    return upstream, cache, synchroniser(upstream, cache, registry)
 
 
 async def test_a_big_sync_gives_the_loop_a_turn_every_few_hundred_items(
@@ -76,11 +89,7 @@ async def test_a_big_sync_gives_the_loop_a_turn_every_few_hundred_items(
     monkeypatch.setattr(pubsub_item_reads, "item_record", counted(pubsub_item_reads.item_record))
     monkeypatch.setattr(cache_module, "held_size", counted(cache_module.held_size))
 
-    upstream = ScriptedUpstream()
-    upstream.items = [f"i{n:05d}" for n in range(ITEMS)]
-    cache = Cache(sessions, max_items_per_node=ITEMS)
-    registry = Registry.from_config([AnalyserRule(node=NODE, sync=True, parser="atom")])
-    sync = synchroniser(upstream, cache, registry)
+    upstream, cache, sync = big_node(sessions)
     gaps: list[int] = []
     done = asyncio.Event()
 
@@ -121,11 +130,7 @@ async def test_a_big_sync_reads_postgresql_rows_in_proportion_to_its_items(db_ur
     pubsub_items over the whole sync, which does not depend on the machine."""
     engine = create_engine(db_url)
     await migrate.upgrade(engine)
-    upstream = ScriptedUpstream()
-    upstream.items = [f"i{n:05d}" for n in range(ITEMS)]
-    cache = Cache(session_factory(engine), max_items_per_node=ITEMS)
-    registry = Registry.from_config([AnalyserRule(node=NODE, sync=True, parser="atom")])
-    sync = synchroniser(upstream, cache, registry)
+    _, cache, sync = big_node(session_factory(engine))
     try:
         await sync.sync(await cache.ensure(SERVICE, NODE, None))
     finally:
@@ -157,10 +162,7 @@ async def test_a_big_sync_leaves_no_pending_entries_in_the_search_index(db_url: 
     waiting for it. Measured by pgstattuple: no entry is left pending."""
     engine = create_engine(db_url)
     await migrate.upgrade(engine)
-    upstream = ScriptedUpstream()
-    upstream.items = [f"i{n:05d}" for n in range(ITEMS)]
-    cache = Cache(session_factory(engine), max_items_per_node=ITEMS)
-    sync = synchroniser(upstream, cache)
+    _, cache, sync = big_node(session_factory(engine))
     try:
         await sync.sync(await cache.ensure(SERVICE, NODE, None))
         async with engine.begin() as conn:
