@@ -323,11 +323,14 @@ class Cache:
         # What memory holds plus what the steps publish bounds a hot node's count: one
         # kept under its limit by it needs no count statement (a round trip) and no trim.
         held_now = {node_id: self._hot.peek(node_id) or [] for node_id in hot}
+        held_ids = {node_id: self._hot.ids(node_id) for node_id in hot}
         at_most = {node_id: len(items) for node_id, items in held_now.items()}
         fresh: dict[int, list[ItemRecord]] = {}
         tracing.step("write-start", "*", str(len(changes)))
         async with self.sessions() as session:
-            written = await write_steps(session, changes, at_most, held_now, self.limit, self._trim)
+            written = await write_steps(
+                session, changes, at_most, held_now, held_ids, self.limit, self._trim
+            )
             wanted = {node_id: written.published[node_id] for node_id in hot}
             if any(wanted.values()):
                 fresh = await pubsub_item_reads.items_by_ids_of_nodes(session, wanted)

@@ -43,13 +43,14 @@ async def write_steps(
     changes: Sequence[tuple[NodeState, Sequence[ItemStep]]],
     at_most: dict[int, int],
     held_now: dict[int, list[ItemRecord]],
+    held_ids: dict[int, set[str]],
     limit: Callable[[NodeState], int],
     trim: Trim,
 ) -> Written:
     """Write each node's steps in order, in the caller's transaction.
 
     at_most: for nodes whose items memory holds, a bound on their count (updated as
-    steps publish); held_now: those items.
+    steps publish); held_now: those items; held_ids: their ids.
     """
     out = Written()
     for node, _ in changes:
@@ -72,7 +73,7 @@ async def write_steps(
                 out.touched[node_id].update(published)
                 out.published[node_id].update(published)
             if n == 0:  # memory holds what the database does before any step
-                held = held_among(held_now, ids, retracting)
+                held = held_among(held_now, held_ids, ids, retracting)
             asked = {i: wanted for i, wanted in ids.items() if i not in held}
             if asked:
                 held |= await pubsub_item_reads.held_ids_of_nodes(session, asked)

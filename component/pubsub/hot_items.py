@@ -24,6 +24,9 @@ class HotItems:
         self._items: OrderedDict[int, list[ItemRecord]] = OrderedDict()
         self._bytes: dict[int, int] = {}
         self._version: dict[int, int] = {}
+        # The held ids of nodes that writes touched, built on first use: a write then
+        # finds what it replaces without a walk over the node's items.
+        self._ids: dict[int, set[str]] = {}
 
     def __contains__(self, node_id: int) -> bool:
         return node_id in self._items
@@ -38,6 +41,16 @@ class HotItems:
     def peek(self, node_id: int) -> list[ItemRecord] | None:
         """The node's items if held, leaving the order of use alone."""
         return self._items.get(node_id)
+
+    def ids(self, node_id: int) -> set[str]:
+        """The ids of the node's held items (empty if not held); not to be changed."""
+        found = self._ids.get(node_id)
+        if found is None:
+            held = self._items.get(node_id)
+            if held is None:
+                return set()
+            found = self._ids[node_id] = {item.item_id for item in held}
+        return found
 
     def version(self, node_id: int) -> int:
         """Bumped by every drop(): equal versions mean no change in between."""
@@ -62,9 +75,17 @@ class HotItems:
         held = self._items.get(node_id)
         if held is None or not (touched or fresh):
             return
-        gone = [item for item in held if item.item_id in touched]
-        kept = [item for item in held if item.item_id not in touched] if gone else held
-        items = sorted(kept + fresh, key=chronological) if fresh else kept
+        ids = self.ids(node_id)
+        if touched & ids:
+            gone = [item for item in held if item.item_id in touched]
+            kept = [item for item in held if item.item_id not in touched]
+        else:
+            gone, kept = [], held
+        fresh = sorted(fresh, key=chronological)
+        if not fresh or not kept or chronological(kept[-1]) < chronological(fresh[0]):
+            items = kept + fresh  # the usual case: new items, newer than all held
+        else:
+            items = sorted(kept + fresh, key=chronological)
         before = self._bytes[node_id]
         size = before - sum(held_size(item) for item in gone)
         size += sum(held_size(item) for item in fresh)
@@ -73,6 +94,8 @@ class HotItems:
             return
         self.held_bytes -= before
         self._items[node_id] = items
+        # A new set, not changed in place: the old one may be in a caller's hands.
+        self._ids[node_id] = (ids - touched) | {item.item_id for item in fresh}
         self._keep(node_id, size)
 
     def _keep(self, node_id: int, size: int) -> None:
@@ -81,6 +104,7 @@ class HotItems:
         while self.held_bytes > self.memory_bytes and self._items:
             evicted, _ = self._items.popitem(last=False)
             self.held_bytes -= self._bytes.pop(evicted)
+            self._ids.pop(evicted, None)
 
     def drop(self, node_id: int) -> None:
         """The node's items changed: forget them, and bump its version."""
@@ -88,21 +112,25 @@ class HotItems:
         self._forget(node_id)
 
     def _forget(self, node_id: int) -> None:
+        self._ids.pop(node_id, None)
         if self._items.pop(node_id, None) is not None:
             self.held_bytes -= self._bytes.pop(node_id)
 
 
 def held_among(
     items: dict[int, list[ItemRecord]],
+    ids: dict[int, set[str]],
     published: dict[int, list[str]],
     retracted: dict[int, tuple[str, ...]],
 ) -> dict[int, list[str]]:
-    """Which of the published ids each node of `items` (its held items) already
-    holds, oldest first, once the step's retractions are applied: what the
-    database's held_ids_of_nodes answers, without a query."""
+    """Which of the published ids each node of `items` (its held items; `ids`, their
+    ids) already holds, oldest first, once the step's retractions are applied: what
+    the database's held_ids_of_nodes answers, without a query."""
     out = {}
     for node_id, wanted in published.items():
         if node_id in items:
-            asked = set(wanted) - set(retracted.get(node_id, ()))
-            out[node_id] = [item.item_id for item in items[node_id] if item.item_id in asked]
+            asked = (set(wanted) & ids[node_id]) - set(retracted.get(node_id, ()))
+            out[node_id] = (
+                [item.item_id for item in items[node_id] if item.item_id in asked] if asked else []
+            )
     return out
