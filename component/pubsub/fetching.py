@@ -2,7 +2,9 @@
 
 Herald asks for the newest page (RSM ``<before/>`` empty), then for the page before
 each page's ``<first/>``, until it holds the limit or reaches the node's start. An
-upstream that ignores RSM (Prosody 0.12) answers the first request with every item.
+upstream that ignores RSM (Prosody 0.12) answers the first request with every item,
+or with the newest ``max_items`` where it honours that (Prosody does; the request
+asks for one past the limit, so more than the limit means older ones were left).
 Whether items were left upstream decides whether the node is truncated, so every
 doubt counts as "more": an upstream that repeats a page, or gives no anchor to page
 on, leaves the node truncated unless its RSM ``<count/>`` shows every item was
@@ -42,7 +44,8 @@ class FullFetch:
     def add(self, page: FetchedPage) -> str | None:
         """Take a page; the next <before/> anchor, or None when the fetch is over."""
         if not page.paged:
-            # Every item at once: nothing older can exist.
+            # Every item at once, or the newest max_items: past the limit, result()
+            # tells that older ones may be left.
             self.collected = list(page.items)
             self._at_start = True
             return None

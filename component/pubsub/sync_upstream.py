@@ -1,5 +1,5 @@
 """What syncing asks upstream as Herald: to subscribe to a node, to unsubscribe, and
-for every item of it (in RSM pages where upstream pages).
+for its items (in RSM pages where upstream pages), no more than Herald keeps and one.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ class SyncUpstream:
         self.cache = cache
         self.proxy_jid = proxy_jid
         self.serialize = serialize
-        # Whether each service answered the last fetch in RSM pages.
-        self.rsm: dict[str, bool] = {}
         # Herald's upstream subscription to a node may also serve local subscribers
         # (pubsub/held.py): then it is theirs to end, not the cache's.
         self.keeps_subscription: Callable[[str, str], bool] = lambda _service, _node: False
@@ -66,22 +64,28 @@ class SyncUpstream:
 
         Not every RSM upstream says so in disco (ejabberd 23.01 does not), so every
         fetch asks for RSM and looks at the answer (component/pubsub/fetching.py).
+        Each request also says max_items: one past the limit. Prosody 0.12 ignores
+        RSM, and without it sent every item of the node in one reply (a 100,000-item
+        node stalled it for 45 s); the extra item tells that older ones were left.
+        ejabberd 23.01 pages as asked, so no page is longer than that either.
         """
-        fetch = FullFetch(self.cache.limit(node))
+        limit = self.cache.limit(node)
+        fetch = FullFetch(limit)
         before: str | None = ""
         while before is not None:
-            page = await self._fetch_rsm_page(node, before)
-            self.rsm[node.service] = page.paged
-            before = fetch.add(page)
+            before = fetch.add(await self._fetch_rsm_page(node, before, limit + 1))
         return fetch.result()
 
-    async def _fetch_rsm_page(self, node: NodeState, before: str) -> FetchedPage:
-        """One page, the one before the anchor (the newest page for an empty anchor).
+    async def _fetch_rsm_page(self, node: NodeState, before: str, at_most: int) -> FetchedPage:
+        """One page, the one before the anchor (the newest page for an empty anchor),
+        of the node's newest at_most items.
 
         The anchor is a page's RSM <first/>, which need not be an item id (ejabberd
         pages by timestamp).
         """
-        request = items_read(node.name, rsm=RsmRequest(max=PAGE, before=before))
+        # ejabberd's page is RSM's max, whatever max_items says.
+        rsm = RsmRequest(max=min(PAGE, at_most), before=before)
+        request = items_read(node.name, max_items=at_most, rsm=rsm)
         reply = await self.upstream.as_herald("get", node.service, items_payload(request))
         got: list[ReceivedItem] = []
         async for some in in_turns(result_items(reply)):

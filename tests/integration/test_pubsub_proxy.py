@@ -227,6 +227,24 @@ async def proxy(server: XmppServer, db_url: str) -> AsyncIterator[Herald]:
     await herald.stop()
 
 
+def fetch_answers(herald: Herald) -> list[int]:
+    """From now on, the number of items in each answer upstream gives to a fetch of
+    Herald's (an items request with RSM: a reader's miss forwarded is not one)."""
+    upstream = proxy_of(herald).upstream
+    ask = upstream.as_herald
+    sent: list[int] = []
+
+    async def counting(iq_type: str, to: str, payload: ET.Element) -> ET.Element:
+        reply = await ask(iq_type, to, payload)
+        fetch = payload.find(f"{{{RSM}}}set") is not None
+        if fetch and payload.find(f"{{{PUBSUB}}}items") is not None:
+            sent.append(len(list(reply.iter(f"{{{PUBSUB}}}item"))))
+        return reply
+
+    upstream.as_herald = counting  # type: ignore[method-assign]
+    return sent
+
+
 async def cache_node(herald: Herald, reader: TestClient, node: str, timeout: float = 8.0) -> None:
     """Ask for the node once through the proxy (the miss that starts its sync), then
     wait until Herald serves it from the cache."""
@@ -361,6 +379,31 @@ async def test_a_republished_item_takes_the_place_upstream_gives_it(
         assert requests(proxy, "items", "hit") == hits + 1
     titles = [t.text for t in reply.xml.iter(f"{{{ATOM}}}title")]
     assert titles in (["edited 1"], ["title 2"])
+
+
+async def test_a_sync_reads_no_more_than_the_limit_and_one(
+    server: XmppServer, db_url: str, clients: dict[str, TestClient]
+) -> None:
+    """Prosody 0.12 ignores RSM: a fetch without max_items got every item of the
+    node in one reply (a 100,000-item node stalled Prosody for 45 s). Herald keeps the
+    newest max_items_per_node, and one more tells it that older ones are left."""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-huge")
+    await owner.create(node, items=30)
+    herald = await start_proxy(server, db_url, max_items_per_node=3)
+    sent = fetch_answers(herald)
+    try:
+        await cache_node(herald, clients["alice"], node)
+        state = proxy_of(herald).cache.node(UPSTREAM_JID, node)
+        assert state is not None
+        print(f"items upstream sent for a 30-item node, Herald keeping 3: {sent}")
+        assert state.truncated
+        assert [i.item_id for i in await proxy_of(herald).cache.items(state)] == [
+            "item-027", "item-028", "item-029"
+        ]  # fmt: skip
+        assert sent == [4]
+    finally:
+        await herald.stop()
 
 
 async def test_a_node_beyond_max_items_per_node_is_never_served_short(
@@ -717,12 +760,12 @@ async def test_sync_pages_through_an_rsm_upstream(
     node = unique("blog-big")
     await owner.create(node, items=230)
     herald = await start_proxy(server, db_url, max_items_per_node=1000)
+    sent = fetch_answers(herald)
     try:
         await cache_node(herald, clients["alice"], node, timeout=20)
         proxy_service = proxy_of(herald)
-        assert proxy_service.synchroniser.sync_upstream.rsm[UPSTREAM_JID] is (
-            server.name == "ejabberd"
-        )
+        print(f"items in each answer to the sync's fetch: {sent}")
+        assert sent == ([100, 100, 30] if server.name == "ejabberd" else [230])
         state = proxy_service.cache.node(UPSTREAM_JID, node)
         assert state is not None
         items = await proxy_service.cache.items(state)
