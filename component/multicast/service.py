@@ -17,7 +17,6 @@ from xml.etree import ElementTree as ET
 from slixmpp import JID
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import Callback, CoroutineCallback
-from slixmpp.xmlstream.matcher import MatchXPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
@@ -39,6 +38,7 @@ from component.storage import multicast_repo
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.disco import disco_reply
 from component.xmpp.errors import make_error
+from component.xmpp.matching import StanzaMatch
 from component.xmpp.namespaces import COMPONENT_NS, DISCO_INFO_NS, DISCO_ITEMS_NS
 from component.xmpp.privilege import HostPrivileges, wrap_message
 
@@ -129,21 +129,21 @@ class MulticastComponent(ServiceComponent):
             self.register_handler(
                 Callback(
                     f"multicast disco {namespace}",
-                    MatchXPath(f"{{{COMPONENT_NS}}}iq/{{{namespace}}}query"),
+                    StanzaMatch("iq", f"{{{namespace}}}query"),
                     self._on_disco,
                 )
             )
         self.register_handler(
             CoroutineCallback(
                 "multicast message",
-                MatchXPath(f"{{{COMPONENT_NS}}}message"),
+                StanzaMatch("message"),
                 self._on_message,
             )
         )
         self.register_handler(
             CoroutineCallback(
                 "multicast presence",
-                MatchXPath(f"{{{COMPONENT_NS}}}presence"),
+                StanzaMatch("presence"),
                 self._on_presence,
             )
         )

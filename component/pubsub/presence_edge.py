@@ -22,12 +22,12 @@ from xml.etree import ElementTree as ET
 
 from slixmpp.jid import JID, InvalidJID
 from slixmpp.xmlstream.handler import CoroutineCallback
-from slixmpp.xmlstream.matcher import MatchXPath
 
 from component import metrics
 from component.pubsub import availability as av
 from component.pubsub.access import NodeMeta
 from component.storage.subscriptions_repo import LocalSubscription
+from component.xmpp.matching import StanzaMatch
 from component.xmpp.namespaces import COMPONENT_NS
 from component.xmpp.privilege import HostPrivileges
 
@@ -159,7 +159,7 @@ def attach(component: ServiceComponent, held: HeldSubscriptions, presences: Pres
         presences.on_presence(stanza.xml)
 
     component.register_handler(
-        CoroutineCallback("proxy presence", MatchXPath(f"{{{COMPONENT_NS}}}presence"), on_presence)
+        CoroutineCallback("proxy presence", StanzaMatch("presence"), on_presence)
     )
     component.add_event_handler("disconnected", lambda _reason: presences.disconnected())
     held.withheld = presences.withheld

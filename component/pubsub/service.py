@@ -17,7 +17,6 @@ from xml.etree import ElementTree as ET
 
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import CoroutineCallback
-from slixmpp.xmlstream.matcher import MatchXPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
@@ -63,6 +62,7 @@ from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import ItemRecord
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.errors import make_error
+from component.xmpp.matching import StanzaMatch
 from component.xmpp.namespaces import (
     COMPONENT_NS,
     DISCO_INFO_NS,
@@ -177,19 +177,15 @@ class PubsubComponent(ServiceComponent):
             (f"{{{MAM_NS}}}query", self._on_search),
         ):
             self.register_handler(
-                CoroutineCallback(
-                    f"proxy {path}", MatchXPath(f"{{{COMPONENT_NS}}}iq/{path}"), handler
-                )
+                CoroutineCallback(f"proxy {path}", StanzaMatch("iq", path), handler)
             )
         self.register_handler(
-            CoroutineCallback(
-                "proxy message", MatchXPath(f"{{{COMPONENT_NS}}}message"), self._on_message
-            )
+            CoroutineCallback("proxy message", StanzaMatch("message"), self._on_message)
         )
         self.register_handler(
             CoroutineCallback(
                 "admin commands",
-                MatchXPath(f"{{{COMPONENT_NS}}}iq/{{{COMMANDS_NS}}}command"),
+                StanzaMatch("iq", f"{{{COMMANDS_NS}}}command"),
                 self._on_command,
             )
         )
