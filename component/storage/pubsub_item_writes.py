@@ -65,7 +65,7 @@ async def _upsert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int
     insert = dialect_insert(session, ITEMS).values(
         parsed=bindparam("parsed_value", type_=JSON(none_as_null=True))
     )
-    statement = insert.on_conflict_do_update(
+    upsert = insert.on_conflict_do_update(
         index_elements=["node_id", "item_id"],
         # created is left alone: an update keeps the item's place in the node.
         set_={
@@ -74,15 +74,29 @@ async def _upsert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int
             "publisher": insert.excluded.publisher,
             "updated": insert.excluded.updated,
         },
-    ).returning(ITEMS.c.id, sort_by_parameter_order=True)
+    )
     # Rows are sent in order, so items that share a `created` get increasing ids in
     # the order given: the tie-break of the chronological order. In turns: a big
     # node's rows (their JSON, their search documents) would hold the event loop.
     # The index is given the row ids written: looking each item up instead ran a
     # plan made while the table was nearly empty (a sequential scan) for every row,
     # quadratic in a big node's sync on PostgreSQL.
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        # One multi-row statement, which SQLite inserts in the order given; the ids
+        # come back in no set order, so they are matched by key. (Asked in parameter
+        # order, SQLAlchemy sent one statement per row: an upsert has no sentinel.)
+        keyed = upsert.returning(ITEMS.c.id, ITEMS.c.node_id, ITEMS.c.item_id)
+    else:
+        # PostgreSQL: one statement that orders its VALUES by a sentinel.
+        keyed = upsert.returning(ITEMS.c.id, sort_by_parameter_order=True)
     async for some in in_turns(rows):
-        written = (await session.execute(statement, some)).scalars().all()
+        result = await session.execute(keyed, some)
+        if sqlite:
+            found = {(node_id, item_id): pk for pk, node_id, item_id in result}
+            written = [found[row["node_id"], row["item_id"]] for row in some]
+        else:
+            written = list(result.scalars())
         await index_items(session, some, written)  # same transaction: never lags
     return len(rows)
 

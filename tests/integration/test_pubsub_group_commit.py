@@ -214,3 +214,38 @@ async def test_the_memory_copy_after_group_writes_is_what_the_database_holds(
     print(f"memory copy = database after {rounds} merged writes of 60 rounds")
     assert rounds >= 60
     await sync.close()
+
+
+async def test_a_group_write_inserts_its_rows_in_one_statement(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Asking for the new rows' ids in the order given made SQLAlchemy insert them one
+    statement per row on SQLite (an upsert has no sentinel to sort by): two round
+    trips to the database thread per item. The rows of a group go in one statement."""
+    from sqlalchemy import event
+
+    cache = Cache(sessions, max_items_per_node=100)
+    sync = synchroniser(ScriptedUpstream(), cache)
+    nodes = await synced(sync, cache, *(f"n{i}" for i in range(10)))
+    inserts: list[str] = []
+
+    def count(*args: object) -> None:
+        statement = str(args[2])
+        if statement.startswith("INSERT INTO pubsub_items"):
+            inserts.append(statement)
+
+    engine = sessions.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        two = ("x", "y")
+        steps = [
+            ItemStep((), tuple(ItemInput(i, f"<x xmlns='urn:x'>{i}</x>", None, None) for i in two))
+        ]
+        await cache.apply_steps([(node, steps) for node in nodes])
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    print("INSERT statements for 10 nodes x 2 items:", len(inserts))
+    assert len(inserts) == 1
+    for node in nodes:
+        assert await ids(cache, node.name) == ["a", "b", "c", "x", "y"]
+    await sync.close()

@@ -359,7 +359,9 @@ async def test_upsert_orders_ties_by_insertion_and_collapses_duplicates(
     sessions: Sessions,
 ) -> None:
     node_id = await new_node(sessions)
-    names = [f"n{(n * 7) % 30:02d}" for n in range(30)]  # not sorted
+    # not sorted, and more than one turn of rows (component/turns.py), each one
+    # multi-row statement on SQLite whose ids must follow the order given
+    names = [f"n{(n * 7) % 600:03d}" for n in range(600)]
     await store(sessions, node_id, [simple(name) for name in names])
     await store(sessions, node_id, [simple("z1"), simple("a1")])  # same `now`: after them
     assert await ids_of(sessions, node_id) == [*names, "z1", "a1"]
