@@ -299,6 +299,7 @@ class Throughput:
     accept_rate: float = 0.0  # publish replies/s
     applied_rate: float = 0.0
     lags: list[float] = field(default_factory=list)
+    send_rate: float = math.nan  # publications sent/s (paced: what was kept of the rate)
     cpu: float = math.nan  # Herald's CPU seconds (user + system) over the phase
     server_cpu: float = math.nan  # the XMPP server's, likewise
     bench_cpu: float = math.nan  # this process's (the load generator and the watcher)
@@ -679,12 +680,14 @@ class Run:
             await asyncio.sleep(0.05)
         lags = [seen[k] - t for k, t in sent.items() if k in seen]
         last = max((seen[k] for k in sent if k in seen), default=began)
+        sending = max(sent.values(), default=began) - began
         return Throughput(
             len(sent),
             len(lags),
             len(sent) / accepted,
             len(lags) / (last - began) if lags else 0.0,
             lags,
+            send_rate=(len(sent) - 1) / sending if sending > 0 else math.nan,
         )
 
 
@@ -861,11 +864,15 @@ def report_throughput(
     p99 = pct(herald.lags, 99)
     # Judged at the paced rate: flat out, the lag is the backlog of whatever the
     # server accepts beyond what Herald applies, and grows with the run's length.
-    goal = herald.applied_rate >= 1000 and p99 < 0.1 and herald.seen == herald.sent
+    # Paced, keeping up is every publication applied with a bounded lag (items over
+    # the time to the last one seen falls short of the rate by that last lag).
+    kept = herald.send_rate >= 0.98 * args.tp_rate
+    goal = args.tp_rate >= 1000 and kept and p99 < 0.1 and herald.seen == herald.sent
     print(
         f"herald flat out / ceiling flat out: {ratio:.2f}x ({flat.applied_rate:.0f}/s);"
         f" goal >= 1000/s with lag p99 < 100 ms, {paced}: {'met' if goal else 'NOT met'}"
-        f" ({herald.applied_rate:.0f}/s, p99 {ms(p99)} ms)"
+        f" (sent at {herald.send_rate:.0f}/s, {herald.seen} of {herald.sent} applied,"
+        f" p99 {ms(p99)} ms)"
     )
     return {
         "applied/s": f"{flat.applied_rate:.0f}",

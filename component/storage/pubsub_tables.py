@@ -35,7 +35,11 @@ CHUNK: Final = 500
 
 def dialect_insert(session: AsyncSession, table: Table) -> sqlite.Insert | postgresql.Insert:
     """The dialect's INSERT, which is the one that knows ON CONFLICT."""
-    dialect = session.get_bind().dialect.name
+    return insert_for(session.get_bind().dialect.name, table)
+
+
+def insert_for(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """The INSERT of the dialect named, which is the one that knows ON CONFLICT."""
     if dialect == "sqlite":
         return sqlite.insert(table)
     if dialect == "postgresql":
