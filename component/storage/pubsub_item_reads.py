@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, or_, select, tuple_
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from component.paging import Page, PagingError, RsmRequest
@@ -24,6 +24,7 @@ from component.storage.pubsub_tables import (
     ITEMS,
     NEWEST_FIRST,
     chunks,
+    pairs_in,
 )
 from component.storage.records import ItemRecord, chronological
 from component.storage.timing import observed
@@ -65,7 +66,7 @@ async def items_by_ids_of_nodes(
     found: dict[int, list[ItemRecord]] = {node_id: [] for node_id in ids}
     for start in range(0, len(pairs), CHUNK):
         query = select(ITEMS.c.node_id, *ITEM_COLUMNS).where(
-            tuple_(ITEMS.c.node_id, ITEMS.c.item_id).in_(pairs[start : start + CHUNK])
+            pairs_in(ITEMS.c.node_id, ITEMS.c.item_id, pairs[start : start + CHUNK])
         )
         for row in await session.execute(query):
             found[row.node_id].append(item_record(row._mapping))

@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, delete, select, tuple_, update
+from sqlalchemy import JSON, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -24,6 +24,7 @@ from component.storage.pubsub_tables import (
     NEWEST_FIRST,
     chunks,
     insert_for,
+    pairs_in,
     rowcount,
 )
 from component.storage.records import ItemInput
@@ -158,7 +159,7 @@ async def retract_items_of_nodes(session: AsyncSession, ids: Mapping[int, Iterab
     for start in range(0, len(pairs), CHUNK):
         result = await session.execute(
             delete(ITEMS).where(
-                tuple_(ITEMS.c.node_id, ITEMS.c.item_id).in_(pairs[start : start + CHUNK])
+                pairs_in(ITEMS.c.node_id, ITEMS.c.item_id, pairs[start : start + CHUNK])
             )
         )
         removed += rowcount(result)

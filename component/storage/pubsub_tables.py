@@ -1,5 +1,6 @@
 """What the pubsub repository modules share: the tables, the item orderings, and
-small statement helpers (the dialect's INSERT, IN-list chunks, row counts).
+small statement helpers (the dialect's INSERT, IN-list chunks, pair lookups, row
+counts).
 
 Ordering: "chronological" is by ``created``, then by insertion order (the row id).
 An update keeps both, so a republished item keeps its place.
@@ -10,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table, and_, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from component.storage.models import Base
 
@@ -59,3 +61,19 @@ def rowcount(result: Any) -> int:
     # number of matched rows on both backends.
     count: int = result.rowcount
     return count
+
+
+Column = ColumnElement[Any] | InstrumentedAttribute[Any]
+
+
+def pairs_in(
+    first: Column, second: Column, pairs: Iterable[tuple[Any, Any]]
+) -> ColumnElement[bool]:
+    """``(first, second) IN pairs``, written so that an index on (first, second) serves
+    it: (first = a AND second IN (...)) OR ... . SQLite 3.40 scans the whole table for
+    a row-value IN list (every group write read the whole cache back), and PostgreSQL
+    read the table several times over for it."""
+    grouped: dict[Any, list[Any]] = {}
+    for a, b in pairs:
+        grouped.setdefault(a, []).append(b)
+    return or_(*(and_(first == a, second.in_(bs)) for a, bs in grouped.items()))

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from component.storage.convert import from_db
 from component.storage.models import PubsubLocalSubscription as Row
+from component.storage.pubsub_tables import CHUNK, pairs_in, rowcount
 from component.storage.timing import timed
 
 
@@ -120,6 +121,10 @@ async def drop_nodes(session: AsyncSession, nodes: Iterable[tuple[str, str]]) ->
     wanted = list(nodes)
     if not wanted:
         return 0
-    result = await session.execute(delete(Row).where(tuple_(Row.service, Row.node).in_(wanted)))
+    removed = 0
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        result = await session.execute(delete(Row).where(pairs_in(Row.service, Row.node, chunk)))
+        removed += rowcount(result)
     await session.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return removed
