@@ -314,10 +314,10 @@ class Cache:
         first. Nothing changes, in the database or in memory, unless all commits.
 
         Nodes whose items are in memory (requested lately) keep them there: the rows
-        the steps published are read back in the same transaction and merged with
-        what memory held, less what went. Their next requests are answered from
-        memory while notifications keep coming, at a cost that follows the changes,
-        not the nodes' sizes.
+        the steps published, as the upsert returned them (read back only if moved
+        since), are merged with what memory held, less what went. Their next
+        requests are answered from memory while notifications keep coming, at a cost
+        that follows the changes, not the nodes' sizes.
         """
         hot = {node.id: self._hot.version(node.id) for node, _ in changes if node.id in self._hot}
         # What memory holds plus what the steps publish bounds a hot node's count: one
@@ -331,9 +331,19 @@ class Cache:
             written = await write_steps(
                 session, changes, at_most, held_now, held_ids, self.limit, self._trim
             )
-            wanted = {node_id: written.published[node_id] for node_id in hot}
-            if any(wanted.values()):
-                fresh = await pubsub_item_reads.items_by_ids_of_nodes(session, wanted)
+            # The upsert returned the rows it wrote: only those changed since (moved
+            # to the newest place) are read back.
+            for node_id in hot:
+                fresh[node_id] = [
+                    row
+                    for item_id, row in written.fresh[node_id].items()
+                    if item_id not in written.reread[node_id]
+                ]
+            reread = {node_id: written.reread[node_id] for node_id in hot}
+            if any(reread.values()):
+                again = await pubsub_item_reads.items_by_ids_of_nodes(session, reread)
+                for node_id, rows in again.items():
+                    fresh[node_id] += rows
             tracing.step("write-commit", "*")
             await session.commit()
         tracing.step("write-end", "*")

@@ -8,7 +8,7 @@ transaction and the memory copy; this is what runs inside it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -34,8 +34,17 @@ class Written:
     again: dict[int, list[list[str]]] = field(default_factory=dict)
     # Ids that are gone or were rewritten: retracted, trimmed or published.
     touched: dict[int, set[str]] = field(default_factory=dict)
-    # Ids published: what the node holds of them is to be read back.
-    published: dict[int, set[str]] = field(default_factory=dict)
+    # The rows published that the node still holds, as stored (from the upsert).
+    fresh: dict[int, dict[str, ItemRecord]] = field(default_factory=dict)
+    # Published ids whose row changed after the upsert (restamped): to be read back.
+    reread: dict[int, set[str]] = field(default_factory=dict)
+
+    def gone(self, node_id: int, item_ids: Iterable[str]) -> None:
+        """These ids were retracted or trimmed from the node."""
+        for item_id in item_ids:
+            self.touched[node_id].add(item_id)
+            self.fresh[node_id].pop(item_id, None)
+            self.reread[node_id].discard(item_id)
 
 
 async def write_steps(
@@ -56,7 +65,8 @@ async def write_steps(
     for node, _ in changes:
         out.again[node.id] = []
         out.touched[node.id] = set()
-        out.published[node.id] = set()
+        out.fresh[node.id] = {}
+        out.reread[node.id] = set()
     records = out.records
     for n in range(max((len(steps) for _, steps in changes), default=0)):
         phase = [(node, steps[n]) for node, steps in changes if n < len(steps)]
@@ -64,22 +74,24 @@ async def write_steps(
         if retracting:
             await pubsub_item_writes.retract_items_of_nodes(session, retracting)
             for node_id, retracted in retracting.items():
-                out.touched[node_id].update(retracted)
+                out.gone(node_id, retracted)
         publishing = {node.id: (node, step) for node, step in phase if step.published}
         held: dict[int, list[str]] = {}
         if publishing:
             ids = {i: [x.item_id for x in s.published] for i, (_, s) in publishing.items()}
             for node_id, published in ids.items():
                 out.touched[node_id].update(published)
-                out.published[node_id].update(published)
             if n == 0:  # memory holds what the database does before any step
                 held = held_among(held_now, held_ids, ids, retracting)
             asked = {i: wanted for i, wanted in ids.items() if i not in held}
             if asked:
                 held |= await pubsub_item_reads.held_ids_of_nodes(session, asked)
-            await pubsub_item_writes.upsert_items_of_nodes(
+            stored = await pubsub_item_writes.upsert_items_of_nodes(
                 session, {i: s.published for i, (_, s) in publishing.items()}, datetime.now(UTC)
             )
+            for node_id, rows in stored.items():
+                out.fresh[node_id].update((row.item_id, row) for row in rows)
+                out.reread[node_id].difference_update(row.item_id for row in rows)
             for node_id, (_, step) in publishing.items():
                 if node_id in at_most:
                     at_most[node_id] += len(step.published)
@@ -96,10 +108,11 @@ async def write_steps(
             for node_id, (node, step) in publishing.items():
                 if step.move_republished and held[node_id]:
                     await pubsub_item_writes.restamp_items(session, node_id, held[node_id])
+                    out.reread[node_id].update(held[node_id])
                 current = state_of(records[node_id]) if node_id in records else node
                 if counts.get(node_id, 0) > limit(current):
                     record, gone = await trim(session, current)
-                    out.touched[node_id].update(gone)
+                    out.gone(node_id, gone)
                     if record is not None:
                         records[node_id] = record
         for node, _ in phase:

@@ -13,13 +13,14 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, delete, select, update
+from sqlalchemy import JSON, RowMapping, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
-from component.storage.convert import to_db
+from component.storage.convert import item_record, to_db
 from component.storage.pubsub_tables import (
     CHUNK,
+    ITEM_COLUMNS,
     ITEMS,
     NEWEST_FIRST,
     chunks,
@@ -27,7 +28,7 @@ from component.storage.pubsub_tables import (
     pairs_in,
     rowcount,
 )
-from component.storage.records import ItemInput
+from component.storage.records import ItemInput, ItemRecord
 from component.storage.search_repo import index_items
 from component.storage.timing import observed
 from component.turns import in_turns
@@ -36,7 +37,9 @@ from component.turns import in_turns
 async def _upsert(
     session: AsyncSession, node_id: int, items: Sequence[ItemInput], now: datetime
 ) -> int:
-    return await _upsert_rows(session, _rows(node_id, items, now))
+    rows = _rows(node_id, items, now)
+    await _upsert_rows(session, rows, whole=False)
+    return len(rows)
 
 
 def _rows(node_id: int, items: Sequence[ItemInput], now: datetime) -> list[dict[str, Any]]:
@@ -61,9 +64,10 @@ def _rows(node_id: int, items: Sequence[ItemInput], now: datetime) -> list[dict[
 
 
 @cache
-def _upsert_statement(dialect: str) -> ReturningInsert[Any]:
-    """The upsert of item rows, with what it returns: built once per dialect, since
-    building it (and its cache key) was 5% of Herald's CPU applying notifications."""
+def _upsert_statement(dialect: str, whole: bool) -> ReturningInsert[Any]:
+    """The upsert of item rows, returning each row as stored (whole) or its keys:
+    built once per dialect, since building it (and its cache key) was 5% of Herald's
+    CPU applying notifications."""
     # The column's JSON type would store None as the JSON text 'null'; no parsed form
     # is stored as SQL NULL instead, so that queries can tell "not parsed" with IS NULL.
     insert = insert_for(dialect, ITEMS).values(
@@ -79,35 +83,39 @@ def _upsert_statement(dialect: str) -> ReturningInsert[Any]:
             "updated": insert.excluded.updated,
         },
     )
+    keys = (ITEMS.c.node_id, ITEMS.c.item_id, ITEMS.c.id)
+    columns = (ITEMS.c.node_id, *ITEM_COLUMNS) if whole else keys
     if dialect == "sqlite":
-        # One multi-row statement, which SQLite inserts in the order given; the ids
-        # come back in no set order, so they are matched by key. (Asked in parameter
-        # order, SQLAlchemy sent one statement per row: an upsert has no sentinel.)
-        return upsert.returning(ITEMS.c.id, ITEMS.c.node_id, ITEMS.c.item_id)
+        # One multi-row statement, which SQLite inserts in the order given. (Asked in
+        # parameter order, SQLAlchemy sent one statement per row: an upsert has no
+        # sentinel to sort by on SQLite.)
+        return upsert.returning(*columns)
     # PostgreSQL: one statement that orders its VALUES by a sentinel.
-    return upsert.returning(ITEMS.c.id, sort_by_parameter_order=True)
+    return upsert.returning(*columns, sort_by_parameter_order=True)
 
 
-async def _upsert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
-    if not rows:
-        return 0
+async def _upsert_rows(
+    session: AsyncSession, rows: list[dict[str, Any]], *, whole: bool
+) -> list[RowMapping]:
+    """Write the rows and index them; each row as stored, in the order given (whole),
+    or nothing."""
     # Rows are sent in order, so items that share a `created` get increasing ids in
     # the order given: the tie-break of the chronological order. In turns: a big
     # node's rows (their JSON, their search documents) would hold the event loop.
     # The index is given the row ids written: looking each item up instead ran a
     # plan made while the table was nearly empty (a sequential scan) for every row,
     # quadratic in a big node's sync on PostgreSQL.
-    dialect = session.get_bind().dialect.name
-    statement = _upsert_statement(dialect)
+    statement = _upsert_statement(session.get_bind().dialect.name, whole)
+    stored: list[RowMapping] = []
     async for some in in_turns(rows):
         result = await session.execute(statement, some)
-        if dialect == "sqlite":
-            found = {(node_id, item_id): pk for pk, node_id, item_id in result}
-            written = [found[row["node_id"], row["item_id"]] for row in some]
-        else:
-            written = list(result.scalars())
-        await index_items(session, some, written)  # same transaction: never lags
-    return len(rows)
+        # Matched by key: SQLite returns the rows in no set order.
+        found = {(m["node_id"], m["item_id"]): m for m in result.mappings()}
+        written = [found[row["node_id"], row["item_id"]] for row in some]
+        await index_items(session, some, [m["id"] for m in written])  # never lags
+        if whole:
+            stored += written
+    return stored
 
 
 async def _delete_ids(session: AsyncSession, node_id: int, item_ids: Iterable[str]) -> int:
@@ -136,13 +144,16 @@ async def upsert_items(
 @observed
 async def upsert_items_of_nodes(
     session: AsyncSession, items: Mapping[int, Sequence[ItemInput]], now: datetime
-) -> int:
+) -> dict[int, list[ItemRecord]]:
     """upsert_items for several nodes in one statement (node id -> its items, oldest
-    first); return how many rows were written."""
+    first); return each node's rows as stored (what a read of them would give, without
+    the read)."""
     now = to_db(now)
-    return await _upsert_rows(
-        session, [row for node_id, some in items.items() for row in _rows(node_id, some, now)]
-    )
+    rows = [row for node_id, some in items.items() for row in _rows(node_id, some, now)]
+    out: dict[int, list[ItemRecord]] = {node_id: [] for node_id in items}
+    for stored in await _upsert_rows(session, rows, whole=True):
+        out[stored["node_id"]].append(item_record(stored))
+    return out
 
 
 @observed

@@ -221,12 +221,16 @@ async def test_a_group_write_inserts_its_rows_in_one_statement(
 ) -> None:
     """Asking for the new rows' ids in the order given made SQLAlchemy insert them one
     statement per row on SQLite (an upsert has no sentinel to sort by): two round
-    trips to the database thread per item. The rows of a group go in one statement."""
+    trips to the database thread per item. The rows of a group go in one statement,
+    and the rows it returns are what memory takes: nothing is read back."""
     from sqlalchemy import event
 
     cache = Cache(sessions, max_items_per_node=100)
     sync = synchroniser(ScriptedUpstream(), cache)
     nodes = await synced(sync, cache, *(f"n{i}" for i in range(10)))
+    for node in nodes:
+        assert await ids(cache, node.name) == ["a", "b", "c"]  # in memory now
+    reads = statements("items_by_ids_of_nodes"), statements("page_items")
     inserts: list[str] = []
 
     def count(*args: object) -> None:
@@ -248,6 +252,7 @@ async def test_a_group_write_inserts_its_rows_in_one_statement(
     assert len(inserts) == 1
     for node in nodes:
         assert await ids(cache, node.name) == ["a", "b", "c", "x", "y"]
+    assert (statements("items_by_ids_of_nodes"), statements("page_items")) == reads
     await sync.close()
 
 
