@@ -69,7 +69,10 @@ the run's length. "applied/s" is items over the time from the first send to the 
 one seen. "herald cpu ms/item" is Herald's CPU time (user + system, from /proc) over the
 phase per publication: unlike the rates, it holds on a loaded machine (in the ceiling
 phases Herald sees none of the publications: what it costs to sit idle); "server cpu
-ms/item" is the XMPP server's, likewise.
+ms/item" is the XMPP server's, likewise, "bench cpu" this process's and "pg cpu" all
+the PostgreSQL processes' (PostgreSQL runs only; the machine's server is shared, so it
+counts whatever else used it). "herald asked" counts the requests Herald sent
+upstream during the phase (its eviction probes).
 """
 
 from __future__ import annotations
@@ -303,6 +306,7 @@ class Throughput:
     cpu: float = math.nan  # Herald's CPU seconds (user + system) over the phase
     server_cpu: float = math.nan  # the XMPP server's, likewise
     bench_cpu: float = math.nan  # this process's (the load generator and the watcher)
+    db_cpu: float = math.nan  # PostgreSQL's, all its processes (nan on SQLite)
     upstream: float = math.nan  # requests Herald sent upstream over the phase
 
 
@@ -586,12 +590,14 @@ class Run:
 
         async def phase(name: str, nodes: list[str], seen: Seen, rate: float | None) -> None:
             cpu, server_cpu, own_cpu = self.herald_cpu(), self.server_cpu(), own_cpu_seconds()
+            db_cpu = self.db_cpu()
             asked = await self.upstream_requests()
             prefix = "".join(word[0] for word in name.split())
             out[name] = done = await self._publish_all(publishers, nodes, prefix, seen, rate)
             done.cpu = self.herald_cpu() - cpu
             done.server_cpu = self.server_cpu() - server_cpu
             done.bench_cpu = own_cpu_seconds() - own_cpu
+            done.db_cpu = self.db_cpu() - db_cpu
             done.upstream = await self.upstream_requests() - asked
 
         seen: Seen = {}
@@ -622,6 +628,21 @@ class Run:
         assert self.herald is not None
         assert self.herald.process is not None
         return cpu_seconds(self.herald.process.pid)
+
+    def db_cpu(self) -> float:
+        """PostgreSQL's CPU seconds so far, all its processes (nan on SQLite, whose
+        work is in Herald's own)."""
+        if self.db != "postgresql":
+            return math.nan
+        total = 0.0
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if (proc / "comm").read_text().strip() == "postgres":
+                        total += cpu_seconds(int(proc.name))
+                except OSError:
+                    continue  # gone meanwhile
+        return total
 
     def server_cpu(self) -> float:
         """The XMPP server's CPU seconds so far: where the publications' cost goes."""
@@ -842,7 +863,8 @@ def report_throughput(
     print(
         f"{'path':<40} {'published':>9} {'accepted/s':>10} {'applied/s':>9}"
         f" {'lag p50 ms':>10} {'p99 ms':>7} {'lost':>5} {'herald cpu ms/item':>18}"
-        f" {'server cpu ms/item':>18} {'bench cpu ms/item':>17} {'herald asked':>12}"
+        f" {'server cpu ms/item':>18} {'bench cpu ms/item':>17} {'pg cpu ms/item':>14}"
+        f" {'herald asked':>12}"
     )
     paced = f"at {args.tp_rate:g}/s"
     for name, what in (
@@ -857,7 +879,8 @@ def report_throughput(
             f" {ms(pct(one.lags, 50)):>10} {ms(pct(one.lags, 99)):>7} {one.sent - one.seen:>5}"
             f" {one.cpu * 1000 / max(1, one.sent):>18.2f}"
             f" {one.server_cpu * 1000 / max(1, one.sent):>18.2f}"
-            f" {one.bench_cpu * 1000 / max(1, one.sent):>17.2f} {one.upstream:>12.0f}"
+            f" {one.bench_cpu * 1000 / max(1, one.sent):>17.2f}"
+            f" {one.db_cpu * 1000 / max(1, one.sent):>14.2f} {one.upstream:>12.0f}"
         )
     flat, ceiling, herald = t["herald"], t["ceiling"], t["herald paced"]
     ratio = flat.applied_rate / ceiling.applied_rate if ceiling.applied_rate else math.nan
