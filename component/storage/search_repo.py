@@ -53,10 +53,14 @@ def _dialect(session: AsyncSession) -> str:
 
 
 _INDEX_SQL: Final = {
+    # Many rows through the DB-API's executemany: in process, one call.
     "sqlite": "INSERT OR REPLACE INTO pubsub_search (rowid, document) VALUES (:item_pk, :document)",
+    # One statement over arrays: psycopg's executemany sends a statement per row (its
+    # pipeline was 9% of Herald's CPU applying notifications on PostgreSQL).
     "postgresql": (
         "INSERT INTO pubsub_search (item_pk, document) "
-        "VALUES (:item_pk, to_tsvector('simple', :document)) "
+        "SELECT t.pk, to_tsvector('simple', t.doc) "
+        "FROM unnest(CAST(:item_pks AS integer[]), CAST(:documents AS text[])) AS t(pk, doc) "
         "ON CONFLICT (item_pk) DO UPDATE SET document = excluded.document"
     ),
 }
@@ -68,12 +72,17 @@ async def index_items(
 ) -> None:
     """(Re)index stored items, given as the rows written (data, parsed_value) and
     their row ids, in the same order; call it in the transaction that wrote them."""
-    documents = [
-        {"item_pk": pk, "document": document(row["data"], row["parsed_value"])}
-        for row, pk in zip(rows, item_pks, strict=True)
-    ]
-    if documents:
-        await session.execute(text(_INDEX_SQL[_dialect(session)]), documents)
+    pairs = list(zip(item_pks, (document(r["data"], r["parsed_value"]) for r in rows), strict=True))
+    if not pairs:
+        return
+    dialect = _dialect(session)
+    if dialect == "postgresql":
+        pks, documents = zip(*pairs, strict=True)
+        arrays = {"item_pks": list(pks), "documents": list(documents)}
+        await session.execute(text(_INDEX_SQL[dialect]), arrays)
+    else:
+        each = [{"item_pk": pk, "document": d} for pk, d in pairs]
+        await session.execute(text(_INDEX_SQL[dialect]), each)
 
 
 @timed("search_items")
