@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component import metrics
+from component.paging import RsmRequest
 from component.pubsub import tracing
 from component.pubsub.group_write import write_steps
 from component.pubsub.hot_items import HotItems
@@ -227,6 +228,18 @@ class Cache:
         if self._hot.version(node.id) == version:
             self._hot.hold(node.id, items, size)
         return items
+
+    async def oldest(self, node: NodeState, count: int) -> list[ItemRecord]:
+        """The node's `count` oldest items: from memory when held there (not counted
+        as a use), or only those rows from the database (the node stays out of
+        memory: an eviction probe is not a read)."""
+        held = self._hot.peek(node.id)
+        if held is not None:
+            return held[:count]
+        async with self.sessions() as session:
+            page = await pubsub_item_reads.page_items(session, node.id, RsmRequest(max=count), None)
+            await session.commit()  # not a ROLLBACK: see held()
+        return list(page.items)
 
     def limit(self, node: NodeState) -> int:
         """How many items the node keeps: ours, or upstream's pubsub#max_items if lower."""

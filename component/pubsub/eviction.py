@@ -96,7 +96,7 @@ class EvictionWatch:
             first = False
             count -= asked
             try:
-                oldest = (await self.cache.items(node))[:asked]
+                oldest = await self.cache.oldest(node, asked)
                 gone = await self._missing_upstream(node, [item.item_id for item in oldest])
             except Exception as exc:
                 reason = exc.condition if isinstance(exc, UpstreamError) else repr(exc)

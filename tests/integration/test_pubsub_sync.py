@@ -400,6 +400,43 @@ async def test_a_node_whose_items_expire_is_not_cached(
     assert "items" not in upstream.calls  # never fetched
 
 
+async def test_a_probe_reads_the_oldest_items_of_a_cold_node_not_all_of_them(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The eviction probe took the oldest cached items from cache.items(): for a node
+    not in memory, that read every item (payloads included) and kept the node in
+    memory, pushing out the nodes clients read, to use one or a few of them."""
+    from component.pubsub import eviction
+
+    monkeypatch.setattr(eviction, "PROBE_DELAY", 0.01)
+    upstream = ScriptedUpstream()
+    upstream.items = [f"i{n:03d}" for n in range(200)]
+    cache = Cache(sessions, max_items_per_node=1000)
+    sync = synchroniser(upstream, cache)
+    try:
+        await sync.sync(await cache.ensure(SERVICE, NODE, None))
+        node = cache.node(SERVICE, NODE)
+        assert node is not None
+        assert not cache.hot(node)  # nobody read it
+        upstream.items.append("new")
+        upstream.by_id.clear()
+        await sync.apply(SERVICE, items_event("new"))
+        for _ in range(200):
+            if upstream.by_id:
+                break
+            await asyncio.sleep(0.01)
+        await sync.wait_idle()
+        print("probe of a cold node, (ids asked, items sent):", upstream.by_id)
+        assert upstream.by_id == [(1, 1)]  # the probe ran
+        node = cache.node(SERVICE, NODE)
+        assert node is not None
+        assert not cache.hot(node)
+        assert [i.item_id for i in await cache.items(node)] == upstream.items
+    finally:
+        await sync.wait_idle()
+        await sync.close()
+
+
 async def test_items_upstream_dropped_silently_are_dropped_from_the_cache(
     sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
