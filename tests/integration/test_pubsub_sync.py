@@ -418,7 +418,8 @@ async def test_a_probe_reads_the_oldest_items_of_a_cold_node_not_all_of_them(
         node = cache.node(SERVICE, NODE)
         assert node is not None
         assert not cache.hot(node)  # nobody read it
-        upstream.items.append("new")
+        # upstream keeps 200: it drops the oldest for the new one, without a word
+        upstream.items = [*upstream.items[1:], "new"]
         upstream.by_id.clear()
         await sync.apply(SERVICE, items_event("new"))
         for _ in range(200):
@@ -427,7 +428,7 @@ async def test_a_probe_reads_the_oldest_items_of_a_cold_node_not_all_of_them(
             await asyncio.sleep(0.01)
         await sync.wait_idle()
         print("probe of a cold node, (ids asked, items sent):", upstream.by_id)
-        assert upstream.by_id == [(1, 1)]  # the probe ran
+        assert upstream.by_id == [(1, 0)]  # the oldest, which upstream no longer has
         node = cache.node(SERVICE, NODE)
         assert node is not None
         assert not cache.hot(node)
