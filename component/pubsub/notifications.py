@@ -301,9 +301,11 @@ class NotificationApplier:
             node = self.cache.node(*key)
             if node is None or not node.serves_from_cache or node.id in self._pending:
                 return
+            # The probed items only: reading the whole node (and keeping it in
+            # memory) for them cost what the probe saved.
             gone = [
                 i.item_id
-                for i in await self.cache.items(node)
+                for i in await self.cache.held(node, list(probed))
                 if probed.get(i.item_id) == i.updated
             ]
             if gone:

@@ -17,13 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.pubsub.cache import Cache
 from component.pubsub.item_intake import CacheLimits
+from component.pubsub.node_state import NodeState
 from component.pubsub.reconcile import RECONCILE_EVERY
 from component.pubsub.rules import AnalyserRule, Registry
 from component.pubsub.stanzas import NodeEvent, ReceivedItem
 from component.pubsub.sync import Synchroniser
 from component.pubsub.upstream import UpstreamError
 from component.storage import pubsub_leases, pubsub_nodes
-from component.storage.records import COMPLETED, ERROR, ItemInput
+from component.storage.records import COMPLETED, ERROR, ItemInput, ItemRecord
 from component.xmpp.errors import make_error
 
 pytestmark = pytest.mark.integration
@@ -403,9 +404,10 @@ async def test_a_node_whose_items_expire_is_not_cached(
 async def test_a_probe_reads_the_oldest_items_of_a_cold_node_not_all_of_them(
     sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The eviction probe took the oldest cached items from cache.items(): for a node
-    not in memory, that read every item (payloads included) and kept the node in
-    memory, pushing out the nodes clients read, to use one or a few of them."""
+    """The eviction probe took the oldest cached items from cache.items(), and the
+    drop that follows read the node again the same way: for a node not in memory,
+    every item (payloads included), kept in memory, pushing out the nodes clients
+    read, to use one or a few of them."""
     from component.pubsub import eviction
 
     monkeypatch.setattr(eviction, "PROBE_DELAY", 0.01)
@@ -418,21 +420,31 @@ async def test_a_probe_reads_the_oldest_items_of_a_cold_node_not_all_of_them(
         node = cache.node(SERVICE, NODE)
         assert node is not None
         assert not cache.hot(node)  # nobody read it
+        whole: list[str] = []  # nodes read whole from here on
+        read_whole = cache.items
+
+        async def items(state: NodeState) -> list[ItemRecord]:
+            whole.append(state.name)
+            return await read_whole(state)
+
+        monkeypatch.setattr(cache, "items", items)
         # upstream keeps 200: it drops the oldest for the new one, without a word
         upstream.items = [*upstream.items[1:], "new"]
         upstream.by_id.clear()
         await sync.apply(SERVICE, items_event("new"))
-        for _ in range(200):
-            if upstream.by_id:
+        for _ in range(300):  # the probe, then the drop, in the background
+            if upstream.by_id and not await cache.held(node, ["i000"]):
                 break
             await asyncio.sleep(0.01)
-        await sync.wait_idle()
         print("probe of a cold node, (ids asked, items sent):", upstream.by_id)
+        print("nodes read whole meanwhile:", whole)
         assert upstream.by_id == [(1, 0)]  # the oldest, which upstream no longer has
+        assert not await cache.held(node, ["i000"])  # dropped
+        assert whole == []
         node = cache.node(SERVICE, NODE)
         assert node is not None
         assert not cache.hot(node)
-        assert [i.item_id for i in await cache.items(node)] == upstream.items
+        assert [i.item_id for i in await read_whole(node)] == upstream.items
     finally:
         await sync.wait_idle()
         await sync.close()
