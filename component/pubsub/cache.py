@@ -280,25 +280,13 @@ class Cache:
         past only ours, upstream still has what went, and the node is truncated.
         """
         async with self.sessions() as session:
-            record = await self._store(session, node, items, moved)
+            await pubsub_item_writes.upsert_items(session, node.id, items, utcnow())
+            if moved:
+                await pubsub_item_writes.restamp_items(session, node.id, moved)
+            record, _ = await self._trim(session, node)
             await session.commit()
         self._drop_items(node.id)
         return self._remember(node, record)
-
-    async def _store(
-        self,
-        session: AsyncSession,
-        node: NodeState,
-        items: Sequence[ItemInput],
-        moved: Sequence[str],
-    ) -> NodeRecord | None:
-        """upsert_items' writes, in the caller's transaction; the new record if the
-        node's state changed."""
-        await pubsub_item_writes.upsert_items(session, node.id, items, utcnow())
-        if moved:
-            await pubsub_item_writes.restamp_items(session, node.id, moved)
-        record, _ = await self._trim(session, node)
-        return record
 
     async def _trim(
         self, session: AsyncSession, node: NodeState
@@ -338,25 +326,11 @@ class Cache:
         held_now = {node_id: self._hot.peek(node_id) or [] for node_id in hot}
         held_ids = {node_id: self._hot.ids(node_id) for node_id in hot}
         at_most = {node_id: len(items) for node_id, items in held_now.items()}
-        fresh: dict[int, list[ItemRecord]] = {}
         tracing.step("write-start", "*", str(len(changes)))
         async with self.sessions() as session:
             written = await write_steps(
                 session, changes, at_most, held_now, held_ids, self.limit, self._trim
             )
-            # The upsert returned the rows it wrote: only those changed since (moved
-            # to the newest place) are read back.
-            for node_id in hot:
-                fresh[node_id] = [
-                    row
-                    for item_id, row in written.fresh[node_id].items()
-                    if item_id not in written.reread[node_id]
-                ]
-            reread = {node_id: written.reread[node_id] for node_id in hot}
-            if any(reread.values()):
-                again = await pubsub_item_reads.items_by_ids_of_nodes(session, reread)
-                for node_id, rows in again.items():
-                    fresh[node_id] += rows
             tracing.step("write-commit", "*")
             await session.commit()
         tracing.step("write-end", "*")
@@ -367,7 +341,8 @@ class Cache:
             unchanged = node.id in hot and self._hot.version(node.id) == hot[node.id]
             if unchanged and state.serves_from_cache:
                 self._gauges_stale = True
-                self._hot.merge(node.id, written.touched[node.id], fresh.get(node.id, []))
+                fresh = list(written.fresh[node.id].values())
+                self._hot.merge(node.id, written.touched[node.id], fresh)
             else:
                 self._drop_items(node.id)
             out.append((state, written.again[node.id]))

@@ -34,9 +34,10 @@ class Written:
     again: dict[int, list[list[str]]] = field(default_factory=dict)
     # Ids that are gone or were rewritten: retracted, trimmed or published.
     touched: dict[int, set[str]] = field(default_factory=dict)
-    # The rows published that the node still holds, as stored (from the upsert).
+    # The rows published that the node still holds, as stored at the end (those the
+    # upsert returned; for nodes held in memory, read back if restamped after it).
     fresh: dict[int, dict[str, ItemRecord]] = field(default_factory=dict)
-    # Published ids whose row changed after the upsert (restamped): to be read back.
+    # Published ids whose row changed after the upsert (restamped).
     reread: dict[int, set[str]] = field(default_factory=dict)
 
     def gone(self, node_id: int, item_ids: Iterable[str]) -> None:
@@ -117,4 +118,11 @@ async def write_steps(
                         records[node_id] = record
         for node, _ in phase:
             out.again[node.id].append(held.get(node.id, []))
+    # Memory takes the rows as they stand: those restamped since the upsert are read
+    # back, for the nodes it holds (the others are read whole when next asked for).
+    reread = {node_id: out.reread[node_id] for node_id in held_now if out.reread[node_id]}
+    if reread:
+        again = await pubsub_item_reads.items_by_ids_of_nodes(session, reread)
+        for node_id, rows in again.items():
+            out.fresh[node_id].update((row.item_id, row) for row in rows)
     return out
