@@ -71,8 +71,8 @@ def pairs_in(
 ) -> ColumnElement[bool]:
     """``(first, second) IN pairs``, written so that an index on (first, second) serves
     it: (first = a AND second IN (...)) OR ... . SQLite 3.40 scans the whole table for
-    a row-value IN list (every group write read the whole cache back), and PostgreSQL
-    read the table several times over for it."""
+    a row-value IN list (every group write read the whole cache back); PostgreSQL
+    used the index either way."""
     grouped: dict[Any, list[Any]] = {}
     for a, b in pairs:
         grouped.setdefault(a, []).append(b)
