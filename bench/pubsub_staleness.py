@@ -308,6 +308,8 @@ class Throughput:
     bench_cpu: float = math.nan  # this process's (the load generator and the watcher)
     db_cpu: float = math.nan  # PostgreSQL's, all its processes (nan on SQLite)
     upstream: float = math.nan  # requests Herald sent upstream over the phase
+    # (kind, node, item) -> (sent, seen or None): for bench/staleness_trace.py
+    times: dict[tuple[str, str, str], tuple[float, float | None]] = field(default_factory=dict)
 
 
 class Run:
@@ -383,9 +385,10 @@ class Run:
         self.herald.start()
         await self.herald.wait_healthy()
 
-    def keep_trace(self, into: Path, st: Staleness) -> None:
-        """Save the staleness phase's changes and Herald's log over both phases (with
-        its trace lines; bench/staleness_trace.py reads both) under into/<server>-<db>."""
+    def keep_trace(self, into: Path, st: Staleness, flow: dict[str, Throughput]) -> None:
+        """Save the staleness phase's changes, the paced phase's publications and
+        Herald's log over both phases (with its trace lines; bench/staleness_trace.py
+        reads them) under into/<server>-<db>."""
         assert self.herald is not None
         into.mkdir(parents=True, exist_ok=True)
         stem = into / f"{self.server.__class__.__name__.lower()}-{self.db}"
@@ -397,6 +400,13 @@ class Run:
             for c in st.changes
         ]  # fmt: skip
         stem.with_suffix(".changes.json").write_text(json.dumps(rows))
+        paced = flow.get("herald paced")
+        if paced is not None:
+            times = [
+                {"node": node, "item": item, "sent": sent, "seen": seen}
+                for (_, node, item), (sent, seen) in paced.times.items()
+            ]
+            stem.with_suffix(".paced.json").write_text(json.dumps(times))
         stem.with_suffix(".log").write_text(self.herald.log())
 
     async def stop(self) -> None:
@@ -709,6 +719,7 @@ class Run:
             len(lags) / (last - began) if lags else 0.0,
             lags,
             send_rate=(len(sent) - 1) / sending if sending > 0 else math.nan,
+            times={k: (t, seen.get(k)) for k, t in sent.items()},
         )
 
 
@@ -760,10 +771,14 @@ class DbWatcher:
         )  # fmt: skip
 
     def _run(self) -> None:
-        query = (
-            "SELECT i.id, i.item_id, n.name FROM pubsub_items i "
-            "JOIN pubsub_nodes n ON n.id = i.node_id WHERE i.id > {} ORDER BY i.id"
-        )
+        # Parameters, not text: PostgreSQL prepares the statement once, instead of
+        # parsing and planning 500 a second. The LIMIT keeps the plan on the primary
+        # key even before the table has statistics (a fresh database's first minute):
+        # without it PostgreSQL scanned the whole table at every poll, its CPU counted
+        # as Herald's database's.
+        mark = "?" if self.db == "sqlite" else "%s"
+        query = f"SELECT id, node_id, item_id FROM pubsub_items WHERE id > {mark} ORDER BY id LIMIT 5000"
+        names: dict[int, str] = {}
         try:
             conn = self._connect()
             with conn:  # type: ignore[attr-defined]
@@ -777,10 +792,12 @@ class DbWatcher:
                 gaps: dict[int, float] = {}
                 while not self._stop.is_set():
                     since = min(min(gaps, default=last + 1) - 1, last)
-                    rows = conn.execute(query.format(since)).fetchall()  # type: ignore[attr-defined]
+                    rows = conn.execute(query, (since,)).fetchall()  # type: ignore[attr-defined]
                     now = time.perf_counter()
-                    for row_id, item, node in rows:
-                        self.seen.setdefault(("publish", node, item), now)
+                    for row_id, node_id, item in rows:
+                        if node_id not in names:
+                            names.update(conn.execute("SELECT id, name FROM pubsub_nodes").fetchall())  # type: ignore[attr-defined]
+                        self.seen.setdefault(("publish", names[node_id], item), now)
                         if row_id > last:
                             gaps.update(dict.fromkeys(range(last + 1, row_id), now))
                             last = row_id
@@ -937,7 +954,7 @@ async def run_server(args: argparse.Namespace, name: str, root: Path) -> dict[st
                 print(f"{label}: staleness done ({time.perf_counter() - began:.0f} s)", flush=True)
                 flow = await run.throughput()
                 if args.trace:  # the log holds the throughput phase's lines too
-                    run.keep_trace(Path(args.trace), st)
+                    run.keep_trace(Path(args.trace), st, flow)
             except BaseException:
                 if run.herald is not None:
                     print(f"Herald's log tail ({label}):\n{run.herald.log()[-3000:]}")

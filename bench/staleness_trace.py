@@ -12,6 +12,7 @@ the notified publications and retractions, p50/p99 of each step:
   answer       applied -> the first fresh answer arrives at the bench (a poll's
                wait, the read's own decision and database read, the round trip)
 for the throughput phase's notifications, Herald's own part (received -> applied),
+and for the paced phase's the whole lag split (upstream, Herald, the bench's watcher),
 and of the group writes (checkout and statements, commit) and the staleness
 phase's reads (how many waited for an access check or an upstream comparison, and
 how long; the set-up's first reads are left out).
@@ -118,6 +119,10 @@ def report(stem: Path) -> None:
         print(line("queue: received -> write starts", queued))
         print(line("received -> applied (committed)", own))
 
+    paced = stem.with_suffix(".paced.json")
+    if paced.exists():
+        report_paced(json.loads(paced.read_text()), steps)
+
     print("group writes (all nodes, both phases):")
     starts = [t for t, _ in steps["write-start"]["*"]]
     commits = [t for t, _ in steps["write-commit"]["*"]]
@@ -153,6 +158,29 @@ def report(stem: Path) -> None:
     db = spans(steps, "items-db", "items-db-end")
     if db:
         print(line("reads of items from the database", db))
+
+
+def report_paced(times: list[dict[str, object]], steps: dict[str, dict[str, list[Step]]]) -> None:
+    """The paced phase's lag (the goal's figure), split where it goes."""
+    parts: dict[str, list[float]] = defaultdict(list)
+    for t in times:
+        node, item, sent, seen = t["node"], t["item"], t["sent"], t["seen"]
+        assert isinstance(node, str) and isinstance(item, str) and isinstance(sent, float)
+        if not isinstance(seen, float):
+            parts["(never seen)"].append(math.nan)
+            continue
+        parts["lag (bench: send -> row seen)"].append(seen - sent)
+        recv = first_after(steps["recv"][node], sent, item)
+        applied = first_after(steps["applied"][node], recv[0]) if recv else None
+        if recv is None or applied is None:
+            parts["(not traced)"].append(seen - sent)
+            continue
+        parts["upstream: send -> received"].append(recv[0] - sent)
+        parts["herald: received -> applied"].append(applied[0] - recv[0])
+        parts["watcher: applied -> row seen"].append(seen - applied[0])
+    print(f"paced phase (herald, {len(times)} publications), ms from the owner's send:")
+    for name, values in parts.items():
+        print(line(name, values))
 
 
 def within(

@@ -17,7 +17,12 @@ from component.multicast.service import MulticastComponent
 from component.pubsub.rules import Registry
 from component.pubsub.service import PubsubComponent
 from component.storage import migrate
-from component.storage.engine import create_engine, session_factory
+from component.storage.engine import (
+    create_engine,
+    create_redoable_engine,
+    on_connection_lost,
+    session_factory,
+)
 from component.xmpp.connection import ServiceComponent
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ class Herald:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine: AsyncEngine | None = None
+        self.redoable_engine: AsyncEngine | None = None
         self.metrics_server: metrics.MetricsServer | None = None
         self.services: list[ServiceComponent] = []
         self._ready_task: asyncio.Task[None] | None = None
@@ -49,6 +55,8 @@ class Herald:
             raise StartupError(f"database {s.database.masked()}: {exc}") from None
         log.info("database %s is at schema %s", s.database.masked(), migrate.head_revision())
         self.sessions = session_factory(self.engine)
+        self.redoable_engine = create_redoable_engine(s.database.url.get_secret_value())
+        redoable = None if self.redoable_engine is None else session_factory(self.redoable_engine)
 
         address = s.metrics.address()
         if address is not None:
@@ -82,8 +90,12 @@ class Herald:
                     Registry.from_config(s.pubsub.rules),
                     trusted_hosts=self.server_hosts(),
                     own_jids=frozenset({s.multicast.jid}) if s.multicast.enabled else frozenset(),
+                    redoable=redoable,
                 )
             )
+        if self.redoable_engine is not None:
+            for engine in (self.engine, self.redoable_engine):
+                on_connection_lost(engine, self._database_lost)
         for service in self.services:
             if isinstance(service, PubsubComponent):
                 await service.prepare()  # gauges reflect the database before any request
@@ -93,6 +105,11 @@ class Herald:
         # which otherwise stalls the loop for ~50 ms (measured by bench/pubsub_items).
         gc.collect()
         gc.freeze()
+
+    def _database_lost(self) -> None:
+        for service in self.services:
+            if isinstance(service, PubsubComponent):
+                service.database_lost()
 
     def server_hosts(self) -> frozenset[str]:
         """Hosts whose XEP-0356 advertisements we believe: our server's own domains.
@@ -141,8 +158,9 @@ class Herald:
         await asyncio.gather(*(s.close() for s in self.services), return_exceptions=True)
         if self.metrics_server is not None:
             await self.metrics_server.close()
-        if self.engine is not None:
-            await self.engine.dispose()
+        for engine in (self.engine, self.redoable_engine):
+            if engine is not None:
+                await engine.dispose()
 
 
 async def serve(settings: Settings) -> None:

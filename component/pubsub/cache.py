@@ -55,8 +55,12 @@ class Cache:
         sessions: async_sessionmaker[AsyncSession],
         max_items_per_node: int,
         memory_bytes: int = MEMORY_BYTES,
+        redoable: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.sessions = sessions
+        # For the group writes of notifications only: commits a database crash may
+        # lose, since a resync redoes them (storage/engine.py: create_redoable_engine).
+        self.redoable = redoable or sessions
         self.max_items_per_node = max_items_per_node
         self.memory_bytes = memory_bytes
         self._nodes: dict[tuple[str, str], NodeState] = {}
@@ -327,7 +331,7 @@ class Cache:
         held_ids = {node_id: self._hot.ids(node_id) for node_id in hot}
         at_most = {node_id: len(items) for node_id, items in held_now.items()}
         tracing.step("write-start", "*", str(len(changes)))
-        async with self.sessions() as session:
+        async with self.redoable() as session:
             written = await write_steps(
                 session, changes, at_most, held_now, held_ids, self.limit, self._trim
             )

@@ -59,6 +59,7 @@ from component.pubsub.stanzas import written_events
 from component.pubsub.sync import Synchroniser
 from component.pubsub.targeting import Targeting
 from component.pubsub.upstream import Upstream, UpstreamError
+from component.storage.engine import ping
 from component.storage.records import ItemRecord
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.errors import make_error
@@ -75,6 +76,8 @@ from component.xmpp.privilege import HostPrivileges
 from component.xmpp.xmltext import serialize
 
 log = logging.getLogger(__name__)
+
+DATABASE_RETRY = 0.5  # seconds between tries of a database that went away
 
 KINDS = frozenset(
     {
@@ -111,6 +114,7 @@ class PubsubComponent(ServiceComponent):
         registry: Registry,
         trusted_hosts: frozenset[str],
         own_jids: frozenset[str] = frozenset(),
+        redoable: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.settings = settings
         self.max_stanza_bytes = settings.max_stanza_bytes
@@ -121,7 +125,9 @@ class PubsubComponent(ServiceComponent):
         )
         self.upstream_jid = settings.upstream
         self.registry = registry
-        self.cache = Cache(sessions, settings.max_items_per_node, settings.memory_cache_bytes)
+        self.cache = Cache(
+            sessions, settings.max_items_per_node, settings.memory_cache_bytes, redoable
+        )
         self._upkeep_task: asyncio.Task[None] | None = None
         self._gauges_task: asyncio.Task[None] | None = None
         self._verified: dict[int, float] = {}
@@ -153,6 +159,7 @@ class PubsubComponent(ServiceComponent):
         self.synchroniser.keeps_subscription = self.held.holds
         self.admin_watch = AdminWatch(self.cache, self.synchroniser)
         self._admin_task: asyncio.Task[None] | None = None
+        self._resync_task: asyncio.Task[None] | None = None
         self.admin_commands = AdminCommands(
             settings.admins, self.boundjid.bare, self.upstream_jid, sessions, self.admin_watch
         )
@@ -226,6 +233,25 @@ class PubsubComponent(ServiceComponent):
         # Notifications sent while we were away are lost: re-fetch every synced node.
         self.synchroniser.resync_all()
         self.held.reconnected()
+
+    def database_lost(self) -> None:
+        """A statement found its database connection dead: the server crashed or
+        restarted, and may have lost the last group writes (committed without waiting
+        for its disk). Nothing is answered from the cache until re-fetched, which
+        starts once the database answers again."""
+        self.cache.unconfirm_all()
+        if self._resync_task is None or self._resync_task.done():
+            log.warning("pubsub: the database connection was lost; re-fetching every node")
+            self._resync_task = self._background.start(self._resync_once_database_answers())
+
+    async def _resync_once_database_answers(self) -> None:
+        while True:
+            try:
+                await ping(self.cache.sessions)
+                break
+            except Exception:  # down a while yet
+                await asyncio.sleep(DATABASE_RETRY)
+        self.synchroniser.resync_all()
 
     async def _gauges(self) -> None:
         while True:

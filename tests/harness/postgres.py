@@ -32,6 +32,8 @@ class PrivatePostgres:
     root: Path
     port: int = field(default_factory=free_port)
     user: str = "postgres"
+    # Extra server settings (name -> value), passed as -c at every start.
+    settings: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
     def available() -> bool:
@@ -102,7 +104,7 @@ class PrivatePostgres:
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
             "-c fsync=off -c full_page_writes=off"
-        )
+        ) + "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._as_postgres(
             pg_ctl, "-D", str(self.data), "-l", str(self.log_path), "-w", "-o", options, "start"
         )

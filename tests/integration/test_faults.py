@@ -299,12 +299,23 @@ async def test_server_restart_under_multicast_load(restartable: XmppServer, tmp_
 @pytest.fixture
 def private_pg() -> Iterator[PrivatePostgres]:
     """A PostgreSQL cluster this test alone uses, free to kill and start again."""
+    yield from _private_pg({})
+
+
+@pytest.fixture
+def forgetful_pg() -> Iterator[PrivatePostgres]:
+    """A private cluster whose WAL writer waits 10 s (its longest) between flushes:
+    a crash then loses every commit made without waiting for the disk in that time."""
+    yield from _private_pg({"wal_writer_delay": "10s", "wal_writer_flush_after": "16MB"})
+
+
+def _private_pg(settings: dict[str, str]) -> Iterator[PrivatePostgres]:
     if not PrivatePostgres.available():
         missing("PostgreSQL server binaries (initdb, pg_ctl) and the postgres user")
     # Not under tmp_path: every pytest session that starts (anyone's, on this machine)
     # resets /tmp/pytest-of-root to 0700, and the postgres user could not reach it.
     root = Path(tempfile.mkdtemp(prefix="herald-pg-"))
-    pg = PrivatePostgres(root)
+    pg = PrivatePostgres(root, settings=settings)
     try:
         pg.start()
         yield pg
@@ -531,6 +542,85 @@ async def test_a_node_first_asked_for_during_an_outage_is_cached_after_it(
     assert answers == [3, 3, 3]
     assert took is not None, "not cached within 5 s of the database coming back"
     assert not storm, [r.getMessage() for r in storm]  # a warning each, no traceback
+
+
+def _row_count(url: str, node: str, item: str) -> int:
+    """Rows of the item in Herald's database, read past Herald (its own connection)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    at = make_url(url)
+    with psycopg.connect(
+        host=at.host, port=at.port, user=at.username, dbname=at.database, autocommit=True
+    ) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pubsub_items i JOIN pubsub_nodes n ON n.id = i.node_id"
+            " WHERE n.name = %s AND i.item_id = %s",
+            (node, item),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_write_a_database_crash_lost_is_never_served_missing(
+    prosody: Prosody, forgetful_pg: PrivatePostgres, people: dict[str, Any]
+) -> None:
+    """Notifications are written without waiting for PostgreSQL's disk, so a crash of
+    the server can lose the last ones. Herald must then not answer from what the
+    database kept: the first answer after the crash already holds the item."""
+    alice = people["alice"]
+    owner = Owner(people["olivia"])
+    url = forgetful_pg.url()
+    herald = await start_both(prosody, url)
+    try:
+        node = unique("blog-crash")
+        await owner.create(node, items=2)
+        await get_items(alice, node)  # the miss that starts its sync; not read since
+        await until(synced(herald, node), 10, "the node cached")
+        lost = None
+        for attempt in range(5):  # a flush by chance keeps the commit: try again
+            item = f"lost-{attempt}"
+            await owner.publish(node, item, "written, then lost")
+
+            async def written(item: str = item) -> bool:
+                return await asyncio.to_thread(_row_count, url, node, item) == 1
+
+            await until(written, 10, "the notification written")
+            await asyncio.to_thread(forgetful_pg.stop, "immediate")
+            await asyncio.to_thread(forgetful_pg.start)
+            if await asyncio.to_thread(_row_count, url, node, item) == 0:
+                lost = item
+                break
+        assert lost is not None, "no crash lost the last write: nothing was tested"
+        began = time.monotonic()
+        answers: list[list[str] | str] = []
+        while time.monotonic() - began < 15:
+            try:
+                got, _, _ = await get_items(alice, node)
+            except IqError as exc:
+                answers.append(exc.iq["error"]["condition"])
+                await asyncio.sleep(0.1)
+                continue
+            answers.append(got)
+            break
+        took = time.monotonic() - began
+        hits = hits_total()
+
+        async def hit_again() -> bool:
+            got, _, _ = await get_items(alice, node)
+            assert lost in got, f"a later answer lacks {lost}: {got}"
+            return hits_total() > hits
+
+        hits_back = await until(hit_again, 15, "answered from the cache again")
+    finally:
+        await herald.stop()
+    print(
+        f"\n[faults] a crash lost the last write (attempt {attempt + 1}): answers after it "
+        f"{answers} in {took:.2f} s; answered from the cache again after {hits_back:.2f} s"
+    )
+    assert answers and isinstance(answers[-1], list), f"never answered: {answers}"
+    assert lost in answers[-1], f"served without {lost}: {answers[-1]}"
+    assert await asyncio.to_thread(_row_count, url, node, lost) == 1, "not written again"
 
 
 # -- 3. an upstream that never answers --------------------------------------------------
