@@ -366,7 +366,15 @@ class PubsubComponent(ServiceComponent):
         async def answers(node: NodeState) -> bool:
             # A truncated node answers only what its newest items answer; the rest
             # (all items, RSM counts and pages, ids it lacks) is read upstream.
-            held[:] = await self.cache.items(node)
+            try:
+                held[:] = await self.cache.items(node)
+            except Exception as exc:
+                # The database failed (an outage, the first statement after a crash):
+                # upstream answers this one, truthfully, instead of an error.
+                log.warning(
+                    "pubsub: cannot read %s from the cache (%r); asking upstream", node.name, exc
+                )
+                return False
             return not node.truncated or answered_by_newest(request, held)
 
         tracing.step("read", request.node)
