@@ -777,7 +777,10 @@ class DbWatcher:
         # without it PostgreSQL scanned the whole table at every poll, its CPU counted
         # as Herald's database's.
         mark = "?" if self.db == "sqlite" else "%s"
-        query = f"SELECT id, node_id, item_id FROM pubsub_items WHERE id > {mark} ORDER BY id LIMIT 5000"
+        query = (
+            f"SELECT id, node_id, item_id FROM pubsub_items WHERE id > {mark}"
+            " ORDER BY id LIMIT 5000"
+        )
         names: dict[int, str] = {}
         try:
             conn = self._connect()
@@ -796,7 +799,8 @@ class DbWatcher:
                     now = time.perf_counter()
                     for row_id, node_id, item in rows:
                         if node_id not in names:
-                            names.update(conn.execute("SELECT id, name FROM pubsub_nodes").fetchall())  # type: ignore[attr-defined]
+                            found = conn.execute("SELECT id, name FROM pubsub_nodes")  # type: ignore[attr-defined]
+                            names.update(found.fetchall())
                         self.seen.setdefault(("publish", names[node_id], item), now)
                         if row_id > last:
                             gaps.update(dict.fromkeys(range(last + 1, row_id), now))

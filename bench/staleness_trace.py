@@ -165,7 +165,9 @@ def report_paced(times: list[dict[str, object]], steps: dict[str, dict[str, list
     parts: dict[str, list[float]] = defaultdict(list)
     for t in times:
         node, item, sent, seen = t["node"], t["item"], t["sent"], t["seen"]
-        assert isinstance(node, str) and isinstance(item, str) and isinstance(sent, float)
+        assert isinstance(node, str)
+        assert isinstance(item, str)
+        assert isinstance(sent, float)
         if not isinstance(seen, float):
             parts["(never seen)"].append(math.nan)
             continue
