@@ -67,6 +67,10 @@ class GroupCommit(Generic[K, E]):
         if waiting:
             await asyncio.wait(waiting)
 
+    def unsettled(self, key: K) -> bool:
+        """Whether events submitted for the key are not applied yet."""
+        return bool(self._queued.get(key) or self._taken.get(key))
+
     def pending(self) -> int:
         """Events queued and not yet taken."""
         return sum(len(queued) for queued in self._queued.values())

@@ -138,6 +138,10 @@ class NotificationApplier:
         """Wait until the node's notifications received so far are applied."""
         await self._groups.settled(key)
 
+    def unsettled(self, key: tuple[str, str]) -> bool:
+        """Whether notifications received for the node are not applied yet."""
+        return self._groups.unsettled(key)
+
     def _alone_only(self, key: tuple[str, str], events: list[NodeEvent]) -> bool:
         """Whether the node's events must be applied on their own, not in a group."""
         node = self.cache.node(*key)

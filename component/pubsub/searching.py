@@ -65,6 +65,8 @@ class Searching:
         sync_as = analyser.name if cacheable and analyser is not None else None
 
         async def answers(node: NodeState) -> bool:
+            # As a read of items: the notifications received are applied first.
+            await pubsub.synchroniser.notifications.settled((node.service, node.name))
             return not node.truncated
 
         action, node = await pubsub.deciding.decide(

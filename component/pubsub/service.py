@@ -366,6 +366,9 @@ class PubsubComponent(ServiceComponent):
         async def answers(node: NodeState) -> bool:
             # A truncated node answers only what its newest items answer; the rest
             # (all items, RSM counts and pages, ids it lacks) is read upstream.
+            # Notifications received for it are applied first: never an answer older
+            # than what Herald already knows of upstream (a write's wait, at most).
+            await self.synchroniser.notifications.settled((node.service, node.name))
             try:
                 held[:] = await self.cache.items(node)
             except Exception as exc:

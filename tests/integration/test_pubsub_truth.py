@@ -152,6 +152,37 @@ async def test_writes_through_the_proxy_are_applied_before_the_next_read(
     assert info.value.iq["error"]["condition"] == "item-not-found"
 
 
+async def test_a_read_is_never_older_than_a_notification_already_received(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    """A read that came after Herald received a publication's notification, while
+    the notification was still being written, was answered from the cache without
+    it. It now waits for the write: Herald never answers with a state it already
+    knows upstream has left. (The write is held here as a slow database would.)"""
+    owner = Owner(clients["olivia"])
+    node = unique("blog-inflight")
+    await owner.create(node, items=2)
+    alice = clients["alice"]
+    await cache_node(proxy, alice, node)
+    notifications = proxy_of(proxy).synchroniser.notifications
+    key = (UPSTREAM_JID, node)
+    read: asyncio.Task[tuple[list[str], object, object]] | None = None
+    async with notifications._order.hold(key):  # the node's writes wait for it
+
+        async def received() -> bool:
+            return notifications.unsettled(key)
+
+        await owner.publish(node, "fresh", "received, not yet written")
+        await until(received)
+        read = asyncio.create_task(get_items(alice, node))
+        await asyncio.sleep(0.5)
+        answered_early = read.done()
+    got, _, _ = await read
+    print(f"\n[truth] a read during the write: answered before it {answered_early}, {got}")
+    assert not answered_early, f"answered before the write: {read.result()[0]}"
+    assert got == await upstream_ids(owner, node) == ["item-000", "item-001", "fresh"]
+
+
 async def test_a_node_closed_through_the_proxy_is_not_served_next(
     server: XmppServer, proxy: Herald, clients: dict[str, TestClient]
 ) -> None:
