@@ -68,7 +68,7 @@ def _commit_without_waiting(dbapi_connection: Any, _record: ConnectionPoolEntry)
     cursor = dbapi_connection.cursor()
     cursor.execute("SET synchronous_commit TO off")
     cursor.close()
-    dbapi_connection.commit()  # a SET in a transaction rolled back would be undone
+    dbapi_connection.commit()  # the SET opened a transaction; a rollback would undo it
 
 
 def on_connection_lost(engine: AsyncEngine, lost: Callable[[], None]) -> None:

@@ -338,3 +338,43 @@ async def test_a_group_write_reads_what_it_touches_not_the_whole_table(
         print(f"pubsub_items rows a group write read, of 3,018: {touched}")
         assert touched < 300
     await sync.close()
+
+
+async def test_group_writes_alone_commit_without_waiting_for_the_disk(
+    sessions: async_sessionmaker[AsyncSession], db_url: str
+) -> None:
+    """On PostgreSQL the group writes go through their own engine, whose commits do
+    not wait for the WAL flush; every other write still waits. SQLite has no such
+    engine (its group writes use the one engine)."""
+    from sqlalchemy import event, text
+
+    from component.storage.engine import create_redoable_engine, session_factory
+
+    engine = create_redoable_engine(db_url)
+    if engine is None:
+        assert db_url.startswith("sqlite")
+        return
+    try:
+        redoable = session_factory(engine)
+        async with redoable() as session:
+            assert (await session.execute(text("SHOW synchronous_commit"))).scalar() == "off"
+        async with sessions() as session:
+            assert (await session.execute(text("SHOW synchronous_commit"))).scalar() == "on"
+        cache = Cache(sessions, max_items_per_node=10, redoable=redoable)
+        sync = synchroniser(ScriptedUpstream(), cache)
+        (node,) = await synced(sync, cache, "one")
+        inserts: list[str] = []
+
+        def seen(*args: object) -> None:
+            if str(args[2]).startswith("INSERT INTO pubsub_items"):
+                inserts.append(str(args[2]))
+
+        event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        step = ItemStep((), (ItemInput("x", "<x xmlns='urn:x'>x</x>", None, None),))
+        await cache.apply_steps([(node, [step])])
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+        assert len(inserts) == 1  # the group write went through the redoable engine
+        assert await ids(cache, "one") == ["a", "b", "c", "x"]
+        await sync.close()
+    finally:
+        await engine.dispose()
