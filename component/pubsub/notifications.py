@@ -32,6 +32,10 @@ from component.storage.records import NO_SYNC
 
 log = logging.getLogger(__name__)
 
+# Seconds a read waits for its node's received notifications to be applied; past it
+# the read is answered upstream, never from a cache known to be behind.
+READ_WAITS_AT_MOST = 2.0
+
 
 def coalesced(events: list[NodeEvent]) -> list[NodeEvent]:
     """The same changes in fewer events: consecutive publications (no retractions)
@@ -137,6 +141,18 @@ class NotificationApplier:
     async def settled(self, key: tuple[str, str]) -> None:
         """Wait until the node's notifications received so far are applied."""
         await self._groups.settled(key)
+
+    async def settled_for_reading(self, node: NodeState) -> bool:
+        """Before a read of the node is answered from the cache: wait until the
+        notifications received for it are applied. False if that takes more than
+        READ_WAITS_AT_MOST (a database that hangs): the read then goes upstream."""
+        try:
+            async with asyncio.timeout(READ_WAITS_AT_MOST):
+                await self._groups.settled((node.service, node.name))
+        except TimeoutError:
+            log.info("pubsub: %s: notifications still being applied; read upstream", node.name)
+            return False
+        return True
 
     def unsettled(self, key: tuple[str, str]) -> bool:
         """Whether notifications received for the node are not applied yet."""

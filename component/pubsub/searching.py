@@ -66,8 +66,8 @@ class Searching:
 
         async def answers(node: NodeState) -> bool:
             # As a read of items: the notifications received are applied first.
-            await pubsub.synchroniser.notifications.settled((node.service, node.name))
-            return not node.truncated
+            ready = await pubsub.synchroniser.notifications.settled_for_reading(node)
+            return ready and not node.truncated
 
         action, node = await pubsub.deciding.decide(
             iq, "read", service, query.node, sync_as, answers

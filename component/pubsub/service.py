@@ -368,7 +368,8 @@ class PubsubComponent(ServiceComponent):
             # (all items, RSM counts and pages, ids it lacks) is read upstream.
             # Notifications received for it are applied first: never an answer older
             # than what Herald already knows of upstream (a write's wait, at most).
-            await self.synchroniser.notifications.settled((node.service, node.name))
+            if not await self.synchroniser.notifications.settled_for_reading(node):
+                return False
             try:
                 held[:] = await self.cache.items(node)
             except Exception as exc:

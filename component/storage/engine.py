@@ -50,8 +50,8 @@ def create_redoable_engine(url: str) -> AsyncEngine | None:
     3 x wal_writer_delay, 0.6 s by default) but never leaves the database
     inconsistent. Waiting for the disk at every group write cost the machine so much
     that the XMPP server itself fell behind (bench/pubsub_staleness.py, Prosody: the
-    lag of 1,000 notifications/s, p99 87-193 ms with it, 32-90 ms without). What such
-    a crash loses is redone: see on_connection_lost, and Synchroniser.resync_all.
+    lag of 1,000 notifications/s, p99 87-193 ms with it, 32-105 ms without). What
+    such a crash loses is redone: see on_connection_lost, and Synchroniser.resync_all.
     SQLite has none of this cost to save (its group writes stay on the one engine).
     """
     if make_url(url).get_backend_name() == "sqlite":

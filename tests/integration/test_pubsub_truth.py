@@ -183,6 +183,40 @@ async def test_a_read_is_never_older_than_a_notification_already_received(
     assert got == await upstream_ids(owner, node) == ["item-000", "item-001", "fresh"]
 
 
+async def test_a_read_held_up_by_a_write_that_hangs_is_answered_upstream(
+    proxy: Herald, clients: dict[str, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read waits for its node's received notifications only so long (a database
+    that hangs would hold it for good): then upstream answers it, with the item."""
+    from component.pubsub import notifications as applier
+
+    monkeypatch.setattr(applier, "READ_WAITS_AT_MOST", 0.5)
+    owner = Owner(clients["olivia"])
+    node = unique("blog-hung")
+    await owner.create(node, items=2)
+    alice = clients["alice"]
+    await cache_node(proxy, alice, node)
+    notifications = proxy_of(proxy).synchroniser.notifications
+    key = (UPSTREAM_JID, node)
+    misses = requests(proxy, "items", "miss")
+    async with notifications._order.hold(key):
+
+        async def received() -> bool:
+            return notifications.unsettled(key)
+
+        await owner.publish(node, "fresh", "received, never written meanwhile")
+        await until(received)
+        began = time.monotonic()
+        got, _, _ = await get_items(alice, node)  # the write is still held
+        took = time.monotonic() - began
+        still_held = notifications.unsettled(key)
+    print(f"\n[truth] a read held up by a hung write: answered upstream after {took:.2f} s")
+    assert still_held
+    assert got == await upstream_ids(owner, node) == ["item-000", "item-001", "fresh"]
+    assert requests(proxy, "items", "miss") == misses + 1
+    assert 0.5 <= took < 2.0
+
+
 async def test_a_node_closed_through_the_proxy_is_not_served_next(
     server: XmppServer, proxy: Herald, clients: dict[str, TestClient]
 ) -> None:
