@@ -107,7 +107,7 @@ class AdminWatch:
                 gone.append(current)
         if gone:
             log.info("pubsub: %d nodes purged by an administrator; dropped", len(gone))
-        await self.cache.refresh_gauges()
+        await self.cache.gauges.refresh()
         if gone:
             # In the background: an answer to an ad-hoc purge need not wait for them.
             self._unsubscribing.start(self._unsubscribe(gone))

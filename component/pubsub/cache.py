@@ -16,12 +16,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from component import metrics
 from component.paging import RsmRequest
 from component.pubsub import tracing
+from component.pubsub.cache_gauges import CacheGauges
 from component.pubsub.group_write import write_steps
 from component.pubsub.hot_items import HotItems
 from component.pubsub.node_state import ItemStep, NodeState, state_of
+from component.pubsub.request_marks import RequestMarks
 from component.sizes import held_size
 from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
 from component.storage.records import (
@@ -66,12 +67,10 @@ class Cache:
         self._nodes: dict[tuple[str, str], NodeState] = {}
         self._per_service: dict[str, int] = {}
         self._hot = HotItems(memory_bytes)
-        self._requested: set[int] = set()
-        # Every change to nodes or items sets it; refresh_gauges_if_stale() catches up,
-        # so no write pays for the full-table counts the gauges need.
-        self._gauges_stale = False
+        self.requests = RequestMarks(sessions)
+        self.gauges = CacheGauges(sessions)
 
-    # -- start-up and gauges ------------------------------------------------------
+    # -- start-up -------------------------------------------------------------------
 
     async def load(self) -> None:
         """Read every known node into memory, and set the gauges from the database."""
@@ -79,22 +78,7 @@ class Cache:
             for state in SYNC_STATES:
                 for record in await pubsub_nodes.nodes_in_state(session, state):
                     self._put(state_of(record))
-        await self.refresh_gauges()
-
-    async def refresh_gauges_if_stale(self) -> None:
-        """Refresh the gauges if a change since the last refresh asked for it."""
-        if self._gauges_stale:
-            await self.refresh_gauges()
-
-    async def refresh_gauges(self) -> None:
-        """Set the node and item gauges from the database."""
-        self._gauges_stale = False
-        async with self.sessions() as session:
-            by_state = await pubsub_nodes.count_nodes_by_state(session)
-            items = await pubsub_item_reads.count_items(session)
-        for state, count in by_state.items():
-            metrics.PUBSUB_CACHED_NODES.labels(sync_state=state).set(count)
-        metrics.PUBSUB_CACHED_ITEMS.set(items)
+        await self.gauges.refresh()
 
     # -- nodes ----------------------------------------------------------------------
 
@@ -127,7 +111,7 @@ class Cache:
                 session, service, name, analyser=analyser, now=utcnow()
             )
             await session.commit()
-        self._gauges_stale = True
+        self.gauges.stale = True
         return self._put(state_of(record))
 
     async def set_state(
@@ -140,7 +124,7 @@ class Cache:
         async with self.sessions() as session:
             record = await pubsub_nodes.set_node_state(session, node.id, now=utcnow(), **changes)  # type: ignore[arg-type]
             await session.commit()
-        self._gauges_stale = True
+        self.gauges.stale = True
         if record is None:
             self.forget(node)
             return replace(node, sync_state=NO_SYNC, shareable=False, confirmed=False)
@@ -196,21 +180,6 @@ class Cache:
         known = {state.id for state in self._nodes.values()}
         for node_id in [i for i in per_node if i not in known]:
             del per_node[node_id]
-
-    def mark_requested(self, node: NodeState) -> None:
-        """Note a request for the node; flushed to the database by flush_requested()."""
-        self._requested.add(node.id)
-
-    async def flush_requested(self) -> None:
-        """Write last_requested for nodes asked for since the last flush."""
-        requested, self._requested = self._requested, set()
-        if not requested:
-            return
-        now = utcnow()
-        async with self.sessions() as session:
-            for node_id in requested:
-                await pubsub_nodes.touch_node(session, node_id, now)
-            await session.commit()
 
     # -- items ----------------------------------------------------------------------
 
@@ -344,7 +313,7 @@ class Cache:
             # Merged only if nothing else changed the node's items meanwhile.
             unchanged = node.id in hot and self._hot.version(node.id) == hot[node.id]
             if unchanged and state.serves_from_cache:
-                self._gauges_stale = True
+                self.gauges.stale = True
                 fresh = list(written.fresh[node.id].values())
                 self._hot.merge(node.id, written.touched[node.id], fresh)
             else:
@@ -401,5 +370,5 @@ class Cache:
         return self._hot.held_bytes
 
     def _drop_items(self, node_id: int) -> None:
-        self._gauges_stale = True
+        self.gauges.stale = True
         self._hot.drop(node_id)

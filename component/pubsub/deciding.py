@@ -120,7 +120,7 @@ class Deciding:
                 elif not pep and pubsub.open_nodes.needs_refresh(key, now) and checked is None:
                     self.access_check(service, name, sync_as)  # for the next requests
                 if node is not None:
-                    pubsub.cache.mark_requested(node)
+                    pubsub.cache.requests.mark(node.id)
                 return action, node
         raise AssertionError("decide() asked for more than one check and one comparison")
 

@@ -141,7 +141,7 @@ class NodeSync:
             keeper.cancel()
             self.notifications.drop_held(node.id)
             await pubsub_leases.release_sync(sessions, node.id, self.owner)
-            await self.cache.refresh_gauges()
+            await self.cache.gauges.refresh()
 
     async def _keep_lease(self, node: NodeState, sync: asyncio.Task[None]) -> None:
         """Renew the node's lease while its sync runs; stop the sync if it is lost.

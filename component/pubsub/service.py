@@ -22,14 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from component import metrics
 from component.background import Background
 from component.config import PubsubSettings
-from component.pubsub import tracing
 from component.pubsub.admin_commands import COMMANDS_NS, AdminCommands
 from component.pubsub.admin_watch import AdminWatch
-from component.pubsub.answering import answer_from_cache, page_upstream
 from component.pubsub.cache import Cache
 from component.pubsub.command_edge import on_command
 from component.pubsub.deciding import Deciding
-from component.pubsub.decision import Action
 from component.pubsub.disco_edge import ProxyDisco
 from component.pubsub.held import (
     HELD_ACTIONS,
@@ -41,15 +38,13 @@ from component.pubsub.held import (
 from component.pubsub.item_intake import CacheLimits
 from component.pubsub.local_hosts import LocalHosts
 from component.pubsub.message_edge import on_message
-from component.pubsub.node_state import NodeState
 from component.pubsub.presence_edge import Presences
 from component.pubsub.presence_edge import attach as attach_presences
-from component.pubsub.refused import Refused, no_such_node, only_child
+from component.pubsub.reading import Reading
+from component.pubsub.refused import Refused, only_child
 from component.pubsub.requests import (
     PubsubRequest,
     RequestError,
-    answered_by_newest,
-    items_payload,
     parse_request,
 )
 from component.pubsub.rules import Registry
@@ -60,7 +55,6 @@ from component.pubsub.sync import Synchroniser
 from component.pubsub.targeting import Targeting
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.engine import ping
-from component.storage.records import ItemRecord
 from component.xmpp.connection import ServiceComponent
 from component.xmpp.errors import make_error
 from component.xmpp.matching import StanzaMatch
@@ -163,6 +157,7 @@ class PubsubComponent(ServiceComponent):
         self.admin_commands = AdminCommands(
             settings.admins, self.boundjid.bare, self.upstream_jid, sessions, self.admin_watch
         )
+        self.reading = Reading(self)
         self.searching = Searching(self)
         self.targeting = Targeting(self)
         self.disco = ProxyDisco(self)
@@ -257,7 +252,7 @@ class PubsubComponent(ServiceComponent):
         while True:
             await asyncio.sleep(GAUGES_EVERY)
             try:
-                await self.cache.refresh_gauges_if_stale()
+                await self.cache.gauges.refresh_if_stale()
             except Exception as exc:  # the database may be down for a while
                 log.warning("pubsub: cannot refresh the cache gauges: %s", str(exc)[:200])
 
@@ -330,7 +325,7 @@ class PubsubComponent(ServiceComponent):
             raise Refused(make_error(exc.condition, exc.text, "modify", specific)) from None
         service = await self.targeting.target(iq, reading=request.is_items_read)
         if request.is_items_read:
-            return await self._read(iq, service, request)
+            return await self.reading.answer(iq, service, request)
         if request.namespace == PUBSUB_NS and request.action in HELD_ACTIONS:
             held = await self._held(iq, service, request, payload)
             if held is not None:
@@ -354,58 +349,6 @@ class PubsubComponent(ServiceComponent):
             return await self.held.handle(str(iq["from"]), str(iq["to"]), service, request, payload)
         except HeldRefusal as refusal:
             raise Refused(refusal.error) from None
-
-    async def _read(self, iq: StanzaBase, service: str, request: PubsubRequest) -> str:
-        assert request.node is not None
-        analyser = self.registry.match(service, request.node, None)
-        # PEP nodes are never provably open to Herald (Prosody hides their metadata).
-        cacheable = analyser is not None and analyser.sync and "@" not in service
-        sync_as = analyser.name if cacheable and analyser is not None else None
-        held: list[ItemRecord] = []
-
-        async def answers(node: NodeState) -> bool:
-            # A truncated node answers only what its newest items answer; the rest
-            # (all items, RSM counts and pages, ids it lacks) is read upstream.
-            # Notifications received for it are applied first: never an answer older
-            # than what Herald already knows of upstream (a write's wait, at most).
-            if not await self.synchroniser.notifications.settled_for_reading(node):
-                return False
-            try:
-                held[:] = await self.cache.items(node)
-            except Exception as exc:
-                # The database failed (an outage, the first statement after a crash):
-                # upstream answers this one, truthfully, instead of an error.
-                log.warning(
-                    "pubsub: cannot read %s from the cache (%r); asking upstream", node.name, exc
-                )
-                return False
-            return not node.truncated or answered_by_newest(request, held)
-
-        tracing.step("read", request.node)
-        action, node = await self.deciding.decide(
-            iq, "read", service, request.node, sync_as, answers
-        )
-        if action is Action.FROM_CACHE:
-            assert node is not None
-            answer_from_cache(self.send_raw, iq, node, request, held)
-            if tracing.on():
-                tracing.step("answered", request.node, ",".join(i.item_id for i in held))
-            return "hit"
-        if action is Action.REFUSE_MISSING:
-            raise Refused(no_such_node(service, request.node))
-        # Sent upstream rebuilt from what was parsed, never as the client wrote it.
-        payload = items_payload(request)
-        if action is Action.AS_HERALD:
-            reply = await self.upstream.as_herald("get", service, payload)
-        else:
-            # Not known to be open: only as the user (refused without privileges).
-            reply = await self.targeting.as_user(iq, PUBSUB_NS, service, payload)
-        children = list(reply)
-        if request.rsm is not None:
-            children = page_upstream(children, request)
-        self._reply(iq, children)
-        tracing.step("answered", request.node, f"upstream {action.name}")
-        return "miss" if cacheable else "bypass"
 
     # -- search (XEP-0442) -----------------------------------------------------------
 

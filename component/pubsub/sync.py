@@ -245,7 +245,7 @@ class Synchroniser:
         """One round of housekeeping: retries, idle eviction, access re-checks, flushes."""
         from component.storage import pubsub_nodes
 
-        await self.cache.flush_requested()
+        await self.cache.requests.flush()
         now = utcnow()
         async with self.cache.sessions() as session:
             due = await pubsub_nodes.due_for_sync(session, now)
@@ -286,4 +286,4 @@ class Synchroniser:
                     self.schedule(node)
         self.cache.forget_gone(self._rechecked)
         self.cache.forget_gone(self.reconciler.compared)
-        await self.cache.refresh_gauges()
+        await self.cache.gauges.refresh()
