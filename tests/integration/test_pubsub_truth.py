@@ -10,7 +10,9 @@ proxy is compared with what upstream holds at that moment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -152,29 +154,44 @@ async def test_writes_through_the_proxy_are_applied_before_the_next_read(
     assert info.value.iq["error"]["condition"] == "item-not-found"
 
 
+@contextlib.asynccontextmanager
+async def write_held(
+    proxy: Herald, clients: dict[str, TestClient], prefix: str
+) -> AsyncIterator[tuple[str, Owner, Callable[[], bool]]]:
+    """A cached node of two items, whose publication of "fresh" Herald has received
+    but not written: the node's write is held (as a slow database would hold it)
+    until the block ends. Yields the node, its owner, and whether its notifications
+    are still unapplied."""
+    owner = Owner(clients["olivia"])
+    node = unique(prefix)
+    await owner.create(node, items=2)
+    await cache_node(proxy, clients["alice"], node)
+    notifications = proxy_of(proxy).synchroniser.notifications
+    key = (UPSTREAM_JID, node)
+
+    def unsettled() -> bool:
+        return notifications.unsettled(key)
+
+    async with notifications._order.hold(key):  # the node's writes wait for it
+
+        async def received() -> bool:
+            return unsettled()
+
+        await owner.publish(node, "fresh", "received, not yet written")
+        await until(received)
+        yield node, owner, unsettled
+
+
 async def test_a_read_is_never_older_than_a_notification_already_received(
     proxy: Herald, clients: dict[str, TestClient]
 ) -> None:
     """A read that came after Herald received a publication's notification, while
     the notification was still being written, was answered from the cache without
     it. It now waits for the write: Herald never answers with a state it already
-    knows upstream has left. (The write is held here as a slow database would.)"""
-    owner = Owner(clients["olivia"])
-    node = unique("blog-inflight")
-    await owner.create(node, items=2)
-    alice = clients["alice"]
-    await cache_node(proxy, alice, node)
-    notifications = proxy_of(proxy).synchroniser.notifications
-    key = (UPSTREAM_JID, node)
+    knows upstream has left."""
     read: asyncio.Task[tuple[list[str], object, object]] | None = None
-    async with notifications._order.hold(key):  # the node's writes wait for it
-
-        async def received() -> bool:
-            return notifications.unsettled(key)
-
-        await owner.publish(node, "fresh", "received, not yet written")
-        await until(received)
-        read = asyncio.create_task(get_items(alice, node))
+    async with write_held(proxy, clients, "blog-inflight") as (node, owner, _):
+        read = asyncio.create_task(get_items(clients["alice"], node))
         await asyncio.sleep(0.5)
         answered_early = read.done()
     got, _, _ = await read
@@ -191,25 +208,12 @@ async def test_a_read_held_up_by_a_write_that_hangs_is_answered_upstream(
     from component.pubsub import notifications as applier
 
     monkeypatch.setattr(applier, "READ_WAITS_AT_MOST", 0.5)
-    owner = Owner(clients["olivia"])
-    node = unique("blog-hung")
-    await owner.create(node, items=2)
-    alice = clients["alice"]
-    await cache_node(proxy, alice, node)
-    notifications = proxy_of(proxy).synchroniser.notifications
-    key = (UPSTREAM_JID, node)
-    misses = requests(proxy, "items", "miss")
-    async with notifications._order.hold(key):
-
-        async def received() -> bool:
-            return notifications.unsettled(key)
-
-        await owner.publish(node, "fresh", "received, never written meanwhile")
-        await until(received)
+    async with write_held(proxy, clients, "blog-hung") as (node, owner, unsettled):
+        misses = requests(proxy, "items", "miss")
         began = time.monotonic()
-        got, _, _ = await get_items(alice, node)  # the write is still held
+        got, _, _ = await get_items(clients["alice"], node)  # the write is still held
         took = time.monotonic() - began
-        still_held = notifications.unsettled(key)
+        still_held = unsettled()
     print(f"\n[truth] a read held up by a hung write: answered upstream after {took:.2f} s")
     assert still_held
     assert got == await upstream_ids(owner, node) == ["item-000", "item-001", "fresh"]
