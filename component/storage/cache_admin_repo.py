@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from component.storage.convert import from_db, node_record, to_db
 from component.storage.models import Base
-from component.storage.pubsub_tables import CHUNK, ITEMS, NODES
+from component.storage.pubsub_tables import ITEMS, NODES, chunks
 from component.storage.records import ERROR, SYNC_STATES, NodeRecord
 
 RESYNC: Final = "resync"
@@ -192,8 +192,7 @@ async def purge_nodes(session: AsyncSession, nodes: Sequence[NodeRecord], now: d
     """Forget these nodes and their items, logging one request per node; return how
     many were still there (a node dropped meanwhile is skipped)."""
     removed = 0
-    for start in range(0, len(nodes), CHUNK):
-        chunk = nodes[start : start + CHUNK]
+    for chunk in chunks(nodes):
         result = await session.execute(
             delete(NODES).where(NODES.c.id.in_([n.id for n in chunk])).returning(NODES.c.id)
         )

@@ -19,7 +19,6 @@ from component.paging import Page, PagingError, RsmRequest
 from component.storage.convert import from_db, item_record
 from component.storage.pubsub_tables import (
     CHRONOLOGICAL,
-    CHUNK,
     ITEM_COLUMNS,
     ITEMS,
     NEWEST_FIRST,
@@ -64,9 +63,9 @@ async def items_by_ids_of_nodes(
     """get_items_by_ids for several nodes in one query (per chunk of pairs)."""
     pairs = list(dict.fromkeys((node_id, i) for node_id, some in ids.items() for i in some))
     found: dict[int, list[ItemRecord]] = {node_id: [] for node_id in ids}
-    for start in range(0, len(pairs), CHUNK):
+    for chunk in chunks(pairs):
         query = select(ITEMS.c.node_id, *ITEM_COLUMNS).where(
-            pairs_in(ITEMS.c.node_id, ITEMS.c.item_id, pairs[start : start + CHUNK])
+            pairs_in(ITEMS.c.node_id, ITEMS.c.item_id, chunk)
         )
         for row in await session.execute(query):
             found[row.node_id].append(item_record(row._mapping))

@@ -19,7 +19,6 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from component.storage.convert import item_record, to_db
 from component.storage.pubsub_tables import (
-    CHUNK,
     ITEM_COLUMNS,
     ITEMS,
     NEWEST_FIRST,
@@ -167,11 +166,9 @@ async def retract_items_of_nodes(session: AsyncSession, ids: Mapping[int, Iterab
     """retract_items for several nodes in one statement; return how many existed."""
     pairs = list(dict.fromkeys((node_id, i) for node_id, some in ids.items() for i in some))
     removed = 0
-    for start in range(0, len(pairs), CHUNK):
+    for chunk in chunks(pairs):
         result = await session.execute(
-            delete(ITEMS).where(
-                pairs_in(ITEMS.c.node_id, ITEMS.c.item_id, pairs[start : start + CHUNK])
-            )
+            delete(ITEMS).where(pairs_in(ITEMS.c.node_id, ITEMS.c.item_id, chunk))
         )
         removed += rowcount(result)
     return removed

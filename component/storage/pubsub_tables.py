@@ -9,7 +9,7 @@ An update keeps both, so a republished item keeps its place.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import ColumnElement, Table, and_, or_
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,6 +34,8 @@ NEWEST_FIRST: Final = (ITEMS.c.created.desc(), ITEMS.c.id.desc())
 # Bound parameters per IN list: far below SQLite's (32766) and PostgreSQL's (65535) limits.
 CHUNK: Final = 500
 
+T = TypeVar("T")
+
 
 def dialect_insert(session: AsyncSession, table: Table) -> sqlite.Insert | postgresql.Insert:
     """The dialect's INSERT, which is the one that knows ON CONFLICT."""
@@ -49,7 +51,7 @@ def insert_for(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert:
     raise NotImplementedError(f"the pubsub cache supports SQLite and PostgreSQL, not {dialect}")
 
 
-def chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+def chunks(values: Sequence[T]) -> Iterable[Sequence[T]]:
     """``values`` in slices of at most CHUNK, one IN list each."""
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from component.paging import Page, RsmRequest, paginate
 from component.search_text import document
 from component.storage.convert import item_record, to_db
-from component.storage.pubsub_tables import CHUNK, ITEM_COLUMNS, ITEMS
+from component.storage.pubsub_tables import ITEM_COLUMNS, ITEMS, chunks
 from component.storage.records import ItemRecord
 from component.storage.timing import timed
 
@@ -164,8 +164,8 @@ def _key_id(key: tuple[int, str]) -> str:
 async def _rows(session: AsyncSession, ids: Sequence[int]) -> list[ItemRecord]:
     """The items with these row ids, in the order given."""
     found: dict[int, ItemRecord] = {}
-    for start in range(0, len(ids), CHUNK):
-        query = select(*ITEM_COLUMNS).where(ITEMS.c.id.in_(ids[start : start + CHUNK]))
+    for chunk in chunks(ids):
+        query = select(*ITEM_COLUMNS).where(ITEMS.c.id.in_(chunk))
         for row in await session.execute(query):
             found[row.id] = item_record(row._mapping)
     return [found[i] for i in ids if i in found]

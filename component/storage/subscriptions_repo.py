@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from component.storage.convert import from_db
 from component.storage.models import PubsubLocalSubscription as Row
-from component.storage.pubsub_tables import CHUNK, pairs_in, rowcount
+from component.storage.pubsub_tables import chunks, pairs_in, rowcount
 from component.storage.timing import timed
 
 
@@ -122,8 +122,7 @@ async def drop_nodes(session: AsyncSession, nodes: Iterable[tuple[str, str]]) ->
     if not wanted:
         return 0
     removed = 0
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
+    for chunk in chunks(wanted):
         result = await session.execute(delete(Row).where(pairs_in(Row.service, Row.node, chunk)))
         removed += rowcount(result)
     await session.commit()
