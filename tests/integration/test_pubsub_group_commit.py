@@ -4,10 +4,13 @@ real database with the scripted upstream of test_pubsub_sync.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import Iterator
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from component.pubsub.cache import Cache
@@ -44,6 +47,25 @@ async def synced(sync: Synchroniser, cache: Cache, *names: str) -> list[NodeStat
         assert node.serves_from_cache
         nodes.append(node)
     return nodes
+
+
+@contextlib.contextmanager
+def sent(engine: Engine) -> Iterator[list[tuple[str, object]]]:
+    """The statements (and their parameters) the engine sends inside the block."""
+    out: list[tuple[str, object]] = []
+
+    def record(*args: object) -> None:
+        out.append((str(args[2]), args[3]))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield out
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def inserts_of_items(statements: list[tuple[str, object]]) -> list[str]:
+    return [s for s, _ in statements if s.startswith("INSERT INTO pubsub_items")]
 
 
 async def ids(cache: Cache, name: str) -> list[str]:
@@ -223,31 +245,19 @@ async def test_a_group_write_inserts_its_rows_in_one_statement(
     statement per row on SQLite (an upsert has no sentinel to sort by): two round
     trips to the database thread per item. The rows of a group go in one statement,
     and the rows it returns are what memory takes: nothing is read back."""
-    from sqlalchemy import event
-
     cache = Cache(sessions, max_items_per_node=100)
     sync = synchroniser(ScriptedUpstream(), cache)
     nodes = await synced(sync, cache, *(f"n{i}" for i in range(10)))
     for node in nodes:
         assert await ids(cache, node.name) == ["a", "b", "c"]  # in memory now
     reads = statements("items_by_ids_of_nodes"), statements("page_items")
-    inserts: list[str] = []
-
-    def count(*args: object) -> None:
-        statement = str(args[2])
-        if statement.startswith("INSERT INTO pubsub_items"):
-            inserts.append(statement)
-
-    engine = sessions.kw["bind"].sync_engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with sent(sessions.kw["bind"].sync_engine) as statements_sent:
         two = ("x", "y")
         steps = [
             ItemStep((), tuple(ItemInput(i, f"<x xmlns='urn:x'>{i}</x>", None, None) for i in two))
         ]
         await cache.apply_steps([(node, steps) for node in nodes])
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    inserts = inserts_of_items(statements_sent)
     print("INSERT statements for 10 nodes x 2 items:", len(inserts))
     assert len(inserts) == 1
     for node in nodes:
@@ -264,7 +274,7 @@ async def test_a_group_write_reads_what_it_touches_not_the_whole_table(
     with the cache, not with the change). Each statement of a write must reach the
     rows it touches by index: SQLite's plans name no scan of the items; PostgreSQL
     (its statistics taken) reads a few rows, not the table."""
-    from sqlalchemy import event, text
+    from sqlalchemy import text
 
     cache = Cache(sessions, max_items_per_node=5000)
     sync = synchroniser(ScriptedUpstream(), cache)
@@ -275,13 +285,6 @@ async def test_a_group_write_reads_what_it_touches_not_the_whole_table(
     nodes = await synced(sync, cache, *(f"n{i}" for i in range(6)))
     for node in nodes[:3]:  # three in memory, three not
         assert await ids(cache, node.name) == ["a", "b", "c"]
-    sent: list[tuple[str, object]] = []
-
-    def record(*args: object) -> None:
-        statement = str(args[2])
-        if not statement.startswith("INSERT"):
-            sent.append((statement, args[3]))
-
     engine = sessions.kw["bind"].sync_engine
     sqlite = engine.dialect.name == "sqlite"
     if not sqlite:
@@ -306,14 +309,11 @@ async def test_a_group_write_reads_what_it_touches_not_the_whole_table(
         raise AssertionError(f"the statistics show {wrote} writes, not {written}")
 
     wrote, before = (0, 0) if sqlite else await rows_read(3000 + 6 * 3)
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sent(engine) as statements_sent:
         x = ItemInput("x", "<x xmlns='urn:x'>x</x>", None, None)
         again = ItemInput("c", "<x xmlns='urn:x'>c again</x>", None, None)
         steps = [ItemStep(("a",), (x, again))]
         await cache.apply_steps([(node, steps) for node in nodes])
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     for node in nodes:
         assert await ids(cache, node.name) == ["b", "c", "x"]
     if sqlite:
@@ -326,7 +326,7 @@ async def test_a_group_write_reads_what_it_touches_not_the_whole_table(
                     statement.split()[0],
                     [row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", params)],
                 )  # type: ignore[arg-type]
-                for statement, params in sent
+                for statement, params in statements_sent
                 if statement.split()[0] in ("SELECT", "DELETE")
             ]
         print("a group write's plans:", plans)
@@ -346,7 +346,7 @@ async def test_group_writes_alone_commit_without_waiting_for_the_disk(
     """On PostgreSQL the group writes go through their own engine, whose commits do
     not wait for the WAL flush; every other write still waits. SQLite has no such
     engine (its group writes use the one engine)."""
-    from sqlalchemy import event, text
+    from sqlalchemy import text
 
     from component.storage.engine import create_redoable_engine, session_factory
 
@@ -363,17 +363,11 @@ async def test_group_writes_alone_commit_without_waiting_for_the_disk(
         cache = Cache(sessions, max_items_per_node=10, redoable=redoable)
         sync = synchroniser(ScriptedUpstream(), cache)
         (node,) = await synced(sync, cache, "one")
-        inserts: list[str] = []
-
-        def seen(*args: object) -> None:
-            if str(args[2]).startswith("INSERT INTO pubsub_items"):
-                inserts.append(str(args[2]))
-
-        event.listen(engine.sync_engine, "before_cursor_execute", seen)
-        step = ItemStep((), (ItemInput("x", "<x xmlns='urn:x'>x</x>", None, None),))
-        await cache.apply_steps([(node, [step])])
-        event.remove(engine.sync_engine, "before_cursor_execute", seen)
-        assert len(inserts) == 1  # the group write went through the redoable engine
+        with sent(engine.sync_engine) as statements_sent:
+            step = ItemStep((), (ItemInput("x", "<x xmlns='urn:x'>x</x>", None, None),))
+            await cache.apply_steps([(node, [step])])
+        # the group write went through the redoable engine
+        assert len(inserts_of_items(statements_sent)) == 1
         assert await ids(cache, "one") == ["a", "b", "c", "x"]
         await sync.close()
     finally:
