@@ -108,8 +108,11 @@ class NodeSync:
                         await self.cache.purge_items(current)
                     log.info("pubsub: %s/%s stopped being cached during its sync", *key)
                     return
+                # What was received during the fetch is applied before the node is
+                # served: never an answer without a notification Herald has.
+                await self.notifications.apply_held(current)
                 node = await self.cache.set_state(
-                    node,
+                    self.cache.node(*key) or current,
                     confirm=True,
                     sync_state=COMPLETED,
                     shareable=True,
@@ -120,7 +123,6 @@ class NodeSync:
                     last_synced=utcnow(),
                     last_error=None,
                 )
-                await self.notifications.apply_held(node)
                 self.reconciler.fetched(node.id, fetched_at, meta.always_notify)
             metrics.PUBSUB_SYNC_RUNS.labels(result="completed").inc()
             log.info(

@@ -508,3 +508,46 @@ async def test_items_upstream_dropped_silently_are_dropped_from_the_cache(
     finally:
         await sync.wait_idle()
         await sync.close()
+
+
+async def test_notifications_held_back_by_a_sync_are_applied_before_it_is_served(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publication notified while the node's fetch runs is held back, then applied
+    on top of what was fetched. The node was served from the cache before that
+    application was written: a read then was answered without the item, which
+    Herald had already received."""
+    upstream = ScriptedUpstream()
+    upstream.delay = 0.3
+    cache = Cache(sessions, max_items_per_node=10)
+    sync = synchroniser(upstream, cache)
+    gate = asyncio.Event()
+    writing = asyncio.Event()
+    upsert = cache.upsert_items
+
+    async def held_upsert(
+        node: NodeState, items: list[ItemInput], moved: tuple[str, ...] = ()
+    ) -> NodeState:
+        writing.set()
+        await gate.wait()  # the held-back publication's write, as a slow database
+        return await upsert(node, items, moved)
+
+    monkeypatch.setattr(cache, "upsert_items", held_upsert)
+    running = asyncio.create_task(sync.sync(await cache.ensure(SERVICE, NODE, None)))
+    await asyncio.sleep(0.1)  # fetching
+    await sync.apply(SERVICE, items_event("d"))  # received: held back
+    await asyncio.wait_for(writing.wait(), 5)
+    node = cache.node(SERVICE, NODE)
+    assert node is not None
+    served_without_it = node.serves_from_cache and "d" not in [
+        i.item_id for i in await cache.items(node)
+    ]
+    gate.set()
+    await running
+    node = cache.node(SERVICE, NODE)
+    assert node is not None
+    print(f"while the held-back publication was written: served without it {served_without_it}")
+    assert not served_without_it
+    assert node.serves_from_cache
+    assert [i.item_id for i in await cache.items(node)] == ["a", "b", "c", "d"]
+    await sync.close()
