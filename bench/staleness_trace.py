@@ -10,7 +10,10 @@ the notified publications and retractions, p50/p99 of each step:
   queue        received -> its group (or its own application) starts
   write        that start -> applied (database written, memory updated)
   answer       applied -> the first fresh answer arrives at the bench (a poll's
-               wait, the read's own decision and database read, the round trip)
+               wait, the read's own decision and database read, the round trip;
+               below 0 when the read applied the notification before its write)
+  fresh read   that answer's read: received -> it reaches Herald (the poll's
+               wait and the way in), -> answered, -> the bench has the answer
 for the throughput phase's notifications, Herald's own part (received -> applied),
 and for the paced phase's the whole lag split (upstream, Herald, the bench's watcher),
 and of the group writes (checkout and statements, commit) and the staleness
@@ -60,6 +63,11 @@ def first_after(seq: list[Step], t: float, want: str | None = None) -> Step | No
     return None
 
 
+def last_before(seq: list[Step], t: float) -> Step | None:
+    i = bisect.bisect_left(seq, (t, ""))
+    return seq[i - 1] if i else None
+
+
 def line(name: str, values: list[float]) -> str:
     return (
         f"  {name:<34} n={len(values):<5} p50 {pct(values, 50) * 1000:8.1f}"
@@ -96,6 +104,14 @@ def report(stem: Path) -> None:
                 parts["write: starts -> applied"].append(applied[0] - start)
             parts["answer: applied -> fresh answer"].append(fresh - applied[0])
             parts[f"applied {applied[1]}"].append(applied[0] - recv[0])
+        # The fresh answer's own read: the last one Herald answered before the bench
+        # had it (one read in flight per change), and when it reached Herald.
+        answered = last_before(steps["answered"][node], fresh)
+        read = last_before(steps["read"][node], answered[0]) if answered else None
+        if answered is not None and read is not None:
+            parts["fresh read: received -> it arrives"].append(read[0] - recv[0])
+            parts["fresh read: arrives -> answered"].append(answered[0] - read[0])
+            parts["fresh read: answered -> bench has it"].append(fresh - answered[0])
     print(f"\n== {stem.name}: notified publish/retract, ms from the owner's send ==")
     for name, values in parts.items():
         print(line(name, values))

@@ -23,6 +23,7 @@ from component.pubsub.group_write import write_steps
 from component.pubsub.hot_items import HotItems
 from component.pubsub.node_state import ItemStep, NodeState, state_of
 from component.pubsub.request_marks import RequestMarks
+from component.pubsub.unwritten import Ahead, Unwritten, with_unwritten
 from component.sizes import held_size
 from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
 from component.storage.records import (
@@ -202,6 +203,29 @@ class Cache:
             self._hot.hold(node.id, items, size)
         return items
 
+    def items_version(self, node: NodeState) -> int:
+        """The version of memory's copy of the node's items: it changes whenever
+        the copy does (held, merged, dropped)."""
+        return self._hot.version(node.id)
+
+    def ahead(self, node: NodeState, unwritten: Unwritten) -> Ahead | None:
+        """The node's items with its unwritten steps applied, as their write will
+        leave them: None unless memory holds the node's items, at the version the
+        steps apply to. Taken from memory at once (no await)."""
+        if self._hot.version(node.id) != unwritten.since:
+            return None
+        held = self._hot.get(node.id)
+        if held is None:
+            return None
+        return with_unwritten(
+            held,
+            unwritten.steps,
+            self.limit(node),
+            node.truncated,
+            self._trim_truncates(node),
+            utcnow(),
+        )
+
     async def oldest(self, node: NodeState, count: int) -> list[ItemRecord]:
         """The node's `count` oldest items: from memory when held there (not counted
         as a use), or only those rows from the database (the node stays out of
@@ -219,6 +243,11 @@ class Cache:
         if node.upstream_max_items is None:
             return self.max_items_per_node
         return min(self.max_items_per_node, node.upstream_max_items)
+
+    def _trim_truncates(self, node: NodeState) -> bool:
+        """Whether trimming the node leaves out items upstream still holds: past only
+        our limit, not upstream's own pubsub#max_items (which dropped them too)."""
+        return node.upstream_max_items is None or node.upstream_max_items > self.max_items_per_node
 
     async def replace_items(
         self, node: NodeState, items: Sequence[ItemInput], *, more_upstream: bool = False
@@ -267,10 +296,7 @@ class Cache:
         """Trim the node to its limit: its new record if its state changed, and the
         ids that went."""
         trimmed = await pubsub_item_writes.trim_items(session, node.id, self.limit(node))
-        upstream_keeps_more = (
-            node.upstream_max_items is None or node.upstream_max_items > self.max_items_per_node
-        )
-        if trimmed and upstream_keeps_more and not node.truncated:
+        if trimmed and self._trim_truncates(node) and not node.truncated:
             record = await pubsub_nodes.set_node_state(
                 session, node.id, now=utcnow(), truncated=True
             )

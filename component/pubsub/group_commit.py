@@ -34,6 +34,9 @@ class GroupCommit(Generic[K, E]):
     not (nothing then applied); alone(key, events) applies one key's events on its
     own and handles its own failures. alone_only(key, events) says which keys cannot
     join a group now (a node busy with a sync, an event needing upstream reads).
+    mark(key), when given, is taken whenever the key's unapplied events start afresh
+    (the first one submitted, or those before them applied): what was applied then,
+    as the caller tells it (pubsub/notifications.py: a version of memory's copy).
     """
 
     def __init__(
@@ -41,19 +44,25 @@ class GroupCommit(Generic[K, E]):
         together: Callable[[dict[K, list[E]]], Coroutine[Any, Any, None]],
         alone: Callable[[K, list[E]], Coroutine[Any, Any, None]],
         alone_only: Callable[[K, list[E]], bool],
+        mark: Callable[[K], object] | None = None,
     ) -> None:
         self._together = together
         self._alone = alone
         self._alone_only = alone_only
+        self._mark = mark
+        self._marks: dict[K, object] = {}
         self._queued: dict[K, list[tuple[E, asyncio.Future[None]]]] = {}
         self._busy: dict[K, asyncio.Task[None]] = {}  # keys being applied on their own
-        # Waiters of the events taken out of the queue and not settled yet, per key.
-        self._taken: dict[K, list[asyncio.Future[None]]] = {}
+        # The events taken out of the queue and not settled yet (with their waiters),
+        # per key, in arrival order.
+        self._taken: dict[K, list[tuple[E, asyncio.Future[None]]]] = {}
         self._worker: asyncio.Task[None] | None = None
 
     async def submit(self, key: K, event: E) -> None:
         """Queue the event; return once it is applied (or its failure handled)."""
         done = asyncio.get_running_loop().create_future()
+        if self._mark is not None and not self.unsettled(key):
+            self._marks[key] = self._mark(key)
         self._queued.setdefault(key, []).append((event, done))
         tracing.step("queued", _name(key))
         self._kick()
@@ -62,14 +71,19 @@ class GroupCommit(Generic[K, E]):
     async def settled(self, key: K) -> None:
         """Wait until every event submitted for the key so far is applied (or its
         failure handled); later ones are not waited for."""
-        waiting = [done for _, done in self._queued.get(key, ())]
-        waiting += self._taken.get(key, ())
+        waiting = [done for _, done in (*self._taken.get(key, ()), *self._queued.get(key, ()))]
         if waiting:
             await asyncio.wait(waiting)
 
     def unsettled(self, key: K) -> bool:
         """Whether events submitted for the key are not applied yet."""
         return bool(self._queued.get(key) or self._taken.get(key))
+
+    def unapplied(self, key: K) -> tuple[object, list[E]]:
+        """The key's events submitted and not yet applied, in arrival order (those
+        being applied first), and the mark taken when the first of them was next."""
+        events = [event for event, _ in (*self._taken.get(key, ()), *self._queued.get(key, ()))]
+        return self._marks.get(key), events
 
     def pending(self) -> int:
         """Events queued and not yet taken."""
@@ -85,8 +99,9 @@ class GroupCommit(Generic[K, E]):
             for _, done in queued:
                 done.cancel()
         self._queued.clear()
+        self._marks.clear()
         for taken in self._taken.values():
-            for done in taken:
+            for _, done in taken:
                 done.cancel()
         self._taken.clear()
 
@@ -102,7 +117,7 @@ class GroupCommit(Generic[K, E]):
                 return
             taken = {key: self._queued.pop(key) for key in ready}
             for key, queued in taken.items():
-                self._taken.setdefault(key, []).extend(done for _, done in queued)
+                self._taken.setdefault(key, []).extend(queued)
             group: dict[K, list[E]] = {}
             for key, queued in taken.items():
                 events = [event for event, _ in queued]
@@ -150,9 +165,14 @@ class GroupCommit(Generic[K, E]):
 
     def _settle(self, key: K, queued: Sequence[tuple[E, asyncio.Future[None]]]) -> None:
         settled = {id(done) for _, done in queued}
-        left = [done for done in self._taken.pop(key, ()) if id(done) not in settled]
+        left = [pair for pair in self._taken.pop(key, ()) if id(pair[1]) not in settled]
         if left:
             self._taken[key] = left
+        if self._mark is not None:
+            if self.unsettled(key):
+                self._marks[key] = self._mark(key)
+            else:
+                self._marks.pop(key, None)
         for _, done in queued:
             if not done.done():
                 done.set_result(None)

@@ -53,7 +53,8 @@ class HotItems:
         return found
 
     def version(self, node_id: int) -> int:
-        """Bumped by every drop(): equal versions mean no change in between."""
+        """Bumped by every hold(), merge() and drop(): equal versions mean that what
+        memory holds of the node did not change in between."""
         return self._version.get(node_id, 0)
 
     def hold(self, node_id: int, items: list[ItemRecord], size: int) -> None:
@@ -62,6 +63,7 @@ class HotItems:
         size: their held_size total (the caller sums it, in turns for a big node)."""
         if size > self.memory_bytes:
             return  # larger than the whole budget: read from the database each time
+        self._bump(node_id)
         self._forget(node_id)
         self._items[node_id] = items
         self._keep(node_id, size)
@@ -71,7 +73,7 @@ class HotItems:
         (retracted, trimmed, rewritten) and add the rows it wrote as read back, at a
         cost that follows the change, not the node's size. Bumps its version; its
         place in the order of use stays (a write is not a use)."""
-        self._version[node_id] = self._version.get(node_id, 0) + 1
+        self._bump(node_id)
         held = self._items.get(node_id)
         if held is None or not (touched or fresh):
             return
@@ -108,8 +110,11 @@ class HotItems:
 
     def drop(self, node_id: int) -> None:
         """The node's items changed: forget them, and bump its version."""
-        self._version[node_id] = self._version.get(node_id, 0) + 1
+        self._bump(node_id)
         self._forget(node_id)
+
+    def _bump(self, node_id: int) -> None:
+        self._version[node_id] = self._version.get(node_id, 0) + 1
 
     def _forget(self, node_id: int) -> None:
         self._ids.pop(node_id, None)

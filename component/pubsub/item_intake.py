@@ -40,8 +40,10 @@ class ItemIntake:
         self.limits = limits
         self.registry = registry
 
-    def item_input(self, node: NodeState, item: ReceivedItem) -> ItemInput:
-        """The item as stored; SyncFailed when it is over pubsub.max_item_bytes."""
+    def item_input(self, node: NodeState, item: ReceivedItem, parse: bool = True) -> ItemInput:
+        """The item as stored; SyncFailed when it is over pubsub.max_item_bytes.
+
+        parse=False leaves out the parsed form (only searches use it)."""
         size = utf8_size(item.payload)
         if size > self.limits.max_item_bytes:
             # Caching the node without this item would answer differently from upstream:
@@ -51,7 +53,7 @@ class ItemIntake:
                 f"({self.limits.max_item_bytes})"
             )
         parsed = None
-        analyser = self.registry.match(node.service, node.name, item.namespace)
+        analyser = self.registry.match(node.service, node.name, item.namespace) if parse else None
         if analyser is not None and analyser.parser and item.element is not None:
             parsed = self.registry.parse(analyser.parser, item.element)
         return ItemInput(item.item_id, item.payload, parsed, item.publisher)

@@ -21,12 +21,13 @@ from component.keyed_locks import KeyedLocks
 from component.pubsub.cache import Cache
 from component.pubsub.eviction import EvictionWatch
 from component.pubsub.group_commit import GroupCommit
-from component.pubsub.item_intake import ItemIntake
+from component.pubsub.item_intake import ItemIntake, SyncFailed
 from component.pubsub.node_state import ItemStep, NodeState
 from component.pubsub.openness import OpenNodes
 from component.pubsub.ordering import RepublishOrder
 from component.pubsub.requests import items_payload, items_read
 from component.pubsub.stanzas import NodeEvent, Serializer, received_items, result_items
+from component.pubsub.unwritten import Unwritten
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import NO_SYNC
 
@@ -97,8 +98,11 @@ class NotificationApplier:
         self._order = order
         # Publications and retractions with payloads, for nodes nothing else holds,
         # are written for many nodes in one transaction; the rest node by node.
+        # Each node's unapplied notifications are marked with the version of memory's
+        # copy of its items when the first of them was next: a read may apply them on
+        # top of that copy while it is unchanged (see unwritten_steps).
         self._groups: GroupCommit[tuple[str, str], NodeEvent] = GroupCommit(
-            self._apply_together, self._apply_alone, self._alone_only
+            self._apply_together, self._apply_alone, self._alone_only, self._items_version
         )
         self.evictions = EvictionWatch(upstream, cache, self._drop_evicted, schedule)
         self.order = RepublishOrder(upstream)
@@ -153,6 +157,35 @@ class NotificationApplier:
             log.info("pubsub: %s: notifications still being applied; read upstream", node.name)
             return False
         return True
+
+    def unwritten_steps(self, node: NodeState) -> Unwritten | None:
+        """The item steps of the notifications received for the node and not written
+        yet, in arrival order, as the write will take them (without parsed forms),
+        and the version of memory's copy of the node they apply to; None if one of
+        them is more than items with their payloads (a purge, a payload to fetch, an
+        item over the size bound) or the node is being fetched."""
+        if node.id in self._pending:
+            return None
+        since, events = self._groups.unapplied((node.service, node.name))
+        if not events:
+            return Unwritten(since, [])
+        moves = bool(self.order.moves(node.service))
+        steps = []
+        for event in events:
+            if event.kind != "items" or not all(item.payload for item in event.published):
+                return None
+            try:
+                published = tuple(
+                    self.intake.item_input(node, item, parse=False) for item in event.published
+                )
+            except SyncFailed:
+                return None
+            steps.append(ItemStep(event.retracted, published, moves))
+        return Unwritten(since, steps)
+
+    def _items_version(self, key: tuple[str, str]) -> object:
+        node = self.cache.node(*key)
+        return None if node is None else self.cache.items_version(node)
 
     def unsettled(self, key: tuple[str, str]) -> bool:
         """Whether notifications received for the node are not applied yet."""

@@ -1,9 +1,10 @@
 """The edge of items reads: answers them from the cache, or reads upstream.
 
 The decision is ``decide()``'s (pubsub/deciding.py): from the cache only when the
-node's items answer the request exactly, after the notifications Herald has received
-for it are applied; otherwise upstream as Herald (open nodes) or as the user. What
-upstream answers is passed on, paged here when the client asked for a page.
+node's items answer the request exactly, with the notifications Herald has received
+for it applied (pubsub/unwritten.py); otherwise upstream as Herald (open nodes) or as
+the user. What upstream answers is passed on, paged here when the client asked for a
+page.
 """
 
 from __future__ import annotations
@@ -48,9 +49,18 @@ class Reading:
         async def answers(node: NodeState) -> bool:
             # A truncated node answers only what its newest items answer; the rest
             # (all items, RSM counts and pages, ids it lacks) is read upstream.
-            # Notifications received for it are applied first: never an answer older
-            # than what Herald already knows of upstream (a write's wait, at most).
-            if not await pubsub.synchroniser.notifications.settled_for_reading(node):
+            # Never an answer older than what Herald already knows of upstream: the
+            # notifications received for the node are applied first, on top of what
+            # memory holds when it holds the node, or else by waiting for their write.
+            notifications = pubsub.synchroniser.notifications
+            unwritten = notifications.unwritten_steps(node)
+            if unwritten is not None and unwritten.steps:
+                ahead = pubsub.cache.ahead(node, unwritten)
+                if ahead is not None:
+                    held[:] = ahead.items
+                    tracing.step("read-ahead", node.name, str(len(unwritten.steps)))
+                    return not ahead.truncated or answered_by_newest(request, held)
+            if not await notifications.settled_for_reading(node):
                 return False
             try:
                 held[:] = await pubsub.cache.items(node)

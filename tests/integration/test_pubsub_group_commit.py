@@ -17,6 +17,7 @@ from component.pubsub.cache import Cache
 from component.pubsub.node_state import ItemStep, NodeState
 from component.pubsub.stanzas import NodeEvent, ReceivedItem
 from component.pubsub.sync import Synchroniser
+from component.pubsub.unwritten import Unwritten
 from component.storage import pubsub_item_reads, pubsub_nodes
 from component.storage.records import ItemInput
 from tests.integration.test_pubsub_sync import SERVICE, ScriptedUpstream, synchroniser
@@ -235,6 +236,58 @@ async def test_the_memory_copy_after_group_writes_is_what_the_database_holds(
         assert held_before  # every round wrote at least one node held in memory
     print(f"memory copy = database after {rounds} merged writes of 60 rounds")
     assert rounds >= 60
+    await sync.close()
+
+
+async def test_a_read_ahead_of_the_write_answers_what_the_write_leaves(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A read while notifications are still being written answers memory's copy with
+    their steps applied (pubsub/unwritten.py): after any mix of publications,
+    republications (moved where the node's service moves them), retractions and
+    trims, that is exactly what the database holds once the write is done, in the
+    same order, and the node is truncated exactly when the write leaves it so."""
+    rng = random.Random(2311)
+    cache = Cache(sessions, max_items_per_node=5)
+    sync = synchroniser(ScriptedUpstream(), cache)
+    nodes = await synced(sync, cache, "a1", "a2", "a3")
+    moves = {"a1": True, "a2": False, "a3": rng.random() < 0.5}
+    compared = became = 0
+    for _ in range(60):
+        changes = []
+        for name in rng.sample([node.name for node in nodes], rng.randint(1, 3)):
+            node = cache.node(SERVICE, name)
+            assert node is not None
+            await cache.items(node)  # in memory (a write may have dropped it)
+            steps = []
+            for _ in range(rng.randint(1, 3)):
+                pool = [f"i{n}" for n in range(9)]
+                retract = tuple(rng.sample(pool, rng.choice((0, 0, 1, 2))))
+                publish = tuple(
+                    ItemInput(i, f"<x xmlns='urn:x'>{i} {rng.random()}</x>", None, f"{i}@x")
+                    for i in rng.choices(pool, k=rng.randint(0, 4))
+                )
+                steps.append(ItemStep(retract, publish, moves[name]))
+            changes.append((node, steps))
+        ahead = {
+            node.name: cache.ahead(node, Unwritten(cache.items_version(node), steps))
+            for node, steps in changes
+        }
+        await cache.apply_steps(changes)
+        for node, _ in changes:
+            expected = ahead[node.name]
+            assert expected is not None
+            async with sessions() as session:
+                page = await pubsub_item_reads.page_items(session, node.id, None, None)
+            stored = [(i.item_id, i.data, i.publisher) for i in page.items]
+            assert [(i.item_id, i.data, i.publisher) for i in expected.items] == stored
+            after = cache.node(SERVICE, node.name)
+            assert after is not None
+            assert expected.truncated == after.truncated
+            compared += 1
+            became += after.truncated and not node.truncated
+    print(f"{compared} reads ahead of the write = the database after it ({became} truncated by it)")
+    assert became  # a trim that truncates was exercised
     await sync.close()
 
 

@@ -156,16 +156,23 @@ async def test_writes_through_the_proxy_are_applied_before_the_next_read(
 
 @contextlib.asynccontextmanager
 async def write_held(
-    proxy: Herald, clients: dict[str, TestClient], prefix: str
+    proxy: Herald, clients: dict[str, TestClient], prefix: str, *, in_memory: bool = False
 ) -> AsyncIterator[tuple[str, Owner, Callable[[], bool]]]:
     """A cached node of two items, whose publication of "fresh" Herald has received
     but not written: the node's write is held (as a slow database would hold it)
-    until the block ends. Yields the node, its owner, and whether its notifications
-    are still unapplied."""
+    until the block ends. Its items are in memory only if in_memory. Yields the
+    node, its owner, and whether its notifications are still unapplied."""
     owner = Owner(clients["olivia"])
     node = unique(prefix)
     await owner.create(node, items=2)
     await cache_node(proxy, clients["alice"], node)
+    await get_items(clients["alice"], node)  # a hit: the node's items are in memory
+    cache = proxy_of(proxy).cache
+    state = cache.node(UPSTREAM_JID, node)
+    assert state is not None
+    assert cache.hot(state)
+    if not in_memory:
+        cache._drop_items(state.id)  # as when other nodes' reads pushed it out
     notifications = proxy_of(proxy).synchroniser.notifications
     key = (UPSTREAM_JID, node)
 
@@ -187,8 +194,8 @@ async def test_a_read_is_never_older_than_a_notification_already_received(
 ) -> None:
     """A read that came after Herald received a publication's notification, while
     the notification was still being written, was answered from the cache without
-    it. It now waits for the write: Herald never answers with a state it already
-    knows upstream has left."""
+    it. For a node whose items are not in memory it now waits for the write: Herald
+    never answers with a state it already knows upstream has left."""
     read: asyncio.Task[tuple[list[str], object, object]] | None = None
     async with write_held(proxy, clients, "blog-inflight") as (node, owner, _):
         read = asyncio.create_task(get_items(clients["alice"], node))
@@ -198,6 +205,34 @@ async def test_a_read_is_never_older_than_a_notification_already_received(
     print(f"\n[truth] a read during the write: answered before it {answered_early}, {got}")
     assert not answered_early, f"answered before the write: {read.result()[0]}"
     assert got == await upstream_ids(owner, node) == ["item-000", "item-001", "fresh"]
+
+
+async def test_a_read_of_a_node_in_memory_does_not_wait_for_the_write(
+    proxy: Herald, clients: dict[str, TestClient]
+) -> None:
+    """A node whose items memory holds answers a read at once, with the notifications
+    received and not yet written applied on top (a publication, then a retraction):
+    what upstream holds, and what the cache answers once the write is done."""
+    async with write_held(proxy, clients, "blog-ahead", in_memory=True) as (node, owner, _):
+        notifications = proxy_of(proxy).synchroniser.notifications
+        key = (UPSTREAM_JID, node)
+        await owner.ps.retract(UPSTREAM_JID, node, "item-000", notify=True, timeout=5)
+
+        async def both_received() -> bool:
+            return len(notifications._groups.unapplied(key)[1]) == 2
+
+        await until(both_received)
+        hits = requests(proxy, "items", "hit")
+        began = time.monotonic()
+        got, _, _ = await get_items(clients["alice"], node)
+        took = time.monotonic() - began
+        hit = requests(proxy, "items", "hit") == hits + 1
+        unwritten = len(notifications._groups.unapplied(key)[1])
+    after, _, _ = await get_items(clients["alice"], node)
+    print(f"\n[truth] a read ahead of a held write: {took * 1000:.1f} ms, {got}, hit {hit}")
+    assert unwritten == 2  # answered while both were still unwritten
+    assert hit
+    assert got == await upstream_ids(owner, node) == ["item-001", "fresh"] == after
 
 
 async def test_a_read_held_up_by_a_write_that_hangs_is_answered_upstream(
