@@ -7,7 +7,7 @@ Run:
         [--nodes 100] [--rate 100] [--changes 1000] [--rare 20] [--window 15]
         [--reconcile-interval 10] [--prosody-storage memory|internal]
         [--tp-nodes 20] [--tp-publishes 1500] [--publishers 4] [--tp-inflight 4]
-        [--tp-rate 1000] [--tp-seconds 3]
+        [--tp-rate 1000] [--tp-seconds 3] [--staleness-only]
         [--trace DIR]   (then: .venv/bin/python -m bench.staleness_trace DIR)
 
 Everything runs on loopback in a temporary directory and stops by itself (about 5
@@ -956,7 +956,7 @@ async def run_server(args: argparse.Namespace, name: str, root: Path) -> dict[st
                 await run.start()
                 st = await run.staleness()
                 print(f"{label}: staleness done ({time.perf_counter() - began:.0f} s)", flush=True)
-                flow = await run.throughput()
+                flow = {} if args.staleness_only else await run.throughput()
                 if args.trace:  # the log holds the throughput phase's lines too
                     run.keep_trace(Path(args.trace), st, flow)
             except BaseException:
@@ -966,7 +966,8 @@ async def run_server(args: argparse.Namespace, name: str, root: Path) -> dict[st
             finally:
                 await run.stop()
             summary = report_staleness(label, args, st)
-            summary.update(report_throughput(label, args, flow))
+            if flow:
+                summary.update(report_throughput(label, args, flow))
             results[label] = summary
             print(f"{label}: done ({time.perf_counter() - began:.0f} s)", flush=True)
     finally:
@@ -1040,6 +1041,9 @@ if __name__ == "__main__":
         metavar="DIR",
         help="run Herald with HERALD_TRACE=1 and keep its log and the changes in DIR"
         " (bench/staleness_trace.py breaks the staleness down from them)",
+    )
+    parser.add_argument(
+        "--staleness-only", action="store_true", help="skip the notification throughput"
     )
     parser.add_argument("--tp-nodes", type=int, default=20)
     parser.add_argument("--tp-publishes", type=int, default=1500)

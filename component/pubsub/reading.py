@@ -53,15 +53,15 @@ class Reading:
             # notifications received for the node are applied first, on top of what
             # memory holds when it holds the node, or else by waiting for their write.
             notifications = pubsub.synchroniser.notifications
-            unwritten = notifications.unwritten_steps(node)
-            if unwritten is not None and unwritten.steps:
-                ahead = pubsub.cache.ahead(node, unwritten)
+            if notifications.unsettled((node.service, node.name)):
+                unwritten = notifications.unwritten_steps(node)
+                ahead = None if unwritten is None else pubsub.cache.ahead(node, unwritten)
                 if ahead is not None:
                     held[:] = ahead.items
-                    tracing.step("read-ahead", node.name, str(len(unwritten.steps)))
+                    tracing.step("read-ahead", node.name)
                     return not ahead.truncated or answered_by_newest(request, held)
-            if not await notifications.settled_for_reading(node):
-                return False
+                if not await notifications.settled_for_reading(node):
+                    return False
             try:
                 held[:] = await pubsub.cache.items(node)
             except Exception as exc:
