@@ -23,6 +23,7 @@ from component.pubsub.group_write import write_steps
 from component.pubsub.hot_items import HotItems
 from component.pubsub.node_state import ItemStep, NodeState, state_of
 from component.pubsub.request_marks import RequestMarks
+from component.pubsub.unflushed import UnflushedWrites
 from component.pubsub.unwritten import Ahead, Unwritten, with_unwritten
 from component.sizes import held_size
 from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
@@ -63,6 +64,7 @@ class Cache:
         # For the group writes of notifications only: commits a database crash may
         # lose, since a resync redoes them (storage/engine.py: create_redoable_engine).
         self.redoable = redoable or sessions
+        self.unflushed = UnflushedWrites(sessions, tracking=redoable is not None)
         self.max_items_per_node = max_items_per_node
         self.memory_bytes = memory_bytes
         self._nodes: dict[tuple[str, str], NodeState] = {}
@@ -326,12 +328,19 @@ class Cache:
         held_ids = {node_id: self._hot.ids(node_id) for node_id in hot}
         at_most = {node_id: len(items) for node_id, items in held_now.items()}
         tracing.step("write-start", "*", str(len(changes)))
-        async with self.redoable() as session:
-            written = await write_steps(
-                session, changes, at_most, held_now, held_ids, self.limit, self._trim
-            )
-            tracing.step("write-commit", "*")
-            await session.commit()
+        node_ids = [node.id for node, _ in changes]
+        self.unflushed.writing(node_ids)
+        committed = False
+        try:
+            async with self.redoable() as session:
+                written = await write_steps(
+                    session, changes, at_most, held_now, held_ids, self.limit, self._trim
+                )
+                tracing.step("write-commit", "*")
+                await session.commit()
+                committed = True
+        finally:
+            self.unflushed.written(node_ids, committed)
         tracing.step("write-end", "*")
         out = []
         for node, _ in changes:

@@ -154,6 +154,8 @@ class PubsubComponent(ServiceComponent):
         self.admin_watch = AdminWatch(self.cache, self.synchroniser)
         self._admin_task: asyncio.Task[None] | None = None
         self._resync_task: asyncio.Task[None] | None = None
+        self._redo: set[int] = set()  # node ids to re-fetch once the database answers
+        self._flush_task: asyncio.Task[None] | None = None
         self.admin_commands = AdminCommands(
             settings.admins, self.boundjid.bare, self.upstream_jid, sessions, self.admin_watch
         )
@@ -203,6 +205,10 @@ class PubsubComponent(ServiceComponent):
         for loop_task in (self._upkeep_task, self._gauges_task):
             if loop_task is not None:
                 loop_task.cancel()
+        if self._flush_task is not None:
+            # Awaited: it may be in a session, which must end before the engine goes.
+            self._flush_task.cancel()
+            await asyncio.gather(self._flush_task, return_exceptions=True)
         await self.deciding.close()
         if self._admin_task is not None:
             # Awaited: it reads the database every second, and must be out of its
@@ -223,6 +229,8 @@ class PubsubComponent(ServiceComponent):
             self._upkeep_task = asyncio.create_task(self._upkeep())
         if self._gauges_task is None or self._gauges_task.done():
             self._gauges_task = asyncio.create_task(self._gauges())
+        if self.cache.unflushed.tracking and (self._flush_task is None or self._flush_task.done()):
+            self._flush_task = asyncio.create_task(self.cache.unflushed.run())
         if self._admin_task is None or self._admin_task.done():
             self._admin_task = asyncio.create_task(self.admin_watch.run())
         # Notifications sent while we were away are lost: re-fetch every synced node.
@@ -232,11 +240,20 @@ class PubsubComponent(ServiceComponent):
     def database_lost(self) -> None:
         """A statement found its database connection dead: the server crashed or
         restarted, and may have lost the last group writes (committed without waiting
-        for its disk). Nothing is answered from the cache until re-fetched, which
-        starts once the database answers again."""
-        self.cache.unconfirm_all()
-        if self._resync_task is None or self._resync_task.done():
-            log.warning("pubsub: the database connection was lost; re-fetching every node")
+        for its disk; pubsub/unflushed.py). The nodes written since the last commit
+        that waited are not answered from the cache until re-fetched, which starts
+        once the database answers again."""
+        lost = self.cache.unflushed.lost()
+        for node in self.cache.nodes():
+            if node.id in lost:
+                self.cache.unconfirm(node)
+        self._redo |= lost
+        if self._redo and (self._resync_task is None or self._resync_task.done()):
+            log.warning(
+                "pubsub: the database connection was lost; re-fetching the %d nodes"
+                " written since its disk last confirmed them",
+                len(self._redo),
+            )
             self._resync_task = self._background.start(self._resync_once_database_answers())
 
     async def _resync_once_database_answers(self) -> None:
@@ -246,7 +263,8 @@ class PubsubComponent(ServiceComponent):
                 break
             except Exception:  # down a while yet
                 await asyncio.sleep(DATABASE_RETRY)
-        self.synchroniser.resync_all()
+        redo, self._redo = self._redo, set()
+        self.synchroniser.refetch(redo)
 
     async def _gauges(self) -> None:
         while True:

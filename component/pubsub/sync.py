@@ -237,8 +237,14 @@ class Synchroniser:
         Until its re-fetch completes, no node is answered from the cache.
         """
         self.cache.unconfirm_all()
+        self.refetch({node.id for node in self.cache.nodes()})
+
+    def refetch(self, node_ids: set[int]) -> None:
+        """Re-fetch these nodes (those synced or being synced), each unconfirmed:
+        not answered from the cache until its re-fetch completes."""
         for node in self.cache.nodes():
-            if node.sync_state in (COMPLETED, IN_PROGRESS):
+            if node.id in node_ids and node.sync_state in (COMPLETED, IN_PROGRESS):
+                self.cache.unconfirm(node)
                 self.schedule(node)
 
     async def upkeep(self, idle: timedelta) -> None:

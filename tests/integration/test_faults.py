@@ -36,6 +36,7 @@ from tests.conftest import (
     PROXY_JID,
     SILENT_JID,
     SILENT_SECRET,
+    UPSTREAM_JID,
     USERS,
     XmppServer,
     missing,
@@ -546,6 +547,23 @@ async def test_a_node_first_asked_for_during_an_outage_is_cached_after_it(
 
 def _row_count(url: str, node: str, item: str) -> int:
     """Rows of the item in Herald's database, read past Herald (its own connection)."""
+    return int(
+        _one(
+            url,
+            "SELECT count(*) FROM pubsub_items i JOIN pubsub_nodes n ON n.id = i.node_id"
+            " WHERE n.name = %s AND i.item_id = %s",
+            (node, item),
+        )
+    )
+
+
+def _last_synced(url: str, node: str) -> object:
+    """When Herald last completed the node's sync, read past Herald."""
+    return _one(url, "SELECT last_synced FROM pubsub_nodes WHERE name = %s", (node,))
+
+
+def _one(url: str, query: str, params: tuple[str, ...]) -> Any:
+    """The one value the query selects from Herald's database, on its own connection."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -553,13 +571,44 @@ def _row_count(url: str, node: str, item: str) -> int:
     with psycopg.connect(
         host=at.host, port=at.port, user=at.username, dbname=at.database, autocommit=True
     ) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pubsub_items i JOIN pubsub_nodes n ON n.id = i.node_id"
-            " WHERE n.name = %s AND i.item_id = %s",
-            (node, item),
-        ).fetchone()
+        row = conn.execute(query, params).fetchone()
     assert row is not None
-    return int(row[0])
+    return row[0]
+
+
+async def crash_losing(owner: Owner, pg: PrivatePostgres, url: str, node: str) -> tuple[str, int]:
+    """Publish on the node, wait until Herald has written it, and crash PostgreSQL
+    (stop -m immediate, start), until a crash loses that write (a flush by chance keeps
+    it: then again). The item lost, and the attempts it took."""
+    for attempt in range(1, 6):
+        item = f"lost-{attempt}"
+        await owner.publish(node, item, "written, then lost")
+
+        async def written(item: str = item) -> bool:
+            return await asyncio.to_thread(_row_count, url, node, item) == 1
+
+        await until(written, 10, "the notification written")
+        await asyncio.to_thread(pg.stop, "immediate")
+        await asyncio.to_thread(pg.start)
+        if await asyncio.to_thread(_row_count, url, node, item) == 0:
+            return item, attempt
+    raise AssertionError("no crash lost the last write: nothing was tested")
+
+
+async def first_answers(reader: TestClient, node: str) -> list[list[str] | str]:
+    """Read the node until a result (15 s at most): the errors, then the result's ids."""
+    began = time.monotonic()
+    answers: list[list[str] | str] = []
+    while time.monotonic() - began < 15:
+        try:
+            got, _, _ = await get_items(reader, node)
+        except IqError as exc:
+            answers.append(exc.iq["error"]["condition"])
+            await asyncio.sleep(0.1)
+            continue
+        answers.append(got)
+        break
+    return answers
 
 
 async def test_a_write_a_database_crash_lost_is_never_served_missing(
@@ -578,32 +627,9 @@ async def test_a_write_a_database_crash_lost_is_never_served_missing(
         await owner.create(node, items=2)
         await get_items(alice, node)  # the miss that starts its sync; not read since
         await until(synced(herald, node), 10, "the node cached")
-        lost = None
-        for attempt in range(5):  # a flush by chance keeps the commit: try again
-            item = f"lost-{attempt}"
-            await owner.publish(node, item, "written, then lost")
-
-            async def written(item: str = item) -> bool:
-                return await asyncio.to_thread(_row_count, url, node, item) == 1
-
-            await until(written, 10, "the notification written")
-            await asyncio.to_thread(forgetful_pg.stop, "immediate")
-            await asyncio.to_thread(forgetful_pg.start)
-            if await asyncio.to_thread(_row_count, url, node, item) == 0:
-                lost = item
-                break
-        assert lost is not None, "no crash lost the last write: nothing was tested"
+        lost, attempts = await crash_losing(owner, forgetful_pg, url, node)
         began = time.monotonic()
-        answers: list[list[str] | str] = []
-        while time.monotonic() - began < 15:
-            try:
-                got, _, _ = await get_items(alice, node)
-            except IqError as exc:
-                answers.append(exc.iq["error"]["condition"])
-                await asyncio.sleep(0.1)
-                continue
-            answers.append(got)
-            break
+        answers = await first_answers(alice, node)
         took = time.monotonic() - began
         hits = hits_total()
 
@@ -616,7 +642,7 @@ async def test_a_write_a_database_crash_lost_is_never_served_missing(
     finally:
         await herald.stop()
     print(
-        f"\n[faults] a crash lost the last write (attempt {attempt + 1}): answers after it "
+        f"\n[faults] a crash lost the last write (attempt {attempts}): answers after it "
         f"{answers} in {took:.2f} s; answered from the cache again after {hits_back:.2f} s"
     )
     assert answers, "never answered"
@@ -625,6 +651,76 @@ async def test_a_write_a_database_crash_lost_is_never_served_missing(
     # The read that found the connection dead went upstream: no error for the client.
     assert len(answers) == 1, f"errors before the answer: {answers}"
     assert await asyncio.to_thread(_row_count, url, node, lost) == 1, "not written again"
+
+
+async def test_a_database_crash_refetches_only_the_nodes_it_may_have_lost(
+    prosody: Prosody, forgetful_pg: PrivatePostgres, people: dict[str, Any]
+) -> None:
+    """After a crash of PostgreSQL, only the nodes written since its disk last
+    confirmed Herald's writes are fetched again. A node whose publication a commit
+    that waited for the disk made durable keeps being answered from the cache, with
+    it (every cached node was fetched again after any restart, a clean one too)."""
+    alice = people["alice"]
+    owner = Owner(people["olivia"])
+    url = forgetful_pg.url()
+    herald = await start_both(prosody, url)
+    try:
+        kept, redone = unique("blog-kept"), unique("blog-redone")
+        for node in (kept, redone):
+            await owner.create(node, items=2)
+            await get_items(alice, node)
+            await until(synced(herald, node), 10, "the node cached")
+        await owner.publish(kept, "durable", "written, then made durable")
+        cache = pubsub_of(herald).cache
+        state = cache.node(UPSTREAM_JID, kept)
+        assert state is not None
+
+        async def durable() -> bool:
+            return (
+                await asyncio.to_thread(_row_count, url, kept, "durable") == 1
+                and state.id not in cache.unflushed.at_risk()
+            )
+
+        await until(durable, 10, "the publication made durable")
+        synced_before = await asyncio.to_thread(_last_synced, url, kept)
+        lost, attempts = await crash_losing(owner, forgetful_pg, url, redone)
+        answers = await first_answers(alice, redone)
+        proxy = pubsub_of(herald)
+
+        async def redone_from_the_cache() -> bool:
+            hits = hits_total()
+            got, _, _ = await get_items(alice, redone)
+            return lost in got and hits_total() > hits
+
+        await until(redone_from_the_cache, 15, "the lost write redone")
+
+        async def nothing_syncing() -> bool:
+            task = proxy._resync_task
+            return (task is None or task.done()) and not any(
+                proxy.synchroniser.syncing(node) for node in cache.nodes()
+            )
+
+        await until(nothing_syncing, 15, "the re-fetches done")
+        hits = hits_total()
+        got, _, _ = await get_items(alice, kept)
+        kept_hit = hits_total() == hits + 1
+        synced_after = await asyncio.to_thread(_last_synced, url, kept)
+        kept_state = cache.node(UPSTREAM_JID, kept)
+    finally:
+        await herald.stop()
+    print(
+        f"\n[faults] after a crash (attempt {attempts}): {redone} answered {answers};"
+        f" {kept} answered {got} from the cache: {kept_hit}, fetched again:"
+        f" {synced_after != synced_before}"
+    )
+    assert isinstance(answers[-1], list)
+    assert lost in answers[-1], f"served without {lost}: {answers[-1]}"
+    assert await asyncio.to_thread(_row_count, url, redone, lost) == 1, "not written again"
+    assert "durable" in got
+    assert synced_after == synced_before, "a node the crash could not touch was re-fetched"
+    assert kept_state is not None
+    assert kept_state.confirmed
+    assert kept_hit
 
 
 # -- 3. an upstream that never answers --------------------------------------------------
