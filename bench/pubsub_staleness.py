@@ -7,7 +7,7 @@ Run:
         [--nodes 100] [--rate 100] [--changes 1000] [--rare 20] [--window 15]
         [--reconcile-interval 10] [--prosody-storage memory|internal]
         [--tp-nodes 20] [--tp-publishes 1500] [--publishers 4] [--tp-inflight 4]
-        [--tp-rate 1000] [--tp-seconds 3] [--staleness-only]
+        [--tp-rate 1000] [--tp-seconds 3] [--staleness-only] [--direct-poll]
         [--trace DIR]   (then: .venv/bin/python -m bench.staleness_trace DIR)
 
 Everything runs on loopback in a temporary directory and stops by itself (about 5
@@ -37,7 +37,10 @@ request in flight per pending change: every --poll-ms for notified kinds, every 
 for the others) until an answer is fresh, for at most --window seconds. The proxy's
 figure is the arrival of the first fresh answer (so it includes one read's round trip).
 The direct figure is the arrival of bob's notification of the same change, measured in
-the same run; kinds upstream does not notify have none. Each figure is a change's own
+the same run; kinds upstream does not notify have none. With --direct-poll, carol
+also reads each publication and retraction upstream directly, polled the same way at
+the same time: the floor for any reader that polls (a push has no poll interval and
+no read's round trip). Each figure is a change's own
 time, from olivia's send: p50/p99/max over its changes, and how many never became fresh
 within the window. The achieved rate is printed: it falls below --rate when every node
 has a change in flight (a node whose proxy answer lags by seconds takes no new change;
@@ -188,9 +191,9 @@ def owner_op(op: str, node: str) -> str:
     return iq("set", OWNER_NS, f"<{op} node='{node}'/>")
 
 
-def read(node: str) -> str:
+def read(node: str, to: str = PROXY_JID) -> str:
     return (
-        f"<iq type='get' id='{{id}}' to='{PROXY_JID}'><pubsub xmlns='{PUBSUB}'>"
+        f"<iq type='get' id='{{id}}' to='{to}'><pubsub xmlns='{PUBSUB}'>"
         f"<items node='{node}'/></pubsub></iq>"
     )
 
@@ -265,6 +268,7 @@ class Change:
     direct: float | None = None
     idle: float = 0.0  # since the proxy last answered the node
     polls: int = 0
+    polled: float | None = None  # seconds to a fresh answer read upstream directly
     failed: str | None = None
     acked: float | None = None  # seconds to upstream's answer to the change
 
@@ -322,6 +326,7 @@ class Run:
         self.root = root
         self.tag = f"{db[:2]}{uuid.uuid4().hex[:4]}"
         self.arrivals: dict[tuple[str, str, str], float] = {}
+        self.direct_reader: RawClient | None = None  # --direct-poll
         self.herald: HeraldProcess | None = None
         self.db_url = ""
         self.db_name = ""
@@ -449,6 +454,8 @@ class Run:
         owner = await self._client(RawClient, f"{OWNER}/st", USERS["olivia"])
         reader = await self._client(RawClient, f"{READER}@localhost/st", USERS[READER])
         bob = await self._client(Listener, "bob@localhost/st", USERS["bob"])
+        if args.direct_poll:
+            self.direct_reader = await self._client(RawClient, "carol@localhost/st", USERS["carol"])
         nodes = [
             NodeState(f"blog-{self.tag}-{i:03d}", [f"i{i}-{k}" for k in range(INITIAL_ITEMS)])
             for i in range(args.nodes)
@@ -557,18 +564,14 @@ class Run:
         ack = asyncio.create_task(self._acked(owner, template, change))
         fast = change.kind in NOTIFIED
         interval = self.args.poll_ms / 1000 if fast else SLOW_POLL
-        deadline = change.t0 + self.args.window
-        while True:
-            reply = await reader.iq(read(node), timeout=30, check=False)
-            now = time.perf_counter()
-            change.polls += 1
-            change.node.last_read = now
-            if change.fresh(reply):
-                change.proxy = now - change.t0
-                break
-            if now > deadline:
-                break
-            await asyncio.sleep(interval)
+        direct = None
+        if self.direct_reader is not None and change.kind in ("publish", "retract"):
+            direct = asyncio.create_task(
+                self._poll(self.direct_reader, read(node, UPSTREAM_JID), change, interval)
+            )
+        change.proxy = await self._poll(reader, read(node), change, interval)
+        if direct is not None:
+            change.polled = await direct
         answer = await ack
         if answer.get("type") != "result":
             change.failed = ET.tostring(answer, encoding="unicode")[:300]
@@ -577,6 +580,24 @@ class Run:
         elif change.kind == "purge":
             change.node.items.clear()
         change.node.pending = False
+
+    async def _poll(
+        self, client: RawClient, template: str, change: Change, interval: float
+    ) -> float | None:
+        """Read until an answer is fresh: seconds from the change's send, or None."""
+        deadline = change.t0 + self.args.window
+        proxy = client is not self.direct_reader
+        while True:
+            reply = await client.iq(template, timeout=30, check=False)
+            now = time.perf_counter()
+            if proxy:
+                change.polls += 1
+                change.node.last_read = now
+            if change.fresh(reply):
+                return now - change.t0
+            if now > deadline:
+                return None
+            await asyncio.sleep(interval)
 
     # -- throughput --------------------------------------------------------------------
 
@@ -869,6 +890,18 @@ def report_staleness(label: str, args: argparse.Namespace, st: Staleness) -> dic
             f" goal never past 5 s after upstream's answer: {'met' if late <= 5.0 else 'NOT met'}"
         )
         out["whitelist (ack)"] = "> window" if math.isinf(late) else f"{late * 1000:.1f}"
+    polled = [c for c in st.changes if c.polled is not None and c.proxy is not None]
+    if polled:
+        # The same reads, sent upstream directly: what any reader that polls gets.
+        for kind in ("publish", "retract"):
+            mine = [c for c in polled if c.kind == kind]
+            direct = [c.polled for c in mine if c.polled is not None]
+            proxy = [c.proxy for c in mine if c.proxy is not None]
+            print(
+                f"{kind}: read upstream directly the same way (carol), p50 {ms(pct(direct, 50))}"
+                f" p99 {ms(pct(direct, 99))} ms; the proxy's p99 is"
+                f" {pct(proxy, 99) / pct(direct, 99):.2f}x that (n={len(mine)})"
+            )
     polls = sum(c.polls for c in st.changes)
     print(
         f"proxy reads while polling: {polls}; Herald's items results {st.hits}"
@@ -1044,6 +1077,12 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--staleness-only", action="store_true", help="skip the notification throughput"
+    )
+    parser.add_argument(
+        "--direct-poll",
+        action="store_true",
+        help="also read each notified publication/retraction upstream directly, polled"
+        " the same way as through the proxy (carol): the floor for any polling reader",
     )
     parser.add_argument("--tp-nodes", type=int, default=20)
     parser.add_argument("--tp-publishes", type=int, default=1500)

@@ -205,16 +205,17 @@ class Cache:
             self._hot.hold(node.id, items, size)
         return items
 
-    def items_version(self, node: NodeState) -> int:
-        """The version of memory's copy of the node's items: it changes whenever
-        the copy does (held, merged, dropped)."""
-        return self._hot.version(node.id)
+    def items_version(self, node: NodeState) -> tuple[int, int]:
+        """The version of memory's copy of the node's items (with the node's id: a
+        node cached again is another node): it changes whenever the copy does (held,
+        merged, dropped)."""
+        return node.id, self._hot.version(node.id)
 
     def ahead(self, node: NodeState, unwritten: Unwritten) -> Ahead | None:
         """The node's items with its unwritten steps applied, as their write will
         leave them: None unless memory holds the node's items, at the version the
         steps apply to. Taken from memory at once (no await)."""
-        if self._hot.version(node.id) != unwritten.since:
+        if self.items_version(node) != unwritten.since:
             return None
         held = self._hot.get(node.id)
         if held is None:
