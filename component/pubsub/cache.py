@@ -24,7 +24,7 @@ from component.pubsub.hot_items import HotItems
 from component.pubsub.node_state import ItemStep, NodeState, state_of
 from component.pubsub.request_marks import RequestMarks
 from component.pubsub.unflushed import UnflushedWrites
-from component.pubsub.unwritten import Ahead, Unwritten, with_unwritten
+from component.pubsub.unwritten import AT_MOST_WORK, Ahead, Unwritten, with_unwritten
 from component.sizes import held_size
 from component.storage import pubsub_item_reads, pubsub_item_writes, pubsub_nodes
 from component.storage.records import (
@@ -214,11 +214,12 @@ class Cache:
     def ahead(self, node: NodeState, unwritten: Unwritten) -> Ahead | None:
         """The node's items with its unwritten steps applied, as their write will
         leave them: None unless memory holds the node's items, at the version the
-        steps apply to. Taken from memory at once (no await)."""
+        steps apply to, and applying them costs little. Taken from memory at once
+        (no await)."""
         if self.items_version(node) != unwritten.since:
             return None
         held = self._hot.get(node.id)
-        if held is None:
+        if held is None or len(unwritten.steps) * max(len(held), 1) > AT_MOST_WORK:
             return None
         return with_unwritten(
             held,

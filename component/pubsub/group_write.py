@@ -24,6 +24,14 @@ from component.storage.records import ItemRecord, NodeRecord
 Trim = Callable[[AsyncSession, NodeState], Awaitable[tuple[NodeRecord | None, list[str]]]]
 
 
+class OneByOne(Exception):
+    """A step's outcome depends on the order of its publications: an item published
+    again in place was trimmed with it, which applying the notifications merged in
+    the step one by one may not do (one published before it may push it out, then it
+    comes back as new). The group is then applied node by node, one notification at a
+    time (pubsub/notifications.py)."""
+
+
 @dataclass
 class Written:
     """What write_steps did, per node id."""
@@ -113,6 +121,8 @@ async def write_steps(
                 current = state_of(records[node_id]) if node_id in records else node
                 if counts.get(node_id, 0) > limit(current):
                     record, gone = await trim(session, current)
+                    if step.merged and not step.move_republished and set(gone) & set(held[node_id]):
+                        raise OneByOne(node.name)
                     out.gone(node_id, gone)
                     if record is not None:
                         records[node_id] = record

@@ -18,6 +18,8 @@ class ItemStep:
     published: tuple[ItemInput, ...]
     # The service moves a republished item to the newest place.
     move_republished: bool = False
+    # Several notifications' publications, merged (notifications.coalesced).
+    merged: bool = False
 
 
 @dataclass(frozen=True)

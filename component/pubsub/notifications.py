@@ -27,7 +27,7 @@ from component.pubsub.openness import OpenNodes
 from component.pubsub.ordering import RepublishOrder
 from component.pubsub.requests import items_payload, items_read
 from component.pubsub.stanzas import NodeEvent, Serializer, received_items, result_items
-from component.pubsub.unwritten import Unwritten
+from component.pubsub.unwritten import AT_MOST_STEPS, Unwritten
 from component.pubsub.upstream import Upstream, UpstreamError
 from component.storage.records import NO_SYNC
 
@@ -40,8 +40,10 @@ READ_WAITS_AT_MOST = 2.0
 
 def coalesced(events: list[NodeEvent]) -> list[NodeEvent]:
     """The same changes in fewer events: consecutive publications (no retractions)
-    become one, as long as no item id repeats (a republication keeps its own step,
-    since where it lands depends on the service)."""
+    become one, as long as no item id repeats in it. Written as one step, they land
+    where writing them one by one puts them, for a service that leaves republished
+    items in place (those that move them are not merged): a step whose trim takes
+    an item it publishes again is written one by one instead (group_write.OneByOne)."""
     merged: list[NodeEvent] = []
     ids: set[str] = set()
     for event in events:
@@ -163,12 +165,15 @@ class NotificationApplier:
         yet, in arrival order, as the write will take them (without parsed forms),
         and the version of memory's copy of the node they apply to; None if one of
         them is more than items with their payloads (a purge, a payload to fetch, an
-        item over the size bound) or the node is being fetched."""
+        item over the size bound), there are more than AT_MOST_STEPS, or the node is
+        being fetched."""
         if node.id in self._pending:
             return None
         since, events = self._groups.unapplied((node.service, node.name))
         if not events:
             return Unwritten(since, [])
+        if len(events) > AT_MOST_STEPS:
+            return None
         moves = bool(self.order.moves(node.service))
         steps = []
         for event in events:
@@ -208,8 +213,10 @@ class NotificationApplier:
         service, name = key
         async with self._order.hold(key):
             try:
-                for run in coalesced(events):
-                    await self._apply(service, run)
+                # One by one, not coalesced: a merged step trims once, after all its
+                # publications (see group_write.OneByOne).
+                for event in events:
+                    await self._apply(service, event)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -227,22 +234,31 @@ class NotificationApplier:
                 if node is None:
                     continue
                 moves.append(self.order.moves(service))
+                # Not merged where republished items move: a merged step restamps
+                # them all at one time, before the step's new items.
+                runs = events if moves[-1] else coalesced(events)
                 steps = [
                     ItemStep(
                         run.retracted,
                         tuple(self.intake.item_input(node, item) for item in run.published),
                         bool(moves[-1]),
+                        merged=all(run is not event for event in events),
                     )
-                    for run in coalesced(events)
+                    for run in runs
                 ]
                 changes.append((node, steps))
             applied = await self.cache.apply_steps(changes)
-            for (_, steps), (node, again), moving in zip(changes, applied, moves, strict=True):
-                for step, held in zip(steps, again, strict=True):
-                    if step.published:
-                        self.evictions.published(node, len(step.published))
-                    if held and moving is None:
-                        await self._learn_order(node, held)
+            # Committed: nothing after this may fail the group (it would be applied
+            # again, node by node).
+            try:
+                for (_, steps), (node, again), moving in zip(changes, applied, moves, strict=True):
+                    for step, held in zip(steps, again, strict=True):
+                        if step.published:
+                            self.evictions.published(node, len(step.published))
+                        if held and moving is None:
+                            await self._learn_order(node, held)
+            except Exception:
+                log.exception("pubsub: after a group write, learning an item order failed")
 
     def out_of_service(self, service: str, name: str, why: str) -> None:
         """Stop answering the node from the cache, and fetch it again."""

@@ -42,6 +42,7 @@ class UnflushedWrites:
         # a flush forgets a node only if no write of it committed since it began.
         self._written: dict[int, int] = {}
         self._commits = 0
+        self._failing = False
 
     def writing(self, node_ids: Iterable[int]) -> None:
         """A write of these nodes that will not wait for the disk starts."""
@@ -89,4 +90,14 @@ class UnflushedWrites:
             try:
                 await self.flush()
             except Exception as exc:  # the database is down: its loss is handled
-                log.debug("pubsub: cannot wait for the database's disk: %r", exc)
+                # A flush that keeps failing leaves every node written at risk: said
+                # once per run of failures, not every second.
+                log.log(
+                    logging.DEBUG if self._failing else logging.WARNING,
+                    "pubsub: cannot wait for the database's disk (%r); the nodes written"
+                    " since are re-fetched if its connection is lost",
+                    exc,
+                )
+                self._failing = True
+            else:
+                self._failing = False

@@ -15,6 +15,11 @@ from datetime import datetime, timedelta
 from component.pubsub.node_state import ItemStep
 from component.storage.records import ItemInput, ItemRecord, chronological
 
+# A read applies unwritten notifications only while that costs less than the wait
+# for their write: past these (a database that stalls under a burst), it waits.
+AT_MOST_STEPS = 64
+AT_MOST_WORK = 50_000  # steps x the node's items
+
 
 @dataclass(frozen=True)
 class Unwritten:
@@ -45,18 +50,22 @@ def with_unwritten(
 ) -> Ahead:
     """Apply the steps to the items (oldest first) as the database write would.
 
-    Each step retracts, then publishes: a new id is appended (created now), a held
-    one takes the new content in its place, or moves to the newest place where the
-    step says the service moves republished items; then the node keeps its newest
-    `limit`. Trimming leaves it truncated when trim_truncates (upstream keeps more
-    than the cache does). `now` stands in for the times the write will stamp: only
-    the order they give matters to an answer.
+    Each step retracts, then publishes, one row per id at its first place with its
+    last content: a new id is appended, a held one takes the new content in its
+    place, or moves to the newest place where the step says the service moves
+    republished items; then the node keeps its newest `limit`. Trimming leaves it
+    truncated when trim_truncates (upstream keeps more than the cache does). `now`
+    stands in for the times the write will stamp: only the order they give matters.
     """
     current = list(items)
     seq = max((item.seq for item in current), default=0)
+    # The write comes after every row written before it: so do these, whatever
+    # `now` says.
+    newest = max((item.updated for item in current), default=now)
+    now = max(now, newest + timedelta(microseconds=1))
     for n, step in enumerate(steps):
         # Each step is written at its own, later time (a republication it moves goes
-        # after the items an earlier step published).
+        # after the items an earlier step published); only the order matters.
         at = now + timedelta(microseconds=n)
         if step.retracted:
             gone = set(step.retracted)

@@ -98,13 +98,15 @@ async def ping(sessions: async_sessionmaker[AsyncSession]) -> None:
 async def wait_for_disk(sessions: async_sessionmaker[AsyncSession]) -> None:
     """Return once PostgreSQL has every commit acknowledged so far on its disk.
 
-    A transaction that writes to the WAL commits, with synchronous_commit on (these
-    sessions' setting), only once the WAL is flushed up to its commit record: every
+    A transaction that writes to the WAL commits, with synchronous_commit on (set for
+    this transaction), only once the WAL is flushed up to its commit record: every
     commit acknowledged before it, those made without waiting included, is then
     durable. It writes a logical-decoding message (no table, no privilege; decoders
     that do not ask for messages never see it): a transaction that only took an id
     writes no WAL before its commit record, and PostgreSQL commits it without waiting.
     """
     async with sessions() as session:
+        # Whatever the server, role or database sets: this commit must wait.
+        await session.execute(text("SET LOCAL synchronous_commit TO on"))
         await session.execute(text("SELECT pg_logical_emit_message(true, 'herald', 'flush')"))
         await session.commit()

@@ -717,6 +717,8 @@ async def test_a_database_crash_refetches_only_the_nodes_it_may_have_lost(
     assert lost in answers[-1], f"served without {lost}: {answers[-1]}"
     assert await asyncio.to_thread(_row_count, url, redone, lost) == 1, "not written again"
     assert "durable" in got
+    # On disk, not only in memory: the commit that waited kept it through the crash.
+    assert await asyncio.to_thread(_row_count, url, kept, "durable") == 1
     assert synced_after == synced_before, "a node the crash could not touch was re-fetched"
     assert kept_state is not None
     assert kept_state.confirmed

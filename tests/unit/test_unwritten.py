@@ -62,7 +62,8 @@ def test_a_republished_item_moves_where_the_service_moves_it() -> None:
 
 def test_republished_items_moved_together_come_before_new_ones_in_their_old_order() -> None:
     """As the write restamps them: the same time as the step's new items, and their
-    old row numbers, lower than the new rows'."""
+    old row numbers, lower than the new rows'. (Steps are never merged where the
+    service moves republished items: one notification, one item, in practice.)"""
     moved = step((), item("x"), item("b"), item("a"), moves=True)
     assert ids_after(node("a", "b", "c"), moved) == ["c", "a", "b", "x"]
 
