@@ -21,7 +21,13 @@ from component.pubsub import tracing
 from component.pubsub.cache_gauges import CacheGauges
 from component.pubsub.group_write import write_steps
 from component.pubsub.hot_items import HotItems
-from component.pubsub.node_state import ItemStep, NodeState, state_of
+from component.pubsub.node_state import (
+    ItemStep,
+    NodeState,
+    item_limit,
+    state_of,
+    trim_truncates,
+)
 from component.pubsub.request_marks import RequestMarks
 from component.pubsub.unflushed import UnflushedWrites
 from component.pubsub.unwritten import AT_MOST_WORK, Ahead, Unwritten, with_unwritten
@@ -156,11 +162,6 @@ class Cache:
         if held is not None:
             self._nodes[(node.service, node.name)] = replace(held, confirmed=False)
 
-    def unconfirm_all(self) -> None:
-        """After a reconnect: no node is answered from the cache until re-fetched."""
-        for key, held in list(self._nodes.items()):
-            self._nodes[key] = replace(held, confirmed=False)
-
     async def delete(self, node: NodeState) -> None:
         """Forget the node and its items, in the database and in memory."""
         async with self.sessions() as session:
@@ -226,7 +227,7 @@ class Cache:
             unwritten.steps,
             self.limit(node),
             node.truncated,
-            self._trim_truncates(node),
+            trim_truncates(node, self.max_items_per_node),
             utcnow(),
         )
 
@@ -243,15 +244,8 @@ class Cache:
         return list(page.items)
 
     def limit(self, node: NodeState) -> int:
-        """How many items the node keeps: ours, or upstream's pubsub#max_items if lower."""
-        if node.upstream_max_items is None:
-            return self.max_items_per_node
-        return min(self.max_items_per_node, node.upstream_max_items)
-
-    def _trim_truncates(self, node: NodeState) -> bool:
-        """Whether trimming the node leaves out items upstream still holds: past only
-        our limit, not upstream's own pubsub#max_items (which dropped them too)."""
-        return node.upstream_max_items is None or node.upstream_max_items > self.max_items_per_node
+        """How many items the node keeps (node_state.item_limit)."""
+        return item_limit(node, self.max_items_per_node)
 
     async def replace_items(
         self, node: NodeState, items: Sequence[ItemInput], *, more_upstream: bool = False
@@ -300,7 +294,7 @@ class Cache:
         """Trim the node to its limit: its new record if its state changed, and the
         ids that went."""
         trimmed = await pubsub_item_writes.trim_items(session, node.id, self.limit(node))
-        if trimmed and self._trim_truncates(node) and not node.truncated:
+        if trimmed and trim_truncates(node, self.max_items_per_node) and not node.truncated:
             record = await pubsub_nodes.set_node_state(
                 session, node.id, now=utcnow(), truncated=True
             )
@@ -330,19 +324,14 @@ class Cache:
         held_ids = {node_id: self._hot.ids(node_id) for node_id in hot}
         at_most = {node_id: len(items) for node_id, items in held_now.items()}
         tracing.step("write-start", "*", str(len(changes)))
-        node_ids = [node.id for node, _ in changes]
-        self.unflushed.writing(node_ids)
-        committed = False
-        try:
+        with self.unflushed.writing([node.id for node, _ in changes]) as committed:
             async with self.redoable() as session:
                 written = await write_steps(
                     session, changes, at_most, held_now, held_ids, self.limit, self._trim
                 )
                 tracing.step("write-commit", "*")
                 await session.commit()
-                committed = True
-        finally:
-            self.unflushed.written(node_ids, committed)
+                committed()
         tracing.step("write-end", "*")
         out = []
         for node, _ in changes:

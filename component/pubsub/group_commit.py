@@ -71,7 +71,7 @@ class GroupCommit(Generic[K, E]):
     async def settled(self, key: K) -> None:
         """Wait until every event submitted for the key so far is applied (or its
         failure handled); later ones are not waited for."""
-        waiting = [done for _, done in (*self._taken.get(key, ()), *self._queued.get(key, ()))]
+        waiting = [done for _, done in self._unapplied(key)]
         if waiting:
             await asyncio.wait(waiting)
 
@@ -82,8 +82,10 @@ class GroupCommit(Generic[K, E]):
     def unapplied(self, key: K) -> tuple[object, list[E]]:
         """The key's events submitted and not yet applied, in arrival order (those
         being applied first), and the mark taken when the first of them was next."""
-        events = [event for event, _ in (*self._taken.get(key, ()), *self._queued.get(key, ()))]
-        return self._marks.get(key), events
+        return self._marks.get(key), [event for event, _ in self._unapplied(key)]
+
+    def _unapplied(self, key: K) -> list[tuple[E, asyncio.Future[None]]]:
+        return [*self._taken.get(key, ()), *self._queued.get(key, ())]
 
     def pending(self) -> int:
         """Events queued and not yet taken."""

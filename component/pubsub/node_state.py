@@ -60,3 +60,14 @@ def state_of(record: NodeRecord, confirmed: bool = False) -> NodeState:
         record.upstream_max_items,
         confirmed and record.sync_state == COMPLETED,
     )
+
+
+def item_limit(node: NodeState, ours: int) -> int:
+    """How many items the node keeps: ours, or upstream's pubsub#max_items if lower."""
+    return ours if node.upstream_max_items is None else min(ours, node.upstream_max_items)
+
+
+def trim_truncates(node: NodeState, ours: int) -> bool:
+    """Whether trimming the node leaves out items upstream still holds: past only our
+    limit, not upstream's own pubsub#max_items (which dropped them too)."""
+    return node.upstream_max_items is None or node.upstream_max_items > ours

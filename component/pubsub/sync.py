@@ -236,7 +236,6 @@ class Synchroniser:
 
         Until its re-fetch completes, no node is answered from the cache.
         """
-        self.cache.unconfirm_all()
         self.refetch({node.id for node in self.cache.nodes()})
 
     def refetch(self, node_ids: set[int]) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -44,22 +45,31 @@ class UnflushedWrites:
         self._commits = 0
         self._failing = False
 
-    def writing(self, node_ids: Iterable[int]) -> None:
-        """A write of these nodes that will not wait for the disk starts."""
-        if self.tracking:
-            self._writing.update(node_ids)
-
-    def written(self, node_ids: Iterable[int], committed: bool) -> None:
-        """That write ended: committed (acknowledged, maybe not on disk yet) or not."""
+    @contextmanager
+    def writing(self, node_ids: Sequence[int]) -> Iterator[Callable[[], None]]:
+        """A write of these nodes that will not wait for the disk, for the block; the
+        block calls what it is given once its commit is acknowledged (maybe not on
+        disk yet). Its nodes are at risk from its start."""
         if not self.tracking:
+            yield lambda: None
             return
-        self._commits += committed
-        for node_id in node_ids:
-            self._writing[node_id] -= 1
-            if self._writing[node_id] <= 0:
-                del self._writing[node_id]
-            if committed:
-                self._written[node_id] = self._commits
+        self._writing.update(node_ids)
+        committed = False
+
+        def acknowledged() -> None:
+            nonlocal committed
+            committed = True
+
+        try:
+            yield acknowledged
+        finally:
+            self._commits += committed
+            for node_id in node_ids:
+                self._writing[node_id] -= 1
+                if self._writing[node_id] <= 0:
+                    del self._writing[node_id]
+                if committed:
+                    self._written[node_id] = self._commits
 
     def at_risk(self) -> set[int]:
         """The nodes a crash may have taken writes from: written since the last commit

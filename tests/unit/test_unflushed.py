@@ -20,21 +20,26 @@ def tracker() -> UnflushedWrites:
     return UnflushedWrites(None, tracking=True)  # type: ignore[arg-type]
 
 
+def write(writes: UnflushedWrites, node_ids: list[int], committed: bool = True) -> None:
+    """One write of these nodes, its commit acknowledged or not."""
+    with writes.writing(node_ids) as acknowledged:
+        if committed:
+            acknowledged()
+
+
 def test_a_write_is_at_risk_from_its_start_until_a_flush_after_its_commit() -> None:
     writes = tracker()
-    writes.writing([1, 2])
+    with writes.writing([1, 2]) as acknowledged:
+        assert writes.at_risk() == {1, 2}
+        acknowledged()
     assert writes.at_risk() == {1, 2}
-    writes.written([1, 2], committed=True)
-    assert writes.at_risk() == {1, 2}
-    writes.writing([3])
-    writes.written([3], committed=False)  # rolled back: nothing of it to lose
+    write(writes, [3], committed=False)  # rolled back: nothing of it to lose
     assert writes.at_risk() == {1, 2}
 
 
 def test_nothing_is_at_risk_where_every_commit_waits_for_the_disk() -> None:
     writes = UnflushedWrites(None, tracking=False)  # type: ignore[arg-type]
-    writes.writing([1])
-    writes.written([1], committed=True)
+    write(writes, [1])
     assert writes.at_risk() == set()
     assert writes.lost() == set()
 
@@ -44,8 +49,7 @@ async def test_a_flush_forgets_only_what_committed_before_it(
 ) -> None:
     writes = tracker()
     for node_id in (1, 2):
-        writes.writing([node_id])
-        writes.written([node_id], committed=True)
+        write(writes, [node_id])
     waiting = asyncio.Event()
     release = asyncio.Event()
 
@@ -56,8 +60,7 @@ async def test_a_flush_forgets_only_what_committed_before_it(
     monkeypatch.setattr(unflushed, "wait_for_disk", held_commit)
     flush = asyncio.create_task(writes.flush())
     await waiting.wait()
-    writes.writing([2, 3])  # written again, and a new node, while the flush runs
-    writes.written([2, 3], committed=True)
+    write(writes, [2, 3])  # written again, and a new node, while the flush runs
     release.set()
     await flush
     assert writes.at_risk() == {2, 3}
@@ -65,9 +68,8 @@ async def test_a_flush_forgets_only_what_committed_before_it(
 
 def test_a_lost_connection_hands_over_what_is_at_risk_once() -> None:
     writes = tracker()
-    writes.writing([1])
-    writes.written([1], committed=True)
-    writes.writing([2])  # in flight when the connection went
-    assert writes.lost() == {1, 2}
-    writes.written([2], committed=False)  # its commit failed with the connection
+    write(writes, [1])
+    with writes.writing([2]):  # in flight when the connection went
+        assert writes.lost() == {1, 2}
+    # its commit failed with the connection
     assert writes.lost() == set()
